@@ -1,0 +1,87 @@
+"""Shelf: the small lending library that upgrader is shown on.
+
+A real self-hosted Flask application over three tables, with four releases
+(see releases.py) whose migrations live in the repository's migrations/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, abort, render_template
+from sqlalchemy import Engine, create_engine, select
+
+from sampleapp import schema
+from sampleapp.config import upgrader_config
+from sampleapp.releases import CURRENT
+
+__version__ = CURRENT
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(upgrader_config())
+    if test_config:
+        app.config.update(test_config)
+    engine = create_engine(app.config["UPGRADER_DATABASE_URL"], pool_pre_ping=True)
+    app.extensions["sampleapp.engine"] = engine
+
+    @app.context_processor
+    def version() -> dict[str, str]:
+        return {"version": __version__}
+
+    @app.get("/")
+    def books() -> str:
+        b, a = schema.books, schema.authors
+        query = (
+            select(b.c.id, b.c.title, b.c.year, b.c.isbn, a.c.name.label("author"))
+            .join(a, a.c.id == b.c.author_id)
+            .order_by(a.c.sort_name, b.c.year)
+        )
+        with _engine(app).connect() as conn:
+            rows = conn.execute(query).all()
+        return render_template("books.html", books=rows)
+
+    @app.get("/books/<int:book_id>")
+    def book(book_id: int) -> str:
+        b, a, loan = schema.books, schema.authors, schema.loans
+        with _engine(app).connect() as conn:
+            row = conn.execute(
+                select(b, a.c.name.label("author"))
+                .join(a, a.c.id == b.c.author_id)
+                .where(b.c.id == book_id)
+            ).first()
+            if row is None:
+                abort(404)
+            history = conn.execute(
+                select(loan).where(loan.c.book_id == book_id).order_by(loan.c.loaned_on)
+            ).all()
+        return render_template("book.html", book=row, loans=history)
+
+    @app.get("/authors")
+    def authors() -> str:
+        a, b = schema.authors, schema.books
+        with _engine(app).connect() as conn:
+            rows = conn.execute(select(a).order_by(a.c.sort_name)).all()
+            counts = dict(
+                conn.execute(select(b.c.author_id, b.c.id.count()).group_by(b.c.author_id)).all()  # type: ignore[arg-type]
+            )
+        return render_template("authors.html", authors=rows, counts=counts)
+
+    @app.get("/loans")
+    def loans() -> str:
+        loan, b = schema.loans, schema.books
+        with _engine(app).connect() as conn:
+            rows = conn.execute(
+                select(loan, b.c.title)
+                .join(b, b.c.id == loan.c.book_id)
+                .order_by(loan.c.loaned_on.desc())
+            ).all()
+        return render_template("loans.html", loans=rows)
+
+    return app
+
+
+def _engine(app: Flask) -> Engine:
+    engine: Engine = app.extensions["sampleapp.engine"]
+    return engine

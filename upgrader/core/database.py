@@ -1,0 +1,81 @@
+"""Engines with short connect timeouts, and error text with secrets removed.
+
+Every message that may reach a page, a report or a log goes through
+`describe_error()`, which strips the password of the URL in use and any
+`user:password@` pair a driver may echo.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+from sqlalchemy import URL, Engine, create_engine, make_url
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s]*@", re.I)
+_PASSWORD_WORDS = re.compile(r"(?P<key>password|passwd|pwd)(?P<sep>\s*[=:]\s*)(?P<val>'[^']*'|\"[^\"]*\"|\S+)", re.I)
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Pick the driver we ship for a bare `postgresql://` or `mysql://` URL."""
+    u = make_url(url)
+    if u.drivername == "postgresql" and not _importable("psycopg2") and _importable("psycopg"):
+        u = u.set(drivername="postgresql+psycopg")
+    elif u.drivername in ("mysql", "mariadb") and not _importable("MySQLdb"):
+        u = u.set(drivername=f"{u.drivername}+pymysql")
+    return u
+
+
+def make_engine(url: str | URL, connect_timeout: float = 5.0, **kwargs: Any) -> Engine:
+    """An engine that gives up connecting after `connect_timeout` seconds."""
+    u = normalise_url(url)
+    backend = u.get_backend_name()
+    connect_args: dict[str, Any] = {}
+    if backend == "postgresql":
+        connect_args["connect_timeout"] = max(1, round(connect_timeout))
+    elif backend in ("mysql", "mariadb"):
+        connect_args["connect_timeout"] = max(1, round(connect_timeout))
+    elif backend == "sqlite":
+        connect_args["timeout"] = connect_timeout
+    connect_args.update(kwargs.pop("connect_args", {}))
+    return create_engine(u, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL as it may be shown anywhere: password replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return redact(str(url))
+
+
+def redact(text: str, url: str | URL | None = None) -> str:
+    """Remove the password of `url`, and anything that looks like a credential, from text."""
+    if url is not None:
+        try:
+            password = make_url(url).password
+        except Exception:
+            password = None
+        if password:
+            for form in {str(password), quote(str(password), safe=""), quote_plus(str(password))}:
+                if len(form) >= 2:
+                    text = text.replace(form, "***")
+    text = _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _PASSWORD_WORDS.sub(lambda m: f"{m['key']}{m['sep']}***", text)
+
+
+def describe_error(exc: BaseException, url: str | URL | None = None) -> str:
+    """One line a person can act on: the driver's own message, redacted.
+
+    SQLAlchemy wraps driver errors and appends the SQL and a help link; the
+    driver's message (`exc.orig`) is the useful part.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    message = " ".join(str(orig).split()) or type(orig).__name__
+    return redact(f"{type(orig).__name__}: {message}", url)
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None

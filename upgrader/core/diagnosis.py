@@ -1,0 +1,587 @@
+"""The one place that decides the state of an installation.
+
+`decide()` is a pure function of what the code says (`CodeFacts`) and what the
+database says (`DatabaseFacts`). `diagnose()` gathers both and calls it. Pages,
+the CLI, the status endpoint and the wizard only render the `Diagnosis`; none
+of them decides anything on its own.
+
+Every oddity is a state with an explanation and a fix, never an exception.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from alembic.util.exc import CommandError
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from upgrader.core import storage
+from upgrader.core.database import describe_error, make_engine, safe_url
+from upgrader.core.revisions import Revision, RevisionGraph, load_graph
+from upgrader.core.storage import DatabaseFacts, Maintenance, Run, StateRow, utcnow
+from upgrader.core.versions import ParsedVersion, compare, parse_version
+from upgrader.settings import Settings
+
+
+class State(str, enum.Enum):
+    OK = "ok"
+    NOT_INSTALLED = "not_installed"
+    UPGRADE_PENDING = "upgrade_pending"
+    UPGRADE_RUNNING = "upgrade_running"
+    UPGRADE_INTERRUPTED = "upgrade_interrupted"
+    UPGRADE_FAILED = "upgrade_failed"
+    DATABASE_AHEAD = "database_ahead"
+    SCHEMA_UNKNOWN = "schema_unknown"
+    MAINTENANCE = "maintenance"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+
+    @property
+    def error_code(self) -> str | None:
+        """The code visitors see in "Down for Maintenance (ErrN)"."""
+        return _ERROR_CODES.get(self)
+
+    @property
+    def exit_code(self) -> int:
+        """The exit status of `upgrader status` (documented in docs/cli.md)."""
+        return _EXIT_CODES[self]
+
+
+_ERROR_CODES = {
+    State.DATABASE_UNAVAILABLE: "Err1",
+    State.UPGRADE_PENDING: "Err2",
+    State.UPGRADE_RUNNING: "Err2",
+    State.UPGRADE_INTERRUPTED: "Err2",
+    State.UPGRADE_FAILED: "Err2",
+    State.DATABASE_AHEAD: "Err3",
+    State.SCHEMA_UNKNOWN: "Err3",
+}
+_EXIT_CODES = {
+    State.OK: 0,
+    State.DATABASE_UNAVAILABLE: 1,
+    State.UPGRADE_PENDING: 2,
+    State.UPGRADE_RUNNING: 2,
+    State.UPGRADE_INTERRUPTED: 2,
+    State.UPGRADE_FAILED: 2,
+    State.DATABASE_AHEAD: 3,
+    State.SCHEMA_UNKNOWN: 3,
+    State.NOT_INSTALLED: 4,
+    State.MAINTENANCE: 5,
+}
+
+SUMMARIES = {
+    State.OK: "Everything is up to date.",
+    State.NOT_INSTALLED: "This site has not been installed yet.",
+    State.UPGRADE_PENDING: "This site is being updated to a new version. Please check back soon.",
+    State.UPGRADE_RUNNING: "An update of this site is in progress. Please check back soon.",
+    State.UPGRADE_INTERRUPTED: (
+        "An update of this site was interrupted. An administrator needs to finish it."
+    ),
+    State.UPGRADE_FAILED: "An update of this site did not complete. An administrator needs to finish it.",
+    State.DATABASE_AHEAD: (
+        "This site's software is older than its database. An administrator needs to deploy "
+        "the matching version."
+    ),
+    State.SCHEMA_UNKNOWN: (
+        "This site's database does not match its software. An administrator needs to look at it."
+    ),
+    State.MAINTENANCE: "This site is down for maintenance. Please check back soon.",
+    State.DATABASE_UNAVAILABLE: (
+        "This site cannot reach its database right now. Please try again in a few minutes."
+    ),
+}
+"""One line per state that any visitor may read: calm, and free of internals."""
+
+
+@dataclass(frozen=True)
+class CodeFacts:
+    """What the deployed code says: its version and its migration graph."""
+
+    version: ParsedVersion
+    graph: RevisionGraph | None
+    error: str | None = None  # the script directory could not be read
+    releases: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return self.graph.heads if self.graph else ()
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    state: State
+    summary: str
+    fix: str
+    details: tuple[str, ...]
+    code_version: str
+    schema_version: str | None
+    database_revisions: tuple[str, ...]
+    code_heads: tuple[str, ...]
+    pending_revisions: tuple[Revision, ...]
+    maintenance: Maintenance | None
+    run: Run | None
+    installer_present: bool
+    checked_at: dt.datetime
+    version_to_record: str | None = None  # a release without migrations, not yet recorded
+    state_row_id: int | None = None
+
+    @property
+    def code(self) -> str | None:
+        return self.state.error_code
+
+    @property
+    def exit_code(self) -> int:
+        return self.state.exit_code
+
+    @property
+    def headline(self) -> str:
+        if self.code:
+            return f"Down for Maintenance ({self.code})"
+        return {
+            State.OK: "Up to date",
+            State.NOT_INSTALLED: "Not installed",
+            State.MAINTENANCE: "Down for Maintenance",
+        }[self.state]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `status --json` contract (docs/cli.md). Holds no secret."""
+        return {
+            "state": self.state.value,
+            "code": self.code,
+            "headline": self.headline,
+            "summary": self.summary,
+            "fix": self.fix,
+            "details": list(self.details),
+            "code_version": self.code_version,
+            "schema_version": self.schema_version,
+            "database_revisions": list(self.database_revisions),
+            "code_heads": list(self.code_heads),
+            "pending_revisions": [
+                {"revision": r.id, "message": r.message} for r in self.pending_revisions
+            ],
+            "maintenance": None
+            if self.maintenance is None
+            else self.maintenance.to_dict(self.checked_at),
+            "run": None if self.run is None else self.run.to_dict(),
+            "installer_present": self.installer_present,
+            "checked_at": storage.iso(self.checked_at),
+        }
+
+
+def decide(
+    code: CodeFacts,
+    db: DatabaseFacts,
+    *,
+    now: dt.datetime,
+    cli: str = "upgrader",
+    installer_present: bool = False,
+) -> Diagnosis:
+    """Decide the state. Pure: the same facts always give the same diagnosis."""
+    single: StateRow | None = db.states[0] if len(db.states) == 1 else None
+    stored = parse_version(single.schema_version) if single else None
+    graph = code.graph or RevisionGraph()
+    known = all(graph.known(r) for r in db.revisions)
+    pending = tuple(graph.pending(db.revisions)) if known and code.graph else ()
+    run = db.last_run
+    progress = _progress(run)
+
+    def result(state: State, fix: str, *details: str, summary: str | None = None,
+               **extra: Any) -> Diagnosis:
+        return Diagnosis(
+            state=state,
+            summary=summary or SUMMARIES[state],
+            fix=fix,
+            details=tuple(d for d in (*details, *db.problems) if d),
+            code_version=code.version.raw,
+            schema_version=single.schema_version if single else None,
+            database_revisions=db.revisions,
+            code_heads=code.heads,
+            pending_revisions=pending,
+            maintenance=single.maintenance if single else None,
+            run=run,
+            installer_present=installer_present,
+            checked_at=now,
+            state_row_id=single.id if single else None,
+            **extra,
+        )
+
+    upgrade = f"open /install in a browser, or run `{cli} upgrade`"
+    upgrade_now = upgrade[0].upper() + upgrade[1:]
+    revs = ", ".join(db.revisions) or "none"
+
+    # 1. Nothing can be said without the database.
+    if not db.reachable:
+        return result(
+            State.DATABASE_UNAVAILABLE,
+            "Check that the database server is running and reachable with the configured "
+            f"URL, then run `{cli} status` again.",
+            f"connecting failed: {db.error}",
+        )
+
+    # 2. Code that cannot be compared with anything.
+    if code.error:
+        return result(
+            State.SCHEMA_UNKNOWN,
+            "Point UPGRADER_MIGRATIONS at the application's Alembic directory, or redeploy "
+            "the release completely: its migrations are missing or broken.",
+            f"the code's migrations cannot be read: {code.error}",
+        )
+    if len(code.heads) > 1:
+        return result(
+            State.SCHEMA_UNKNOWN,
+            "This release is broken: its migrations branch. Do not upgrade with it; deploy a "
+            "release whose migrations were merged (`alembic merge heads` in development).",
+            f"the code has {len(code.heads)} Alembic heads: {', '.join(code.heads)}",
+        )
+    if not code.version.valid:
+        return result(
+            State.SCHEMA_UNKNOWN,
+            "Set the application's version (UPGRADER_CODE_VERSION) to its release number, "
+            "for example 2.0.1.",
+            f"the code's version {code.version.error}",
+        )
+
+    if db.unreadable:
+        return result(
+            State.SCHEMA_UNKNOWN,
+            "upgrader's own tables are damaged: restore them from the last backup, or send the "
+            f"output of `{cli} doctor` to support.",
+            f"the database answers, but upgrader's tables cannot be read: {db.unreadable}",
+        )
+
+    # 3. Never installed, or never seen by upgrader.
+    if db.missing_file:
+        return result(
+            State.NOT_INSTALLED,
+            f"Open /install in a browser, or run `{cli} install`.",
+            f"the database file {db.missing_file} does not exist yet",
+        )
+    if not db.states and not db.revisions:
+        foreign = [t for t in db.tables if t != "alembic_version"]
+        if foreign:
+            shown = ", ".join(foreign[:8]) + (" …" if len(foreign) > 8 else "")
+            return result(
+                State.NOT_INSTALLED,
+                "This database already holds tables that no migration recorded. Check that "
+                "UPGRADER_DATABASE_URL names this application's database; if it does, the "
+                "tables predate Alembic: bring them under Alembic (`alembic stamp` with the "
+                f"matching revision), then run `{cli} adopt`.",
+                f"the database holds {len(foreign)} table(s) ({shown}) but no version information",
+                "alembic_version exists but is empty" if db.has_version_table else "",
+            )
+        return result(
+            State.NOT_INSTALLED,
+            f"Open /install in a browser, or run `{cli} install`.",
+            "the database is empty",
+        )
+
+    # 4. Revisions that this code cannot place.
+    unknown = [r for r in db.revisions if not graph.known(r)]
+    overlapping = graph.overlapping(db.revisions)
+    if run is not None and run.lease_live(now):
+        # An upgrade by any node: the revisions are in flux, whatever this code knows.
+        return result(
+            State.UPGRADE_RUNNING,
+            f"Wait for it to finish; follow it with `{cli} status`. "
+            f"It was started by {run.actor or 'unknown'} on {run.host} (pid {run.pid}) at "
+            f"{storage.iso(run.started_at)}.",
+            f"run #{run.id} from {run.from_version} to {run.to_version}: {progress}",
+            summary=f"{SUMMARIES[State.UPGRADE_RUNNING]} ({progress})" if progress else None,
+        )
+    if overlapping:
+        pairs = "; ".join(f"{a} is an ancestor of {b}" for a, b in overlapping)
+        keep = sorted({b for _, b in overlapping} - {a for a, _ in overlapping})
+        return result(
+            State.SCHEMA_UNKNOWN,
+            f"Check which revision the schema really has; if it is {', '.join(keep)}, keep "
+            f"only that row in alembic_version (`alembic stamp --purge {' '.join(keep)}`), then "
+            f"run `{cli} status` again.",
+            f"alembic_version holds overlapping revisions ({revs}): {pairs}",
+        )
+
+    if single is None and not db.states:
+        # Alembic manages this database, upgrader has never recorded it.
+        adopt = "the database is managed by Alembic but has no upgrader state yet"
+        if unknown:
+            return result(
+                State.SCHEMA_UNKNOWN,
+                "Deploy the release that created this database, or check that "
+                "UPGRADER_DATABASE_URL names this application's database.",
+                adopt,
+                f"revision(s) {', '.join(unknown)} are not part of this code",
+            )
+        if not db.revisions:
+            return result(
+                State.NOT_INSTALLED,
+                f"Open /install in a browser, or run `{cli} install`.",
+                "alembic_version exists but is empty: no migration was ever recorded",
+            )
+        if pending:
+            return result(
+                State.UPGRADE_PENDING,
+                f"{upgrade_now}: it adopts the database and applies {len(pending)} revision(s).",
+                adopt,
+                f"{len(pending)} revision(s) pending from {revs}",
+            )
+        return result(
+            State.UPGRADE_PENDING,
+            f"Run `{cli} adopt` once: it records version {code.version.raw} for this database "
+            "and changes nothing in its schema, which already matches the code.",
+            adopt,
+            summary=SUMMARIES[State.UPGRADE_PENDING],
+        )
+
+    if single is None:
+        listed = "; ".join(f"id {s.id}: {s.schema_version!r}" for s in db.states)
+        guess = _release_for(code, db.revisions)
+        return result(
+            State.SCHEMA_UNKNOWN,
+            f"Run `{cli} adopt --version {guess or 'VERSION'}` with the release the database "
+            "was last upgraded to: it keeps one state row.",
+            f"upgrader's state table holds {len(db.states)} rows ({listed}); it must hold one",
+        )
+
+    assert stored is not None
+    if not stored.valid:
+        guess = _release_for(code, db.revisions)
+        return result(
+            State.SCHEMA_UNKNOWN,
+            f"Run `{cli} adopt --version {guess or 'VERSION'}` with the release the database "
+            f"was last upgraded to (its revisions are {revs}).",
+            f"the stored schema version {stored.error}",
+        )
+    if not db.revisions and graph.revisions:
+        what = "is empty" if db.has_version_table else "is missing"
+        release_rev = code.releases.get(stored.raw)
+        return result(
+            State.SCHEMA_UNKNOWN,
+            "Restore the backup taken before the last upgrade; or, if the application's tables "
+            f"are intact, record their revision with `alembic stamp {release_rev or 'REVISION'}`"
+            f"{f' (the revision of release {stored.raw})' if release_rev else ''}.",
+            f"upgrader's state says version {stored.raw}, but alembic_version {what}",
+        )
+
+    ordering = compare(stored, code.version)
+    assert ordering is not None
+    if unknown:
+        if ordering > 0:
+            return result(
+                State.DATABASE_AHEAD,
+                f"Deploy version {stored.raw} of the application (or later), or restore the "
+                f"backup taken before the database was upgraded to {stored.raw}.",
+                f"the database was upgraded to {stored.raw}; this code is {code.version.raw}",
+                f"revision(s) {', '.join(unknown)} come from a newer release",
+            )
+        return result(
+            State.SCHEMA_UNKNOWN,
+            f"Deploy the code the database was last upgraded with ({stored.raw}) and check "
+            "that no patch for another version was applied; or restore a backup.",
+            f"revision(s) {', '.join(unknown)} are not part of this code, yet the stored "
+            f"version {stored.raw} is not newer than the code ({code.version.raw})",
+        )
+    if not pending and ordering > 0:
+        return result(
+            State.DATABASE_AHEAD,
+            f"Deploy version {stored.raw} of the application (or later), or restore the backup "
+            f"taken before the database was upgraded to {stored.raw}.",
+            f"the database was upgraded to {stored.raw}; this code is {code.version.raw} "
+            "(the schema revisions agree)",
+        )
+    if pending and ordering > 0:
+        return result(
+            State.SCHEMA_UNKNOWN,
+            f"Deploy version {stored.raw} of the application and check its migrations, or "
+            "restore a backup.",
+            f"the stored version {stored.raw} is newer than the code ({code.version.raw}), yet "
+            f"the database lacks {len(pending)} of the code's revisions",
+        )
+
+    in_sync = not pending and ordering == 0
+    if run is not None and run.status == "running" and not in_sync:
+        return result(
+            State.UPGRADE_INTERRUPTED,
+            f"Run the upgrade again ({upgrade}): it resumes from revision {revs}. "
+            f"{_backup_hint(run, cli)}",
+            f"run #{run.id} ({run.from_version} to {run.to_version}) stopped at {progress}; its "
+            f"lease expired at {storage.iso(run.lease_expires_at)} "
+            f"(it ran on {run.host}, pid {run.pid})",
+        )
+    if run is not None and run.status == "failed" and not in_sync:
+        return result(
+            State.UPGRADE_FAILED,
+            f"Read the error, fix its cause, then run the upgrade again ({upgrade}). "
+            f"{_backup_hint(run, cli)}",
+            f"run #{run.id} ({run.from_version} to {run.to_version}) failed at {progress}",
+            f"error: {run.error or 'not recorded'}",
+        )
+    if pending:
+        return result(
+            State.UPGRADE_PENDING,
+            f"{upgrade_now}.",
+            f"version {stored.raw} to {code.version.raw}: {len(pending)} revision(s) pending",
+        )
+    notes: list[str] = []
+    if run is not None and run.status == "running":
+        notes.append(
+            f"run #{run.id} never closed, but the database already matches the code; "
+            f"`{cli} history` shows it"
+        )
+    to_record = code.version.raw if ordering < 0 else None
+    if to_record:
+        notes.append(
+            f"release {to_record} adds no migrations: version {stored.raw} is to be recorded "
+            f"as {to_record}"
+        )
+    maintenance = single.maintenance
+    if maintenance.active(now) and maintenance.mode == "block":
+        until = f" until {storage.iso(maintenance.until)}" if maintenance.until else ""
+        return result(
+            State.MAINTENANCE,
+            f"Switch it off with `{cli} maintenance off` when the work is done.",
+            *notes,
+            f"maintenance switched on by {maintenance.set_by or 'unknown'}{until}",
+            summary=maintenance.message or None,
+            version_to_record=to_record,
+        )
+    return result(State.OK, "", *notes, version_to_record=to_record)
+
+
+def _progress(run: Run | None) -> str:
+    if run is None or not run.steps:
+        return ""
+    current = f" ({run.revision}: {run.message})" if run.revision else ""
+    return f"step {run.step} of {run.steps}{current}"
+
+
+def _backup_hint(run: Run, cli: str) -> str:
+    if not run.backup_path:
+        return "No backup was recorded for that run."
+    return (
+        f"The backup taken before it is {run.backup_path}; to go back to it run "
+        f"`{cli} restore {run.backup_path}`."
+    )
+
+
+def _release_for(code: CodeFacts, revisions: Sequence[str]) -> str | None:
+    """The newest release whose schema is exactly these revisions, when releases are known."""
+    if len(revisions) != 1:
+        return None
+    matches = [v for v, rev in code.releases.items() if rev == revisions[0]]
+    parsed = [p for p in map(parse_version, matches) if p.valid]
+    return max(parsed, key=lambda p: p.version).raw if parsed else None  # type: ignore[return-value,type-var]
+
+
+# ---------------------------------------------------------------- gathering facts
+
+
+def load_code_facts(settings: Settings) -> CodeFacts:
+    """Read the code's version and migration graph. Slow (imports revision files): cache it."""
+    version = parse_version(settings.resolved_code_version())
+    migrations = Path(settings.migrations)
+    if not migrations.is_dir():
+        return CodeFacts(version, None, f"{migrations} is not a directory", settings.releases)
+    try:
+        graph = load_graph(migrations)
+    except (CommandError, ImportError, SyntaxError, OSError, ValueError) as exc:
+        return CodeFacts(version, None, f"{type(exc).__name__}: {exc}", settings.releases)
+    return CodeFacts(version, graph, None, settings.releases)
+
+
+def read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
+    """Read the database's facts; an unreachable or vanishing database is a fact too."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        path = Path(url.database or "")
+        if not path.exists():
+            return DatabaseFacts(missing_file=str(path))
+    tables = storage.define_tables(settings.table_prefix)
+    try:
+        conn = engine.connect()
+    except SQLAlchemyError as exc:
+        return DatabaseFacts(reachable=False, error=_where(engine) + describe_error(exc, url))
+    try:
+        with conn:
+            return storage.read_facts(conn, tables, settings.version_table)
+    except (SQLAlchemyError, ValueError, TypeError, KeyError) as exc:
+        reason = describe_error(exc, url)
+    # Connected, then failed: either the server went away, or our tables are damaged.
+    try:
+        with engine.connect() as probe:
+            probe.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return DatabaseFacts(reachable=False, error=_where(engine) + describe_error(exc, url))
+    return DatabaseFacts(unreadable=reason)
+
+
+def _where(engine: Engine) -> str:
+    return f"{safe_url(engine.url)}: "
+
+
+def diagnose(
+    settings: Settings,
+    *,
+    code: CodeFacts | None = None,
+    engine: Engine | None = None,
+    record: bool = True,
+    now: dt.datetime | None = None,
+) -> Diagnosis:
+    """Diagnose the installation described by `settings`.
+
+    With `record`, a release that adds no migrations is recorded on the spot
+    (once, whichever process sees it first) and the diagnosis says ok.
+    """
+    code = code or load_code_facts(settings)
+    own_engine = engine is None
+    engine = engine or make_engine(settings.database_url, settings.connect_timeout)
+    try:
+        facts = read_database(engine, settings)
+        installer = settings.installer_dir is not None and Path(settings.installer_dir).is_dir()
+        diagnosis = decide(
+            code, facts, now=now or utcnow(), cli=settings.cli, installer_present=installer
+        )
+        if record and diagnosis.version_to_record and diagnosis.state_row_id is not None:
+            diagnosis = _record(engine, settings, diagnosis)
+        return diagnosis
+    finally:
+        if own_engine:
+            engine.dispose()
+
+
+def _record(engine: Engine, settings: Settings, diagnosis: Diagnosis) -> Diagnosis:
+    assert diagnosis.version_to_record is not None and diagnosis.state_row_id is not None
+    tables = storage.define_tables(settings.table_prefix)
+    try:
+        storage.record_version(
+            engine,
+            tables,
+            diagnosis.state_row_id,
+            diagnosis.schema_version,
+            diagnosis.version_to_record,
+            diagnosis.database_revisions,
+        )
+    except SQLAlchemyError as exc:
+        note = f"could not record version {diagnosis.version_to_record}: {describe_error(exc, engine.url)}"
+        return replace(diagnosis, details=(*diagnosis.details, note))
+    recorded = f"release {diagnosis.version_to_record} adds no migrations: version recorded"
+    details = tuple(d for d in diagnosis.details if "is to be recorded" not in d)
+    return replace(
+        diagnosis,
+        schema_version=diagnosis.version_to_record,
+        version_to_record=None,
+        details=(*details, recorded),
+    )
+
+
+__all__ = [
+    "CodeFacts",
+    "Diagnosis",
+    "State",
+    "decide",
+    "diagnose",
+    "load_code_facts",
+]

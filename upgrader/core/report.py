@@ -1,0 +1,142 @@
+"""The `doctor` report: the status plus everything support staff ask for next.
+
+Built as plain data (rendered as text or JSON by the CLI). It never holds a
+secret: URLs are shown with the password masked, and every error message passes
+through `describe_error()`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from upgrader.core import storage
+from upgrader.core.database import describe_error, make_engine, safe_url
+from upgrader.core.diagnosis import Diagnosis, diagnose, load_code_facts
+from upgrader.settings import Settings
+
+_DRIVERS = {"psycopg": "psycopg", "psycopg2": "psycopg2", "pymysql": "PyMySQL",
+            "mysqldb": "mysqlclient", "pysqlite": None}
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "upgrader": package_version("upgrader"),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "executable": sys.executable,
+        "sqlalchemy": package_version("SQLAlchemy"),
+        "alembic": package_version("alembic"),
+        "packaging": package_version("packaging"),
+        "flask": package_version("Flask"),
+    }
+
+
+def configuration(settings: Settings) -> dict[str, dict[str, Any]]:
+    values: dict[str, Any] = {
+        "app": settings.app,
+        "database_url": safe_url(settings.database_url),
+        "migrations": str(settings.migrations),
+        "code_version": settings.code_version,
+        "distribution": settings.distribution,
+        "version_table": settings.version_table,
+        "table_prefix": settings.table_prefix,
+        "installer_dir": None if settings.installer_dir is None else str(settings.installer_dir),
+        "backup_dir": str(settings.backup_dir),
+        "connect_timeout": settings.connect_timeout,
+        "lease_seconds": settings.lease_seconds,
+    }
+    return {
+        name: {"value": value, "source": settings.sources.get(name, "default")}
+        for name, value in values.items()
+        if value is not None
+    }
+
+
+def database_info(engine: Engine) -> dict[str, Any]:
+    driver = engine.dialect.driver
+    package = _DRIVERS.get(driver, driver)
+    info: dict[str, Any] = {
+        "url": safe_url(engine.url),
+        "dialect": engine.dialect.name,
+        "driver": driver,
+        "driver_version": package_version(package) if package else None,
+        "server_version": None,
+    }
+    if engine.dialect.name == "sqlite":
+        import sqlite3
+
+        info["driver_version"] = sqlite3.sqlite_version
+        info["server_version"] = f"SQLite {sqlite3.sqlite_version} (embedded)"
+        return info
+    try:
+        with engine.connect() as conn:
+            query = "SELECT version()" if engine.dialect.name == "postgresql" else "SELECT VERSION()"
+            info["server_version"] = str(conn.execute(text(query)).scalar())
+    except SQLAlchemyError as exc:
+        info["error"] = describe_error(exc, engine.url)
+    return info
+
+
+def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any]]:
+    """Diagnose without writing anything, and gather the whole report."""
+    code = load_code_facts(settings)
+    engine = make_engine(settings.database_url, settings.connect_timeout)
+    try:
+        diagnosis = diagnose(settings, code=code, engine=engine, record=False)
+        history: list[dict[str, Any]] = []
+        if diagnosis.state.value not in ("database_unavailable",) and not _missing(engine):
+            try:
+                with engine.connect() as conn:
+                    tables = storage.define_tables(settings.table_prefix)
+                    history = [r.to_dict() for r in storage.recent_runs(conn, tables, runs)]
+            except (SQLAlchemyError, ValueError, TypeError) as exc:
+                history = [{"error": describe_error(exc, engine.url)}]
+        database = (
+            {"url": safe_url(engine.url), "dialect": engine.dialect.name}
+            if diagnosis.state.value == "database_unavailable"
+            else database_info(engine)
+        )
+    finally:
+        engine.dispose()
+    installer = settings.installer_dir
+    report = {
+        "status": diagnosis.to_dict(),
+        "environment": environment(),
+        "configuration": configuration(settings),
+        "database": database,
+        "code": {
+            "version": diagnosis.code_version,
+            "heads": list(diagnosis.code_heads),
+            "revisions": len(code.graph.revisions) if code.graph else 0,
+            "migrations": str(settings.migrations),
+        },
+        "pending_revisions": [
+            {"revision": r.id, "message": r.message} for r in diagnosis.pending_revisions
+        ],
+        "runs": history,
+        "installer": {
+            "present": diagnosis.installer_present,
+            "path": None if installer is None else str(installer),
+        },
+    }
+    return diagnosis, report
+
+
+def _missing(engine: Engine) -> bool:
+    url = engine.url
+    return url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()

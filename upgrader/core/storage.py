@@ -1,0 +1,407 @@
+"""The guard's own tables in the application's database, and reading them back.
+
+Three tables, named with a configurable prefix (default `upgrader_`):
+
+- `state`: one row: the application version the schema was last brought to,
+  when it was installed, and the maintenance settings;
+- `runs`: the journal: one row per install, upgrade or version record, with
+  who started it, from where, from -> to, status, step k of n, lease, error,
+  backup;
+- `steps`: one row per migration a run applied, with its duration.
+
+Alembic's `alembic_version` stays Alembic's: it is read, never written here.
+Every timestamp is naive UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    select,
+    text,
+)
+
+MAINTENANCE_MODES = ("off", "block", "banner")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.replace(microsecond=0).isoformat() + "Z"
+
+
+@dataclass(frozen=True)
+class Tables:
+    metadata: MetaData
+    state: Table
+    runs: Table
+    steps: Table
+
+
+def define_tables(prefix: str = "upgrader_") -> Tables:
+    md = MetaData()
+    state = Table(
+        f"{prefix}state",
+        md,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("schema_version", String(64)),
+        Column("installed_at", DateTime),
+        Column("updated_at", DateTime),
+        Column("maintenance_mode", String(16), nullable=False, server_default="off"),
+        Column("maintenance_message", Text),
+        Column("maintenance_until", DateTime),
+        Column("maintenance_start", DateTime),
+        Column("maintenance_end", DateTime),
+        Column("maintenance_allow", Text),
+        Column("maintenance_secret", String(255)),
+        Column("maintenance_set_by", String(255)),
+        Column("maintenance_set_at", DateTime),
+    )
+    runs = Table(
+        f"{prefix}runs",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("kind", String(16), nullable=False),  # install | upgrade | version | adopt
+        Column("status", String(16), nullable=False),  # running | succeeded | failed
+        Column("trigger", String(16), nullable=False),  # cli | web | auto
+        Column("actor", String(255)),
+        Column("host", String(255)),
+        Column("pid", Integer),
+        Column("started_at", DateTime, nullable=False),
+        Column("finished_at", DateTime),
+        Column("heartbeat_at", DateTime),
+        Column("lease_expires_at", DateTime),
+        Column("from_version", String(64)),
+        Column("to_version", String(64)),
+        Column("from_revisions", String(255)),
+        Column("to_revisions", String(255)),
+        Column("step", Integer, nullable=False, server_default="0"),
+        Column("steps", Integer, nullable=False, server_default="0"),
+        Column("revision", String(64)),
+        Column("message", Text),
+        Column("error", Text),
+        Column("backup_path", Text),
+        Column("backup_checksum", String(128)),
+        Column("backup_size", BigInteger),
+        Column("note", Text),
+    )
+    steps = Table(
+        f"{prefix}steps",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("run_id", Integer, nullable=False, index=True),
+        Column("position", Integer, nullable=False),
+        Column("revision", String(64), nullable=False),
+        Column("message", Text),
+        Column("status", String(16), nullable=False),  # running | succeeded | failed
+        Column("started_at", DateTime, nullable=False),
+        Column("finished_at", DateTime),
+        Column("duration", Float),
+    )
+    return Tables(md, state, runs, steps)
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """Maintenance as an administrator set it (the web layer interprets allow/secret)."""
+
+    mode: str = "off"
+    message: str | None = None
+    until: dt.datetime | None = None
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    allow: tuple[str, ...] = ()
+    has_secret: bool = False
+    set_by: str | None = None
+    set_at: dt.datetime | None = None
+    problem: str | None = None  # a stored mode we do not know; treated as "block"
+
+    def active(self, now: dt.datetime) -> bool:
+        if self.mode == "off":
+            return False
+        return (self.start is None or self.start <= now) and (self.end is None or now < self.end)
+
+    def upcoming(self, now: dt.datetime) -> bool:
+        return self.mode != "off" and self.start is not None and now < self.start
+
+    def to_dict(self, now: dt.datetime) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "active": self.active(now),
+            "upcoming": self.upcoming(now),
+            "message": self.message,
+            "until": iso(self.until),
+            "start": iso(self.start),
+            "end": iso(self.end),
+        }
+
+
+@dataclass(frozen=True)
+class StateRow:
+    id: int
+    schema_version: str | None
+    installed_at: dt.datetime | None
+    updated_at: dt.datetime | None
+    maintenance: Maintenance
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    kind: str
+    status: str
+    trigger: str
+    actor: str | None
+    host: str | None
+    pid: int | None
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    lease_expires_at: dt.datetime | None
+    from_version: str | None
+    to_version: str | None
+    from_revisions: str | None
+    to_revisions: str | None
+    step: int
+    steps: int
+    revision: str | None
+    message: str | None
+    error: str | None
+    backup_path: str | None
+    backup_checksum: str | None
+    backup_size: int | None
+    note: str | None
+
+    def lease_live(self, now: dt.datetime) -> bool:
+        return (
+            self.status == "running"
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > now
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "trigger": self.trigger,
+            "actor": self.actor,
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "heartbeat_at": iso(self.heartbeat_at),
+            "lease_expires_at": iso(self.lease_expires_at),
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "from_revisions": split_revisions(self.from_revisions),
+            "to_revisions": split_revisions(self.to_revisions),
+            "step": self.step,
+            "steps": self.steps,
+            "revision": self.revision,
+            "message": self.message,
+            "error": self.error,
+            "backup_path": self.backup_path,
+            "backup_checksum": self.backup_checksum,
+            "backup_size": self.backup_size,
+            "note": self.note,
+        }
+
+
+def split_revisions(value: str | None) -> list[str]:
+    return [r for r in (value or "").split(",") if r]
+
+
+def join_revisions(revs: Sequence[str]) -> str:
+    return ",".join(sorted(revs))
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """What the database says, read in one go. Nothing here is interpreted yet."""
+
+    reachable: bool = True
+    error: str | None = None
+    missing_file: str | None = None  # SQLite: the database file does not exist
+    unreadable: str | None = None  # connected, but upgrader's tables could not be read
+    tables: tuple[str, ...] = ()
+    has_version_table: bool = False
+    revisions: tuple[str, ...] = ()
+    has_state_table: bool = False
+    states: tuple[StateRow, ...] = ()
+    last_run: Run | None = None
+    problems: tuple[str, ...] = field(default=())  # rows we could not read
+
+
+def read_facts(conn: Connection, tables: Tables, version_table: str = "alembic_version") -> DatabaseFacts:
+    """Read alembic_version, the state rows and the last run. A few cheap queries."""
+    names = tuple(sorted(inspect(conn).get_table_names()))
+    problems: list[str] = []
+    revisions: tuple[str, ...] = ()
+    if version_table in names:
+        rows = conn.execute(text(f"SELECT version_num FROM {_quote(conn, version_table)}")).scalars()
+        revisions = tuple(sorted(str(r) for r in rows if r is not None))
+    states: list[StateRow] = []
+    if tables.state.name in names:
+        for row in conn.execute(select(tables.state).order_by(tables.state.c.id)).mappings():
+            states.append(_state_row(row, problems))
+    last_run = None
+    if tables.runs.name in names:
+        row = conn.execute(select(tables.runs).order_by(tables.runs.c.id.desc()).limit(1)).mappings().first()
+        last_run = None if row is None else Run(**dict(row))
+    return DatabaseFacts(
+        tables=names,
+        has_version_table=version_table in names,
+        revisions=revisions,
+        has_state_table=tables.state.name in names,
+        states=tuple(states),
+        last_run=last_run,
+        problems=tuple(problems),
+    )
+
+
+def _state_row(row: Any, problems: list[str]) -> StateRow:
+    mode = (row["maintenance_mode"] or "off").strip().lower()
+    problem = None
+    if mode not in MAINTENANCE_MODES:
+        problem = f"unknown maintenance mode {mode!r} in state row {row['id']}: treated as 'block'"
+        problems.append(problem)
+        mode = "block"
+    allow = tuple(a.strip() for a in (row["maintenance_allow"] or "").split(",") if a.strip())
+    maintenance = Maintenance(
+        mode=mode,
+        message=row["maintenance_message"],
+        until=row["maintenance_until"],
+        start=row["maintenance_start"],
+        end=row["maintenance_end"],
+        allow=allow,
+        has_secret=bool(row["maintenance_secret"]),
+        set_by=row["maintenance_set_by"],
+        set_at=row["maintenance_set_at"],
+        problem=problem,
+    )
+    return StateRow(
+        id=row["id"],
+        schema_version=row["schema_version"],
+        installed_at=row["installed_at"],
+        updated_at=row["updated_at"],
+        maintenance=maintenance,
+    )
+
+
+def _quote(conn: Connection, name: str) -> str:
+    return conn.dialect.identifier_preparer.quote(name)
+
+
+def ensure_tables(engine: Engine | Connection, tables: Tables) -> None:
+    tables.metadata.create_all(engine, checkfirst=True)
+
+
+def identity() -> dict[str, Any]:
+    """Who and where, for the journal: the OS user, host and process."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = None
+    return {"actor": user, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def recent_runs(conn: Connection, tables: Tables, limit: int = 10) -> list[Run]:
+    if not inspect(conn).has_table(tables.runs.name):
+        return []
+    rows = conn.execute(select(tables.runs).order_by(tables.runs.c.id.desc()).limit(limit)).mappings()
+    return [Run(**dict(r)) for r in rows]
+
+
+def record_version(
+    engine: Engine,
+    tables: Tables,
+    state_id: int,
+    from_version: str | None,
+    to_version: str,
+    revisions: Sequence[str],
+    trigger: str = "auto",
+) -> bool:
+    """Record a release that brings no migration: the state row moves from -> to, once.
+
+    The UPDATE is conditional on the old version, so when several processes
+    notice the new release at once exactly one of them writes the journal row.
+    """
+    now = utcnow()
+    with engine.begin() as conn:
+        result = conn.execute(
+            tables.state.update()
+            .where(tables.state.c.id == state_id)
+            .where(tables.state.c.schema_version == from_version)
+            .values(schema_version=to_version, updated_at=now)
+        )
+        if result.rowcount != 1:
+            return False
+        conn.execute(
+            tables.runs.insert().values(
+                kind="version",
+                status="succeeded",
+                trigger=trigger,
+                started_at=now,
+                finished_at=now,
+                from_version=from_version,
+                to_version=to_version,
+                from_revisions=join_revisions(revisions),
+                to_revisions=join_revisions(revisions),
+                note=f"release {to_version} adds no migrations: version recorded on its own",
+                **identity(),
+            )
+        )
+    return True
+
+
+def write_single_state(
+    conn: Connection,
+    tables: Tables,
+    schema_version: str,
+    keep: StateRow | None = None,
+) -> None:
+    """Leave exactly one state row, holding `schema_version`.
+
+    The row `keep` survives with its install date and maintenance settings;
+    every other row goes. Used by adoption and repair, inside the caller's
+    transaction.
+    """
+    now = utcnow()
+    if keep is None:
+        conn.execute(tables.state.delete())
+        conn.execute(
+            tables.state.insert().values(
+                id=1, schema_version=schema_version, installed_at=now, updated_at=now,
+                maintenance_mode="off",
+            )
+        )
+        return
+    conn.execute(tables.state.delete().where(tables.state.c.id != keep.id))
+    conn.execute(
+        tables.state.update()
+        .where(tables.state.c.id == keep.id)
+        .values(schema_version=schema_version, updated_at=now,
+                installed_at=keep.installed_at or now)
+    )
