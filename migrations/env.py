@@ -39,7 +39,9 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=metadata, transaction_per_migration=True)
+        context.configure(
+            connection=connection, target_metadata=metadata, transaction_per_migration=True
+        )
         with context.begin_transaction():
             context.run_migrations()
         return

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, abort, render_template
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, func, select
 
 from sampleapp import schema
 from sampleapp.config import upgrader_config
@@ -63,9 +63,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         a, b = schema.authors, schema.books
         with _engine(app).connect() as conn:
             rows = conn.execute(select(a).order_by(a.c.sort_name)).all()
-            counts = dict(
-                conn.execute(select(b.c.author_id, b.c.id.count()).group_by(b.c.author_id)).all()  # type: ignore[arg-type]
-            )
+            per_author = select(b.c.author_id, func.count()).group_by(b.c.author_id)
+            counts = {author: n for author, n in conn.execute(per_author).all()}
         return render_template("authors.html", authors=rows, counts=counts)
 
     @app.get("/loans")

@@ -11,6 +11,8 @@ import datetime as dt
 from packaging.version import Version
 from sqlalchemy import Connection, column, table
 
+from sampleapp.text import isbn13, sort_name
+
 AUTHORS: list[tuple[int, str]] = [
     (1, "Jane Austen"),
     (2, "Mary Shelley"),
@@ -53,32 +55,26 @@ LOANS: list[tuple[int, int, str, dt.date, dt.date | None]] = [
 
 
 def seed(conn: Connection, release: str) -> None:
-    """Insert the sample rows appropriate to the schema of `release`."""
-    has_isbn = Version(release) >= Version("1.1.0")
-    authors = table("authors", column("id"), column("name"))
-    conn.execute(authors.insert(), [{"id": i, "name": n} for i, n in AUTHORS])
-    book_cols = ["id", "title", "author_id", "year"] + (["isbn"] if has_isbn else [])
-    books = table("books", *(column(c) for c in book_cols))
+    """Insert the sample rows as the application at `release` would have stored them."""
+    version = Version(release)
+    has_isbn = version >= Version("1.1.0")
+    normalised = version >= Version("2.0.0")  # sort names and ISBN-13 from 2.0.0 on
+    author_cols = ["id", "name"] + (["sort_name"] if normalised else [])
     conn.execute(
-        books.insert(),
+        table("authors", *map(column, author_cols)).insert(),
+        [dict(zip(author_cols, (i, n, sort_name(n)), strict=False)) for i, n in AUTHORS],
+    )
+    book_cols = ["id", "title", "author_id", "year"] + (["isbn"] if has_isbn else [])
+    conn.execute(
+        table("books", *map(column, book_cols)).insert(),
         [
-            dict(zip(book_cols, (i, t, a, y, isbn) if has_isbn else (i, t, a, y), strict=True))
+            dict(zip(book_cols, (i, t, a, y, isbn13(isbn) if normalised else isbn), strict=False))
             for i, t, a, y, isbn in BOOKS
         ],
     )
     if has_isbn:
-        loans = table(
-            "loans",
-            column("id"),
-            column("book_id"),
-            column("borrower"),
-            column("loaned_on"),
-            column("returned_on"),
-        )
+        loan_cols = ["id", "book_id", "borrower", "loaned_on", "returned_on"]
         conn.execute(
-            loans.insert(),
-            [
-                {"id": i, "book_id": b, "borrower": w, "loaned_on": on, "returned_on": back}
-                for i, b, w, on, back in LOANS
-            ],
+            table("loans", *map(column, loan_cols)).insert(),
+            [dict(zip(loan_cols, loan, strict=True)) for loan in LOANS],
         )

@@ -30,7 +30,11 @@ def isbn13(isbn: str | None) -> str | None:
     digits = isbn.replace("-", "").replace(" ", "").upper()
     if len(digits) == 13 and digits.isdigit():
         return digits
-    if len(digits) != 10 or not digits[:9].isdigit() or not (digits[9].isdigit() or digits[9] == "X"):
+    if (
+        len(digits) != 10
+        or not digits[:9].isdigit()
+        or not (digits[9].isdigit() or digits[9] == "X")
+    ):
         return isbn
     core = "978" + digits[:9]
     total = sum(int(c) * (1 if i % 2 == 0 else 3) for i, c in enumerate(core))

@@ -37,6 +37,19 @@ def backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
+@pytest.fixture(params=["postgresql", "mysql"])
+def server_backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if not SERVER_URLS[name]:
+        pytest.skip(f"TEST_{name.upper()}_URL is not set")
+    return name
+
+
+@pytest.fixture
+def server_db_url(server_backend: str) -> Iterator[str]:
+    yield from fresh_server_database(server_backend)
+
+
 @pytest.fixture
 def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """A URL to a database of its own that no other test touches, dropped afterwards."""

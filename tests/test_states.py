@@ -67,95 +67,180 @@ class Case:
 
 
 CASES: dict[str, Case] = {
-    "ok": Case(installed(CURRENT), "ok", 0, fields={"schema_version": CURRENT, "pending_revisions": []}),
+    "ok": Case(
+        installed(CURRENT), "ok", 0, fields={"schema_version": CURRENT, "pending_revisions": []}
+    ),
     "not_installed_empty": Case(nothing, "not_installed", 4, fix=("/install", "upgrader install")),
     "not_installed_foreign_tables": Case(
         foreign_tables, "not_installed", 4, details=("customers", "no version information")
     ),
     "upgrade_pending": Case(
-        installed("1.0.0"), "upgrade_pending", 2, "Err2", fix=("upgrader upgrade", "/install"),
+        installed("1.0.0"),
+        "upgrade_pending",
+        2,
+        "Err2",
+        fix=("upgrader upgrade", "/install"),
         fields={"schema_version": "1.0.0", "database_revisions": ["0001_initial"]},
     ),
     "upgrade_running": Case(
-        then(installed("1.0.0"), run()), "upgrade_running", 2, "Err2",
-        fix=("web-1", "4242"), details=("step 1 of 2",),
+        then(installed("1.0.0"), run()),
+        "upgrade_running",
+        2,
+        "Err2",
+        fix=("web-1", "4242"),
+        details=("step 1 of 2",),
     ),
     "upgrade_interrupted": Case(
-        then(installed("1.0.0"), run(lease_expires_at=EXPIRED)), "upgrade_interrupted", 2, "Err2",
-        fix=("resumes from revision 0001_initial",), details=("lease expired",),
+        then(installed("1.0.0"), run(lease_expires_at=EXPIRED)),
+        "upgrade_interrupted",
+        2,
+        "Err2",
+        fix=("resumes from revision 0001_initial",),
+        details=("lease expired",),
     ),
     "upgrade_failed": Case(
         then(
             installed("1.0.0"),
-            run(status="failed", error="IntegrityError: duplicate key", backup_path="/srv/b.sqlite"),
+            run(
+                status="failed", error="IntegrityError: duplicate key", backup_path="/srv/b.sqlite"
+            ),
         ),
-        "upgrade_failed", 2, "Err2",
-        fix=("/srv/b.sqlite", "upgrader restore"), details=("IntegrityError: duplicate key",),
+        "upgrade_failed",
+        2,
+        "Err2",
+        fix=("/srv/b.sqlite", "upgrader restore"),
+        details=("IntegrityError: duplicate key",),
     ),
     "database_ahead_revision": Case(
-        installed(CURRENT), "database_ahead", 3, "Err3", release="1.1.0",
-        fix=("Deploy version 2.0.1",), details=("0003_sort_names",),
+        installed(CURRENT),
+        "database_ahead",
+        3,
+        "Err3",
+        release="1.1.0",
+        fix=("Deploy version 2.0.1",),
+        details=("0003_sort_names",),
     ),
     "database_ahead_version_only": Case(
-        installed(CURRENT), "database_ahead", 3, "Err3", release="2.0.0",
-        fix=("Deploy version 2.0.1",), details=("revisions agree",),
+        installed(CURRENT),
+        "database_ahead",
+        3,
+        "Err3",
+        release="2.0.0",
+        fix=("Deploy version 2.0.1",),
+        details=("revisions agree",),
     ),
     "unknown_revision": Case(
         then(installed("1.1.0"), sql("UPDATE alembic_version SET version_num = 'ffff0000'")),
-        "schema_unknown", 3, "Err3", details=("ffff0000", "not part of this code"),
+        "schema_unknown",
+        3,
+        "Err3",
+        details=("ffff0000", "not part of this code"),
     ),
     "several_state_rows": Case(
-        then(installed(CURRENT), sql("INSERT INTO upgrader_state (id, schema_version, "
-                                     "maintenance_mode) VALUES (2, '1.0.0', 'off')")),
-        "schema_unknown", 3, "Err3", fix=("adopt --version 2.0.1",), details=("2 rows",),
+        then(
+            installed(CURRENT),
+            sql(
+                "INSERT INTO upgrader_state (id, schema_version, "
+                "maintenance_mode) VALUES (2, '1.0.0', 'off')"
+            ),
+        ),
+        "schema_unknown",
+        3,
+        "Err3",
+        fix=("adopt --version 2.0.1",),
+        details=("2 rows",),
     ),
     "unparseable_version": Case(
-        then(installed(CURRENT), sql("UPDATE upgrader_state SET schema_version = '8.6.2-release.1'")),
-        "schema_unknown", 3, "Err3", fix=("adopt --version",), details=("'8.6.2-release.1'", "PEP 440"),
+        then(
+            installed(CURRENT), sql("UPDATE upgrader_state SET schema_version = '8.6.2-release.1'")
+        ),
+        "schema_unknown",
+        3,
+        "Err3",
+        fix=("adopt --version",),
+        details=("'8.6.2-release.1'", "PEP 440"),
     ),
     "state_without_alembic_version": Case(
         then(installed(CURRENT), sql("DROP TABLE alembic_version")),
-        "schema_unknown", 3, "Err3", fix=("alembic stamp 0003_sort_names",),
+        "schema_unknown",
+        3,
+        "Err3",
+        fix=("alembic stamp 0003_sort_names",),
         details=("alembic_version is missing",),
     ),
     "overlapping_database_heads": Case(
-        then(installed("1.1.0"), sql("INSERT INTO alembic_version (version_num) VALUES ('0001_initial')")),
-        "schema_unknown", 3, "Err3", fix=("stamp --purge 0002_loans_isbn",), details=("overlapping",),
+        then(
+            installed("1.1.0"),
+            sql("INSERT INTO alembic_version (version_num) VALUES ('0001_initial')"),
+        ),
+        "schema_unknown",
+        3,
+        "Err3",
+        fix=("stamp --purge 0002_loans_isbn",),
+        details=("overlapping",),
     ),
     "unadopted_at_head": Case(
-        installed(CURRENT, record=False), "upgrade_pending", 2, "Err2", fix=("upgrader adopt",),
+        installed(CURRENT, record=False),
+        "upgrade_pending",
+        2,
+        "Err2",
+        fix=("upgrader adopt",),
         details=("no upgrader state",),
     ),
     "unadopted_behind": Case(
-        installed("1.0.0", record=False), "upgrade_pending", 2, "Err2",
+        installed("1.0.0", record=False),
+        "upgrade_pending",
+        2,
+        "Err2",
         fix=("adopts the database and applies 2",),
     ),
     "alembic_version_empty": Case(
         then(lambda url, p: migrate(url, "0001_initial"), sql("DELETE FROM alembic_version")),
-        "not_installed", 4, details=("alembic_version exists but is empty",),
+        "not_installed",
+        4,
+        details=("alembic_version exists but is empty",),
     ),
     "maintenance": Case(
-        then(installed(CURRENT), sql("UPDATE upgrader_state SET maintenance_mode = 'block', "
-                                     "maintenance_message = 'Back at 9pm'")),
-        "maintenance", 5, fix=("maintenance off",), fields={"summary": "Back at 9pm"},
+        then(
+            installed(CURRENT),
+            sql(
+                "UPDATE upgrader_state SET maintenance_mode = 'block', "
+                "maintenance_message = 'Back at 9pm'"
+            ),
+        ),
+        "maintenance",
+        5,
+        fix=("maintenance off",),
+        fields={"summary": "Back at 9pm"},
     ),
     "maintenance_banner_keeps_site_up": Case(
         then(installed(CURRENT), sql("UPDATE upgrader_state SET maintenance_mode = 'banner'")),
-        "ok", 0,
+        "ok",
+        0,
     ),
     "corrupt_maintenance_mode_blocks": Case(
         then(installed(CURRENT), sql("UPDATE upgrader_state SET maintenance_mode = 'sometimes'")),
-        "maintenance", 5, details=("unknown maintenance mode 'sometimes'",),
+        "maintenance",
+        5,
+        details=("unknown maintenance mode 'sometimes'",),
     ),
     "damaged_state_table": Case(
-        then(installed(CURRENT), damaged_state_table), "schema_unknown", 3, "Err3",
+        then(installed(CURRENT), damaged_state_table),
+        "schema_unknown",
+        3,
+        "Err3",
         details=("cannot be read",),
     ),
     "interrupted_run_that_had_finished": Case(
-        then(installed(CURRENT), run(lease_expires_at=EXPIRED)), "ok", 0, details=("never closed",),
+        then(installed(CURRENT), run(lease_expires_at=EXPIRED)),
+        "ok",
+        0,
+        details=("never closed",),
     ),
     "old_failure_superseded_by_success": Case(
-        then(installed(CURRENT), run(status="failed"), run(status="succeeded")), "ok", 0,
+        then(installed(CURRENT), run(status="failed"), run(status="succeeded")),
+        "ok",
+        0,
     ),
 }
 
@@ -174,9 +259,20 @@ def test_state(name: str, db_url: str, tmp_path: Path) -> None:
         assert any(part in d for d in status["details"]), status["details"]
     for key, value in case.fields.items():
         assert status[key] == value
-    for key in ("state", "code", "code_version", "schema_version", "database_revisions",
-                "code_heads", "pending_revisions", "maintenance", "run", "installer_present",
-                "summary", "fix"):
+    for key in (
+        "state",
+        "code",
+        "code_version",
+        "schema_version",
+        "database_revisions",
+        "code_heads",
+        "pending_revisions",
+        "maintenance",
+        "run",
+        "installer_present",
+        "summary",
+        "fix",
+    ):
         assert key in status
     # The human form agrees with the JSON form.
     text = run_cli(*cli_args(db_url, tmp_path, case.release), "status")
@@ -188,9 +284,14 @@ def test_pending_lists_revisions_with_messages(db_url: str, tmp_path: Path) -> N
     install(db_url, "1.0.0")
     status = json.loads(run_cli(*cli_args(db_url, tmp_path), "status", "--json").output)
     assert status["pending_revisions"] == [
-        {"revision": "0002_loans_isbn", "message": "Release 1.1.0: loans table and an ISBN for each book"},
-        {"revision": "0003_sort_names",
-         "message": "Release 2.0.0: file authors by family name, ISBN-13 everywhere"},
+        {
+            "revision": "0002_loans_isbn",
+            "message": "Release 1.1.0: loans table and an ISBN for each book",
+        },
+        {
+            "revision": "0003_sort_names",
+            "message": "Release 2.0.0: file authors by family name, ISBN-13 everywhere",
+        },
     ]
 
 
@@ -234,7 +335,8 @@ def test_adopt_repairs_several_rows_and_keeps_maintenance(db_url: str, tmp_path:
     execute(
         db_url,
         "UPDATE upgrader_state SET maintenance_mode = 'banner', maintenance_message = 'Friday'",
-        "INSERT INTO upgrader_state (id, schema_version, maintenance_mode) VALUES (7, 'junk', 'off')",
+        "INSERT INTO upgrader_state (id, schema_version, maintenance_mode) "
+        "VALUES (7, 'junk', 'off')",
     )
     args = cli_args(db_url, tmp_path)
     assert run_cli(*args, "adopt", "--yes", "--version", CURRENT).exit_code == 0

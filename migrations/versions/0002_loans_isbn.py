@@ -3,6 +3,7 @@
 Revision ID: 0002_loans_isbn
 Revises: 0001_initial
 """
+
 import sqlalchemy as sa
 from alembic import op
 

@@ -6,6 +6,7 @@ ISBN to 13 digits, and indexes both columns.
 Revision ID: 0003_sort_names
 Revises: 0002_loans_isbn
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -16,7 +17,9 @@ down_revision = "0002_loans_isbn"
 branch_labels = None
 depends_on = None
 
-authors = sa.table("authors", sa.column("id", sa.Integer), sa.column("name"), sa.column("sort_name"))
+authors = sa.table(
+    "authors", sa.column("id", sa.Integer), sa.column("name"), sa.column("sort_name")
+)
 books = sa.table("books", sa.column("id", sa.Integer), sa.column("isbn"))
 
 
@@ -24,8 +27,12 @@ def upgrade() -> None:
     op.add_column("authors", sa.Column("sort_name", sa.String(200)))
     conn = op.get_bind()
     for author_id, name in conn.execute(sa.select(authors.c.id, authors.c.name)).all():
-        conn.execute(authors.update().where(authors.c.id == author_id).values(sort_name=sort_name(name)))
-    for book_id, isbn in conn.execute(sa.select(books.c.id, books.c.isbn).where(books.c.isbn.is_not(None))).all():
+        conn.execute(
+            authors.update().where(authors.c.id == author_id).values(sort_name=sort_name(name))
+        )
+    for book_id, isbn in conn.execute(
+        sa.select(books.c.id, books.c.isbn).where(books.c.isbn.is_not(None))
+    ).all():
         new = isbn13(isbn)
         if new != isbn:
             conn.execute(books.update().where(books.c.id == book_id).values(isbn=new))

@@ -6,14 +6,19 @@ import click
 
 from upgrader.cli.context import CliContext, pass_cli
 from upgrader.cli.status import render_status
-from upgrader.core.adopt import AdoptionRefused, adopt as adopt_database, plan_adoption
+from upgrader.core.adopt import AdoptionRefused, plan_adoption
+from upgrader.core.adopt import adopt as adopt_database
 from upgrader.core.database import safe_url
 from upgrader.core.diagnosis import diagnose
 
 
 @click.command()
-@click.option("--version", "version", metavar="VERSION",
-              help="The release the database is at (default: the code's, when the schema matches it).")
+@click.option(
+    "--version",
+    "version",
+    metavar="VERSION",
+    help="The release the database is at (default: the code's, when the schema matches it).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_cli
 def adopt(obj: CliContext, version: str | None, yes: bool) -> int:
@@ -30,8 +35,10 @@ def adopt(obj: CliContext, version: str | None, yes: bool) -> int:
     where = safe_url(settings.database_url)
     before = f" (it records {plan.previous!r} now)" if plan.previous else ""
     if not yes:
-        click.confirm(f"Record version {plan.version} for {where}{before}? The schema is not changed.",
-                      abort=True)
+        click.confirm(
+            f"Record version {plan.version} for {where}{before}? The schema is not changed.",
+            abort=True,
+        )
     adopt_database(settings, plan)
     click.echo(f"Recorded version {plan.version} for {where}.")
     diagnosis = diagnose(settings)

@@ -24,7 +24,7 @@ EXIT_INTERNAL = 70
 
 
 class UpgraderGroup(click.Group):
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Any = None,
         prog_name: str | None = None,
@@ -63,14 +63,20 @@ class UpgraderGroup(click.Group):
 
 @click.group(cls=UpgraderGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="upgrader")
-@click.option("--app", metavar="MODULE:FACTORY",
-              help="The application to guard, as `flask --app` takes it (env UPGRADER_APP).")
+@click.option(
+    "--app",
+    metavar="MODULE:FACTORY",
+    help="The application to guard, as `flask --app` takes it (env UPGRADER_APP).",
+)
 @click.option("--database-url", metavar="URL", help="SQLAlchemy URL (env UPGRADER_DATABASE_URL).")
-@click.option("--migrations", metavar="DIR", help="The Alembic directory (env UPGRADER_MIGRATIONS).")
-@click.option("--code-version", metavar="VERSION",
-              help="The code's release (env UPGRADER_CODE_VERSION).")
+@click.option(
+    "--migrations", metavar="DIR", help="The Alembic directory (env UPGRADER_MIGRATIONS)."
+)
+@click.option(
+    "--code-version", metavar="VERSION", help="The code's release (env UPGRADER_CODE_VERSION)."
+)
 @click.pass_context
-def cli(ctx: click.Context, **flags: Any) -> None:
+def cli(ctx: click.Context, /, **flags: Any) -> None:
     """Keep a web application safe between "new code deployed" and "database migrated".
 
     Settings come from these flags, then UPGRADER_* environment variables, then

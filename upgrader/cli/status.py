@@ -62,14 +62,23 @@ def render_status(d: Diagnosis) -> str:
     if d.run is not None:
         r = d.run
         progress = f", step {r.step} of {r.steps}" if r.steps else ""
-        rows.append((
-            "last run",
-            f"#{r.id} {r.kind} {r.status}{progress} ({r.from_version} → {r.to_version}, "
-            f"{r.trigger}, {r.actor or '?'}@{r.host}, started {r.started_at:%Y-%m-%d %H:%M:%S} UTC)",
-        ))
+        rows.append(
+            (
+                "last run",
+                f"#{r.id} {r.kind} {r.status}{progress} ({r.from_version} → {r.to_version}, "
+                f"{r.trigger}, {r.actor or '?'}@{r.host}, "
+                f"started {r.started_at:%Y-%m-%d %H:%M:%S} UTC)",
+            )
+        )
     if d.maintenance is not None and d.maintenance.mode != "off":
         m = d.maintenance
-        active = "active" if m.active(d.checked_at) else "scheduled" if m.upcoming(d.checked_at) else "inactive"
+        active = (
+            "active"
+            if m.active(d.checked_at)
+            else "scheduled"
+            if m.upcoming(d.checked_at)
+            else "inactive"
+        )
         rows.append(("maintenance", f"{m.mode} ({active}){': ' + m.message if m.message else ''}"))
     if d.installer_present:
         installer = "present: delete install/ now" if d.state is State.OK else "present"

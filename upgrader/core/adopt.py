@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from upgrader.core import storage
-from upgrader.core.database import make_engine
+from upgrader.core.database import guard_engine
 from upgrader.core.diagnosis import Diagnosis, State, diagnose, load_code_facts
 from upgrader.core.versions import parse_version
 from upgrader.settings import Settings
@@ -67,7 +67,7 @@ def plan_adoption(settings: Settings, version: str | None = None) -> AdoptionPla
 def adopt(settings: Settings, plan: AdoptionPlan, trigger: str = "cli") -> None:
     """Write the single state row and a journal entry, in one transaction."""
     tables = storage.define_tables(settings.table_prefix)
-    engine = make_engine(settings.database_url, settings.connect_timeout)
+    engine = guard_engine(settings.database_url, settings.connect_timeout)
     try:
         storage.ensure_tables(engine, tables)
         with engine.begin() as conn:

@@ -15,7 +15,9 @@ from urllib.parse import quote, quote_plus
 from sqlalchemy import URL, Engine, create_engine, make_url
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s]*@", re.I)
-_PASSWORD_WORDS = re.compile(r"(?P<key>password|passwd|pwd)(?P<sep>\s*[=:]\s*)(?P<val>'[^']*'|\"[^\"]*\"|\S+)", re.I)
+_PASSWORD_WORDS = re.compile(
+    r"(?P<key>password|passwd|pwd)(?P<sep>\s*[=:]\s*)(?P<val>'[^']*'|\"[^\"]*\"|\S+)", re.I
+)
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -28,19 +30,42 @@ def normalise_url(url: str | URL) -> URL:
     return u
 
 
-def make_engine(url: str | URL, connect_timeout: float = 5.0, **kwargs: Any) -> Engine:
-    """An engine that gives up connecting after `connect_timeout` seconds."""
+def make_engine(
+    url: str | URL,
+    connect_timeout: float = 5.0,
+    query_timeout: float | None = None,
+    **kwargs: Any,
+) -> Engine:
+    """An engine that gives up connecting after `connect_timeout` seconds.
+
+    `query_timeout` bounds every statement too: right for the guard's tiny
+    reads, wrong for migrations (which pass None). PyMySQL needs it even to
+    connect: its `connect_timeout` covers only the TCP connect, and the server's
+    handshake is read with the read timeout, which is infinite by default.
+    """
     u = normalise_url(url)
     backend = u.get_backend_name()
+    seconds = max(1, round(connect_timeout))
     connect_args: dict[str, Any] = {}
     if backend == "postgresql":
-        connect_args["connect_timeout"] = max(1, round(connect_timeout))
+        connect_args["connect_timeout"] = seconds
+        if query_timeout:
+            connect_args["options"] = f"-c statement_timeout={int(query_timeout * 1000)}"
     elif backend in ("mysql", "mariadb"):
-        connect_args["connect_timeout"] = max(1, round(connect_timeout))
+        connect_args["connect_timeout"] = seconds
+        if query_timeout:
+            connect_args["read_timeout"] = connect_args["write_timeout"] = max(
+                1, round(query_timeout)
+            )
     elif backend == "sqlite":
         connect_args["timeout"] = connect_timeout
     connect_args.update(kwargs.pop("connect_args", {}))
     return create_engine(u, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+
+
+def guard_engine(url: str | URL, connect_timeout: float = 5.0) -> Engine:
+    """The engine for reading state: every wait bounded, so a hung server cannot hang a request."""
+    return make_engine(url, connect_timeout, query_timeout=max(5.0, 2 * connect_timeout))
 
 
 def safe_url(url: str | URL) -> str:

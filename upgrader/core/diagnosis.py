@@ -17,12 +17,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from alembic.util.exc import CommandError
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from upgrader.core import storage
-from upgrader.core.database import describe_error, make_engine, safe_url
+from upgrader.core.database import describe_error, guard_engine, safe_url
 from upgrader.core.revisions import Revision, RevisionGraph, load_graph
 from upgrader.core.storage import DatabaseFacts, Maintenance, Run, StateRow, utcnow
 from upgrader.core.versions import ParsedVersion, compare, parse_version
@@ -82,7 +81,9 @@ SUMMARIES = {
     State.UPGRADE_INTERRUPTED: (
         "An update of this site was interrupted. An administrator needs to finish it."
     ),
-    State.UPGRADE_FAILED: "An update of this site did not complete. An administrator needs to finish it.",
+    State.UPGRADE_FAILED: (
+        "An update of this site did not complete. An administrator needs to finish it."
+    ),
     State.DATABASE_AHEAD: (
         "This site's software is older than its database. An administrator needs to deploy "
         "the matching version."
@@ -190,8 +191,9 @@ def decide(
     run = db.last_run
     progress = _progress(run)
 
-    def result(state: State, fix: str, *details: str, summary: str | None = None,
-               **extra: Any) -> Diagnosis:
+    def result(
+        state: State, fix: str, *details: str, summary: str | None = None, **extra: Any
+    ) -> Diagnosis:
         return Diagnosis(
             state=state,
             summary=summary or SUMMARIES[state],
@@ -472,8 +474,8 @@ def _release_for(code: CodeFacts, revisions: Sequence[str]) -> str | None:
     if len(revisions) != 1:
         return None
     matches = [v for v, rev in code.releases.items() if rev == revisions[0]]
-    parsed = [p for p in map(parse_version, matches) if p.valid]
-    return max(parsed, key=lambda p: p.version).raw if parsed else None  # type: ignore[return-value,type-var]
+    parsed = [(p.version, p.raw) for p in map(parse_version, matches) if p.version is not None]
+    return max(parsed)[1] if parsed else None
 
 
 # ---------------------------------------------------------------- gathering facts
@@ -487,7 +489,7 @@ def load_code_facts(settings: Settings) -> CodeFacts:
         return CodeFacts(version, None, f"{migrations} is not a directory", settings.releases)
     try:
         graph = load_graph(migrations)
-    except (CommandError, ImportError, SyntaxError, OSError, ValueError) as exc:
+    except Exception as exc:  # revision files are the application's code: anything can fail
         return CodeFacts(version, None, f"{type(exc).__name__}: {exc}", settings.releases)
     return CodeFacts(version, graph, None, settings.releases)
 
@@ -509,10 +511,11 @@ def read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
             return storage.read_facts(conn, tables, settings.version_table)
     except (SQLAlchemyError, ValueError, TypeError, KeyError) as exc:
         reason = describe_error(exc, url)
-    # Connected, then failed: either the server went away, or our tables are damaged.
+    # Connected, then failed: the server went away or the database itself is unreadable
+    # (listing its tables fails too), or only our tables are damaged.
     try:
         with engine.connect() as probe:
-            probe.execute(text("SELECT 1"))
+            inspect(probe).get_table_names()
     except SQLAlchemyError as exc:
         return DatabaseFacts(reachable=False, error=_where(engine) + describe_error(exc, url))
     return DatabaseFacts(unreadable=reason)
@@ -537,7 +540,7 @@ def diagnose(
     """
     code = code or load_code_facts(settings)
     own_engine = engine is None
-    engine = engine or make_engine(settings.database_url, settings.connect_timeout)
+    engine = engine or guard_engine(settings.database_url, settings.connect_timeout)
     try:
         facts = read_database(engine, settings)
         installer = settings.installer_dir is not None and Path(settings.installer_dir).is_dir()
@@ -565,7 +568,8 @@ def _record(engine: Engine, settings: Settings, diagnosis: Diagnosis) -> Diagnos
             diagnosis.database_revisions,
         )
     except SQLAlchemyError as exc:
-        note = f"could not record version {diagnosis.version_to_record}: {describe_error(exc, engine.url)}"
+        reason = describe_error(exc, engine.url)
+        note = f"could not record version {diagnosis.version_to_record}: {reason}"
         return replace(diagnosis, details=(*diagnosis.details, note))
     recorded = f"release {diagnosis.version_to_record} adds no migrations: version recorded"
     details = tuple(d for d in diagnosis.details if "is to be recorded" not in d)

@@ -17,12 +17,17 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from upgrader.core import storage
-from upgrader.core.database import describe_error, make_engine, safe_url
+from upgrader.core.database import describe_error, guard_engine, safe_url
 from upgrader.core.diagnosis import Diagnosis, diagnose, load_code_facts
 from upgrader.settings import Settings
 
-_DRIVERS = {"psycopg": "psycopg", "psycopg2": "psycopg2", "pymysql": "PyMySQL",
-            "mysqldb": "mysqlclient", "pysqlite": None}
+_DRIVERS = {
+    "psycopg": "psycopg",
+    "psycopg2": "psycopg2",
+    "pymysql": "PyMySQL",
+    "mysqldb": "mysqlclient",
+    "pysqlite": None,
+}
 
 
 def package_version(name: str) -> str | None:
@@ -85,7 +90,9 @@ def database_info(engine: Engine) -> dict[str, Any]:
         return info
     try:
         with engine.connect() as conn:
-            query = "SELECT version()" if engine.dialect.name == "postgresql" else "SELECT VERSION()"
+            query = (
+                "SELECT version()" if engine.dialect.name == "postgresql" else "SELECT VERSION()"
+            )
             info["server_version"] = str(conn.execute(text(query)).scalar())
     except SQLAlchemyError as exc:
         info["error"] = describe_error(exc, engine.url)
@@ -95,7 +102,7 @@ def database_info(engine: Engine) -> dict[str, Any]:
 def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any]]:
     """Diagnose without writing anything, and gather the whole report."""
     code = load_code_facts(settings)
-    engine = make_engine(settings.database_url, settings.connect_timeout)
+    engine = guard_engine(settings.database_url, settings.connect_timeout)
     try:
         diagnosis = diagnose(settings, code=code, engine=engine, record=False)
         history: list[dict[str, Any]] = []

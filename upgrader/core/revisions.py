@@ -50,7 +50,7 @@ class RevisionGraph:
     def overlapping(self, revs: Iterable[str]) -> list[tuple[str, str]]:
         """Pairs (ancestor, descendant) among revs: a version table must hold heads only."""
         revs = [r for r in revs if r in self.revisions]
-        pairs = []
+        pairs: list[tuple[str, str]] = []
         for r in revs:
             above = self.ancestry(self.revisions[r].parents)
             pairs.extend((o, r) for o in revs if o != r and o in above)

@@ -254,13 +254,17 @@ class DatabaseFacts:
     problems: tuple[str, ...] = field(default=())  # rows we could not read
 
 
-def read_facts(conn: Connection, tables: Tables, version_table: str = "alembic_version") -> DatabaseFacts:
+def read_facts(
+    conn: Connection, tables: Tables, version_table: str = "alembic_version"
+) -> DatabaseFacts:
     """Read alembic_version, the state rows and the last run. A few cheap queries."""
     names = tuple(sorted(inspect(conn).get_table_names()))
     problems: list[str] = []
     revisions: tuple[str, ...] = ()
     if version_table in names:
-        rows = conn.execute(text(f"SELECT version_num FROM {_quote(conn, version_table)}")).scalars()
+        rows = conn.execute(
+            text(f"SELECT version_num FROM {_quote(conn, version_table)}")
+        ).scalars()
         revisions = tuple(sorted(str(r) for r in rows if r is not None))
     states: list[StateRow] = []
     if tables.state.name in names:
@@ -268,8 +272,9 @@ def read_facts(conn: Connection, tables: Tables, version_table: str = "alembic_v
             states.append(_state_row(row, problems))
     last_run = None
     if tables.runs.name in names:
-        row = conn.execute(select(tables.runs).order_by(tables.runs.c.id.desc()).limit(1)).mappings().first()
-        last_run = None if row is None else Run(**dict(row))
+        query = select(tables.runs).order_by(tables.runs.c.id.desc()).limit(1)
+        latest = conn.execute(query).mappings().first()
+        last_run = None if latest is None else Run(**dict(latest))
     return DatabaseFacts(
         tables=names,
         has_version_table=version_table in names,
@@ -330,7 +335,9 @@ def identity() -> dict[str, Any]:
 def recent_runs(conn: Connection, tables: Tables, limit: int = 10) -> list[Run]:
     if not inspect(conn).has_table(tables.runs.name):
         return []
-    rows = conn.execute(select(tables.runs).order_by(tables.runs.c.id.desc()).limit(limit)).mappings()
+    rows = conn.execute(
+        select(tables.runs).order_by(tables.runs.c.id.desc()).limit(limit)
+    ).mappings()
     return [Run(**dict(r)) for r in rows]
 
 
@@ -393,7 +400,10 @@ def write_single_state(
         conn.execute(tables.state.delete())
         conn.execute(
             tables.state.insert().values(
-                id=1, schema_version=schema_version, installed_at=now, updated_at=now,
+                id=1,
+                schema_version=schema_version,
+                installed_at=now,
+                updated_at=now,
                 maintenance_mode="off",
             )
         )
@@ -402,6 +412,7 @@ def write_single_state(
     conn.execute(
         tables.state.update()
         .where(tables.state.c.id == keep.id)
-        .values(schema_version=schema_version, updated_at=now,
-                installed_at=keep.installed_at or now)
+        .values(
+            schema_version=schema_version, updated_at=now, installed_at=keep.installed_at or now
+        )
     )
