@@ -8,6 +8,7 @@ sample application's SQLite file; a caller may also share a connection through
 """
 
 from logging.config import fileConfig
+from pathlib import Path
 
 from alembic import context
 from sqlalchemy import create_engine, event, pool
@@ -47,6 +48,9 @@ def run_migrations_online() -> None:
         return
     engine = create_engine(database_url(), poolclass=pool.NullPool)
     if engine.dialect.name == "sqlite":
+        if engine.url.database not in (None, "", ":memory:"):
+            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+
         # pysqlite commits DDL on its own; let SQLAlchemy emit BEGIN so a failed
         # migration rolls back entirely (SQLAlchemy's documented workaround).
         @event.listens_for(engine, "connect")

@@ -6,6 +6,7 @@ A real self-hosted Flask application over three tables, with four releases
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, abort, render_template
@@ -24,6 +25,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     engine = create_engine(app.config["UPGRADER_DATABASE_URL"], pool_pre_ping=True)
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
     app.extensions["sampleapp.engine"] = engine
 
     @app.context_processor

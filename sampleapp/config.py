@@ -28,5 +28,6 @@ def upgrader_config() -> dict[str, Any]:
         "UPGRADER_MIGRATIONS": str(ROOT / "migrations"),
         "UPGRADER_CODE_VERSION": CURRENT,
         "UPGRADER_INSTALLER_DIR": str(ROOT / "install"),
+        "UPGRADER_BACKUP_DIR": str(INSTANCE / "backups"),
         "UPGRADER_RELEASES": dict(RELEASES),
     }

@@ -65,7 +65,7 @@ def render_status(d: Diagnosis) -> str:
         rows.append(
             (
                 "last run",
-                f"#{r.id} {r.kind} {r.status}{progress} ({r.from_version} → {r.to_version}, "
+                f"#{r.id} {r.kind} {r.status}{progress} ({r.from_version or '-'} → {r.to_version}, "
                 f"{r.trigger}, {r.actor or '?'}@{r.host}, "
                 f"started {r.started_at:%Y-%m-%d %H:%M:%S} UTC)",
             )
@@ -114,7 +114,7 @@ def render_doctor(d: Diagnosis, report: dict[str, Any]) -> str:
             continue
         out.append(
             f"  #{run['id']} {run['started_at']} {run['kind']} {run['status']} "
-            f"{run['from_version']} → {run['to_version']} via {run['trigger']} "
+            f"{run['from_version'] or '-'} → {run['to_version']} via {run['trigger']} "
             f"by {run['actor']}@{run['host']} pid {run['pid']}"
             + (f" step {run['step']}/{run['steps']}" if run["steps"] else "")
         )
