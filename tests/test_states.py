@@ -47,6 +47,12 @@ def foreign_tables(url: str, tmp_path: Path) -> None:
     execute(url, "CREATE TABLE customers (id INTEGER PRIMARY KEY, name VARCHAR(50))")
 
 
+def guard_tables(url: str, tmp_path: Path) -> None:
+    engine = create_engine(url)
+    storage.ensure_tables(engine, storage.define_tables())
+    engine.dispose()
+
+
 def damaged_state_table(url: str, tmp_path: Path) -> None:
     execute(url, "ALTER TABLE upgrader_state DROP COLUMN updated_at")
 
@@ -230,6 +236,15 @@ CASES: dict[str, Case] = {
         3,
         "Err3",
         details=("cannot be read",),
+    ),
+    "install_running_on_empty_database": Case(
+        then(
+            guard_tables,
+            run(kind="install", from_version=None, step=0, steps=3),
+        ),
+        "upgrade_running",
+        2,
+        "Err2",
     ),
     "interrupted_run_that_had_finished": Case(
         then(installed(CURRENT), run(lease_expires_at=EXPIRED)),

@@ -75,22 +75,15 @@ def adopt(settings: Settings, plan: AdoptionPlan, trigger: str = "cli") -> None:
             keep = next((s for s in facts.states if parse_version(s.schema_version).valid), None)
             keep = keep or (facts.states[0] if facts.states else None)
             storage.write_single_state(conn, tables, plan.version, keep)
-            now = storage.utcnow()
-            revisions = storage.join_revisions(plan.diagnosis.database_revisions)
-            conn.execute(
-                tables.runs.insert().values(
-                    kind="adopt",
-                    status="succeeded",
-                    trigger=trigger,
-                    started_at=now,
-                    finished_at=now,
-                    from_version=plan.previous,
-                    to_version=plan.version,
-                    from_revisions=revisions,
-                    to_revisions=revisions,
-                    note=f"adopted at version {plan.version}; the schema was not changed",
-                    **storage.identity(),
-                )
+            storage.journal_entry(
+                conn,
+                tables,
+                kind="adopt",
+                trigger=trigger,
+                from_version=plan.previous,
+                to_version=plan.version,
+                revisions=plan.diagnosis.database_revisions,
+                note=f"adopted at version {plan.version}; the schema was not changed",
             )
     finally:
         engine.dispose()

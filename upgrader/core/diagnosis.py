@@ -256,7 +256,19 @@ def decide(
             f"the database answers, but upgrader's tables cannot be read: {db.unreadable}",
         )
 
-    # 3. Never installed, or never seen by upgrader.
+    # 3. A live lease: an install or upgrade by any node. The revisions are in flux, and
+    # other nodes (still on old code) see revisions they do not know: "running" is the truth.
+    if run is not None and run.lease_live(now):
+        return result(
+            State.UPGRADE_RUNNING,
+            f"Wait for it to finish; follow it with `{cli} status`. "
+            f"It was started by {run.actor or 'unknown'} on {run.host} (pid {run.pid}) at "
+            f"{storage.iso(run.started_at)}.",
+            f"run #{run.id} from {run.from_version} to {run.to_version}: {progress}",
+            summary=f"{SUMMARIES[State.UPGRADE_RUNNING]} ({progress})" if progress else None,
+        )
+
+    # 4. Never installed, or never seen by upgrader.
     if db.missing_file:
         return result(
             State.NOT_INSTALLED,
@@ -282,19 +294,9 @@ def decide(
             "the database is empty",
         )
 
-    # 4. Revisions that this code cannot place.
+    # 5. Revisions that this code cannot place, and state rows that cannot be trusted.
     unknown = [r for r in db.revisions if not graph.known(r)]
     overlapping = graph.overlapping(db.revisions)
-    if run is not None and run.lease_live(now):
-        # An upgrade by any node: the revisions are in flux, whatever this code knows.
-        return result(
-            State.UPGRADE_RUNNING,
-            f"Wait for it to finish; follow it with `{cli} status`. "
-            f"It was started by {run.actor or 'unknown'} on {run.host} (pid {run.pid}) at "
-            f"{storage.iso(run.started_at)}.",
-            f"run #{run.id} from {run.from_version} to {run.to_version}: {progress}",
-            summary=f"{SUMMARIES[State.UPGRADE_RUNNING]} ({progress})" if progress else None,
-        )
     if overlapping:
         pairs = "; ".join(f"{a} is an ancestor of {b}" for a, b in overlapping)
         keep = sorted({b for _, b in overlapping} - {a for a, _ in overlapping})
@@ -316,12 +318,6 @@ def decide(
                 "UPGRADER_DATABASE_URL names this application's database.",
                 adopt,
                 f"revision(s) {', '.join(unknown)} are not part of this code",
-            )
-        if not db.revisions:
-            return result(
-                State.NOT_INSTALLED,
-                f"Open /install in a browser, or run `{cli} install`.",
-                "alembic_version exists but is empty: no migration was ever recorded",
             )
         if pending:
             return result(

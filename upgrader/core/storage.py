@@ -341,6 +341,36 @@ def recent_runs(conn: Connection, tables: Tables, limit: int = 10) -> list[Run]:
     return [Run(**dict(r)) for r in rows]
 
 
+def journal_entry(
+    conn: Connection,
+    tables: Tables,
+    *,
+    kind: str,
+    trigger: str,
+    from_version: str | None,
+    to_version: str,
+    revisions: Sequence[str],
+    note: str,
+) -> None:
+    """A journal row for work that finished at once and left the schema as it was."""
+    now = utcnow()
+    conn.execute(
+        tables.runs.insert().values(
+            kind=kind,
+            status="succeeded",
+            trigger=trigger,
+            started_at=now,
+            finished_at=now,
+            from_version=from_version,
+            to_version=to_version,
+            from_revisions=join_revisions(revisions),
+            to_revisions=join_revisions(revisions),
+            note=note,
+            **identity(),
+        )
+    )
+
+
 def record_version(
     engine: Engine,
     tables: Tables,
@@ -365,20 +395,15 @@ def record_version(
         )
         if result.rowcount != 1:
             return False
-        conn.execute(
-            tables.runs.insert().values(
-                kind="version",
-                status="succeeded",
-                trigger=trigger,
-                started_at=now,
-                finished_at=now,
-                from_version=from_version,
-                to_version=to_version,
-                from_revisions=join_revisions(revisions),
-                to_revisions=join_revisions(revisions),
-                note=f"release {to_version} adds no migrations: version recorded on its own",
-                **identity(),
-            )
+        journal_entry(
+            conn,
+            tables,
+            kind="version",
+            trigger=trigger,
+            from_version=from_version,
+            to_version=to_version,
+            revisions=revisions,
+            note=f"release {to_version} adds no migrations: version recorded on its own",
         )
     return True
 
