@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from upgrader.cli import adopt, status
+from upgrader.cli import adopt, journal, run, status
 from upgrader.cli.context import CliContext
 from upgrader.core.database import redact
 from upgrader.settings import ConfigError
@@ -85,7 +85,17 @@ def cli(ctx: click.Context, /, **flags: Any) -> None:
     ctx.obj = CliContext(flags)
 
 
-for command in (status.status, status.doctor, adopt.adopt):
+for command in (
+    status.status,
+    status.doctor,
+    run.upgrade,
+    run.install,
+    run.backup,
+    run.restore,
+    journal.history,
+    journal.unlock,
+    adopt.adopt,
+):
     cli.add_command(command)
 
 

@@ -351,6 +351,7 @@ def journal_entry(
     to_version: str,
     revisions: Sequence[str],
     note: str,
+    **extra: Any,
 ) -> None:
     """A journal row for work that finished at once and left the schema as it was."""
     now = utcnow()
@@ -367,6 +368,7 @@ def journal_entry(
             to_revisions=join_revisions(revisions),
             note=note,
             **identity(),
+            **extra,
         )
     )
 

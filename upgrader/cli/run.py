@@ -1,0 +1,175 @@
+"""`upgrader upgrade`, `install`, `backup`, `restore`: thin commands over the engine."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from upgrader.cli.context import CliContext, pass_cli
+from upgrader.core.database import normalise_url, safe_url
+from upgrader.core.diagnosis import State
+from upgrader.engine.backup import BackupError, read_backup
+from upgrader.engine.migrate import offline_sql
+from upgrader.engine.runner import EngineError, Runner, start_detached
+
+
+class Printer:
+    """Progress as people read it: revision k of n, its message, elapsed time."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        elapsed = f"{time.monotonic() - self.started:6.1f}s"
+        if event == "run":
+            click.echo(
+                f"{elapsed}  run #{data['run_id']}: {data['from'] or 'empty'} → {data['to']}, "
+                f"{data['steps']} revision(s)"
+            )
+        elif event == "backup":
+            click.echo(f"{elapsed}  backing up the database…")
+        elif event == "backup_done":
+            click.echo(f"{elapsed}  backup verified: {data['path']} ({data['size']:,} bytes)")
+        elif event == "step":
+            click.echo(
+                f"{elapsed}  [{data['position']}/{data['total']}] {data['revision']}  "
+                f"{data['message']}"
+            )
+        elif event == "step_done":
+            click.echo(f"{elapsed}        done in {data['duration']:.2f}s")
+
+
+def _fail(exc: EngineError) -> int:
+    click.secho(f"Error: {exc}", fg="red", err=True)
+    return exc.exit_code
+
+
+@click.command()
+@click.option("--plan", is_flag=True, help="List the pending revisions and stop.")
+@click.option("--sql", is_flag=True, help="Print the SQL (Alembic offline mode) and stop.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@click.option("--no-backup", is_flag=True, help="Skip the backup (when you made your own).")
+@click.option("--detach", is_flag=True, help="Run in a process of its own and return at once.")
+@click.option("--trigger", type=click.Choice(["cli", "web"]), default="cli", hidden=True)
+@pass_cli
+def upgrade(
+    obj: CliContext, plan: bool, sql: bool, yes: bool, no_backup: bool, detach: bool, trigger: str
+) -> int:
+    """Back up, then apply the pending migrations one by one, journalling each step."""
+    settings = obj.settings
+    runner = Runner(settings, progress=Printer())
+    d = runner.diagnose()
+    if d.code == "Err3":
+        click.secho(f"{d.headline}: {'; '.join(d.details)}", fg="red", err=True)
+        click.echo(f"Nothing was changed. {d.fix}", err=True)
+        return 3
+    if sql:
+        start = d.database_revisions[0] if len(d.database_revisions) == 1 else None
+        click.echo(
+            offline_sql(
+                Path(settings.migrations), normalise_url(settings.database_url), start, runner.app()
+            )
+        )
+        return 0
+    summary = (
+        f"{safe_url(settings.database_url)}: {d.schema_version or 'not recorded'} → "
+        f"{d.code_version}, {len(d.pending_revisions)} revision(s) pending"
+    )
+    if plan or not yes:
+        click.echo(summary)
+        for position, revision in enumerate(d.pending_revisions, start=1):
+            click.echo(f"  {position}. {revision.id}  {revision.message}")
+    if plan:
+        return 0
+    if d.state in (State.OK, State.MAINTENANCE) and not d.version_to_record:
+        click.echo("Already up to date: nothing to do.")
+        return 0
+    if not yes:
+        backup = "without a backup" if no_backup else f"after a backup into {settings.backup_dir}"
+        click.confirm(f"Upgrade {backup}?", abort=True)
+    if detach:
+        process = start_detached(settings, backup=not no_backup, trigger=trigger)
+        click.echo(
+            f"Started the upgrade in process {process.pid}; follow it with "
+            f"`{settings.cli} status` (its output goes to {settings.backup_dir}/upgrade.log)."
+        )
+        return 0
+    try:
+        outcome = runner.upgrade(backup=not no_backup, trigger=trigger)
+    except EngineError as exc:
+        return _fail(exc)
+    click.secho(outcome.message[0].upper() + outcome.message[1:] + ".", fg="green", bold=True)
+    return 0
+
+
+@click.command()
+@click.option(
+    "--release",
+    metavar="VERSION",
+    help="Install an older release (to reproduce a customer's installation).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_cli
+def install(obj: CliContext, release: str | None, yes: bool) -> int:
+    """Create the schema in an empty database, at the code's head or at --release."""
+    settings = obj.settings
+    runner = Runner(settings, progress=Printer())
+    target = release or runner.code.version.raw
+    if not yes:
+        click.confirm(
+            f"Install release {target} into {safe_url(settings.database_url)}?", abort=True
+        )
+    try:
+        outcome = runner.install(release=release)
+    except EngineError as exc:
+        return _fail(exc)
+    click.secho(f"Installed {outcome.to_version}.", fg="green", bold=True)
+    return 0
+
+
+@click.command()
+@pass_cli
+def backup(obj: CliContext) -> int:
+    """Back up the database now, verified and checksummed."""
+    try:
+        saved = Runner(obj.settings).backup()
+    except EngineError as exc:
+        return _fail(exc)
+    click.echo(
+        f"{saved.path}\n  {saved.size:,} bytes, sha256 {saved.sha256}\n"
+        f"  {len(saved.tables)} tables, version {saved.schema_version or '-'}"
+    )
+    return 0
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_cli
+def restore(obj: CliContext, file: Path, yes: bool) -> int:
+    """Replace the database's whole content with a backup upgrader made of it."""
+    settings = obj.settings
+    try:
+        described = read_backup(file)
+    except BackupError as exc:
+        click.secho(f"Error: {exc}", fg="red", err=True)
+        return 1
+    if not yes:
+        click.echo(
+            f"Backup of {described.dialect} database {described.database!r}, taken "
+            f"{described.created_at}, at version {described.schema_version or '-'}."
+        )
+        click.confirm(
+            f"Replace everything in {safe_url(settings.database_url)} with it? "
+            "Changes made since the backup are lost.",
+            abort=True,
+        )
+    try:
+        restored = Runner(settings).restore(file)
+    except EngineError as exc:
+        return _fail(exc)
+    click.secho(f"Restored {restored.path}.", fg="green", bold=True)
+    return 0

@@ -1,0 +1,1 @@
+"""The engine layer: locks, backups and migrations. No Flask here either."""

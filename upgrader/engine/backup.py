@@ -1,0 +1,463 @@
+"""Backups with each database's native tool, verified before anyone relies on them.
+
+- SQLite: the online backup API in one step (a consistent snapshot), checked
+  with `PRAGMA integrity_check`;
+- PostgreSQL: `pg_dump --format=custom`, checked with `pg_restore --list`;
+- MariaDB/MySQL: `mariadb-dump`/`mysqldump --single-transaction`, checked for
+  its "Dump completed" trailer.
+
+Every check also confirms the backup holds each table the database had.
+Passwords reach the tools through a temporary 0600 file (PGPASSFILE, or
+--defaults-extra-file), never through the command line. A backup is written
+under a temporary name and renamed when verified, so a half-written file never
+looks like a backup. Beside it, `<file>.json` says which database it is of,
+when, at which version, and its SHA-256.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import URL, Engine, inspect, text
+
+from upgrader.core.database import redact
+
+DUMP_TIMEOUT = 6 * 3600
+
+
+class BackupError(Exception):
+    """A backup or restore could not be made or verified; the message says why."""
+
+
+@dataclass(frozen=True)
+class Backup:
+    path: str
+    size: int
+    sha256: str
+    dialect: str
+    database: str
+    host: str | None
+    created_at: str
+    tables: list[str]
+    schema_version: str | None = None
+    revisions: list[str] | None = None
+
+    @property
+    def sidecar(self) -> Path:
+        return Path(self.path + ".json")
+
+
+def database_name(url: URL) -> str:
+    if url.get_backend_name() == "sqlite":
+        return Path(url.database or "").name
+    return url.database or ""
+
+
+# ----------------------------------------------------------------- pre-flight
+
+
+def preflight(engine: Engine, backup_dir: Path) -> list[str]:
+    """What would stop a backup, found before anything is changed. Empty when all is well."""
+    problems: list[str] = []
+    backend = engine.url.get_backend_name()
+    if backend == "postgresql":
+        problems += [
+            f"{t} is not installed (PostgreSQL client tools)"
+            for t in ("pg_dump", "pg_restore")
+            if not shutil.which(t)
+        ]
+    elif backend in ("mysql", "mariadb") and not _mysql_tool("dump"):
+        problems.append(
+            "neither mariadb-dump nor mysqldump is installed (MariaDB/MySQL client tools)"
+        )
+    elif backend == "sqlite" and not Path(engine.url.database or "").is_file():
+        problems.append(f"the database file {engine.url.database} does not exist")
+    try:
+        backup_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=backup_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        problems.append(f"the backup directory {backup_dir} is not writable: {exc.strerror or exc}")
+        return problems
+    needed = estimated_size(engine)
+    free = shutil.disk_usage(backup_dir).free
+    if needed is not None and free < needed * 1.1 + 16 * 1024 * 1024:
+        problems.append(
+            f"too little disk space in {backup_dir}: {_mb(free)} free, the backup needs about "
+            f"{_mb(needed)}"
+        )
+    if backend == "postgresql" and not problems:
+        problems += _pg_version_problem(engine)
+    return problems
+
+
+def estimated_size(engine: Engine) -> int | None:
+    backend = engine.url.get_backend_name()
+    try:
+        if backend == "sqlite":
+            return Path(engine.url.database or "").stat().st_size
+        with engine.connect() as conn:
+            if backend == "postgresql":
+                value = conn.scalar(text("SELECT pg_database_size(current_database())"))
+            else:
+                value = conn.scalar(
+                    text(
+                        "SELECT COALESCE(SUM(data_length + index_length), 0) "
+                        "FROM information_schema.tables WHERE table_schema = DATABASE()"
+                    )
+                )
+        return int(value or 0)
+    except Exception:
+        return None
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1024 / 1024:.0f} MB"
+
+
+def _pg_version_problem(engine: Engine) -> list[str]:
+    """pg_dump refuses servers newer than itself: say so before the upgrade, not during it."""
+    out = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True, check=False)
+    match = re.search(r"(\d+)(?:\.\d+)?", out.stdout)
+    with engine.connect() as conn:
+        server = int(conn.scalar(text("SHOW server_version_num")) or 0) // 10000
+    if match and int(match.group(1)) < server:
+        return [
+            f"pg_dump {match.group(1)} cannot dump a PostgreSQL {server} server; install "
+            f"the PostgreSQL {server} client tools"
+        ]
+    return []
+
+
+# ------------------------------------------------------------------- backups
+
+
+def create_backup(
+    engine: Engine,
+    backup_dir: Path,
+    *,
+    label: str = "backup",
+    schema_version: str | None = None,
+    revisions: list[str] | None = None,
+) -> Backup:
+    """Write, verify and checksum a backup of the whole database."""
+    problems = preflight(engine, backup_dir)
+    if problems:
+        raise BackupError("; ".join(problems))
+    url = engine.url
+    backend = url.get_backend_name()
+    tables = sorted(inspect(engine).get_table_names())
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    ext = {"sqlite": "sqlite", "postgresql": "pgdump"}.get(backend, "sql")
+    final = backup_dir / f"{_safe(database_name(url))}-{stamp}-{_safe(label)}.{ext}"
+    partial = final.with_name(final.name + ".partial")
+    try:
+        if backend == "sqlite":
+            _sqlite_backup(Path(url.database or ""), partial)
+            _verify_sqlite(partial, tables)
+        elif backend == "postgresql":
+            _pg_dump(url, partial)
+            _verify_pg(partial, tables)
+        else:
+            _mysql_dump(url, partial)
+            _verify_mysql(partial, tables)
+        os.replace(partial, final)
+    finally:
+        partial.unlink(missing_ok=True)
+    backup = Backup(
+        path=str(final.resolve()),
+        size=final.stat().st_size,
+        sha256=sha256(final),
+        dialect=backend,
+        database=database_name(url),
+        host=url.host,
+        created_at=stamp,
+        tables=tables,
+        schema_version=schema_version,
+        revisions=revisions,
+    )
+    backup.sidecar.write_text(json.dumps(asdict(backup), indent=2))
+    return backup
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _safe(text_: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text_) or "database"
+
+
+def _sqlite_backup(source: Path, target: Path) -> None:
+    src = sqlite3.connect(source.resolve().as_uri() + "?mode=ro", uri=True)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)  # pages=-1: one read transaction, a consistent snapshot
+    finally:
+        dst.close()
+        src.close()
+
+
+def _verify_sqlite(path: Path, tables: list[str]) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()
+    if result != "ok":
+        raise BackupError(f"the SQLite backup failed its integrity check: {result}")
+    _require_tables(names, tables)
+
+
+def _require_tables(found: set[str], expected: list[str]) -> None:
+    missing = sorted(set(expected) - found)
+    if missing:
+        raise BackupError(f"the backup lacks table(s) {', '.join(missing)}")
+
+
+@contextlib.contextmanager
+def _pg_env(url: URL) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """Connection options and an environment with a temporary 0600 password file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    args = [
+        f"--host={url.host or 'localhost'}",
+        f"--port={url.port or 5432}",
+        f"--username={url.username or 'postgres'}",
+    ]
+    sslmode = url.query.get("sslmode")
+    if isinstance(sslmode, str):
+        env["PGSSLMODE"] = sslmode
+    with tempfile.TemporaryDirectory(prefix="upgrader-") as tmp:
+        if url.password:
+            passfile = Path(tmp) / "pgpass"
+            fields = [
+                url.host or "localhost",
+                str(url.port or 5432),
+                "*",
+                url.username or "postgres",
+                str(url.password),
+            ]
+            passfile.write_text(
+                ":".join(f.replace("\\", "\\\\").replace(":", "\\:") for f in fields) + "\n"
+            )
+            passfile.chmod(0o600)
+            env["PGPASSFILE"] = str(passfile)
+        yield args, env
+
+
+def _run(argv: list[str], env: dict[str, str], url: URL, what: str, **kw: Any) -> str:
+    try:
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=DUMP_TIMEOUT, check=False, **kw
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackupError(f"{what} could not run: {redact(str(exc), url)}") from exc
+    if done.returncode != 0:
+        message = " ".join((done.stderr or done.stdout).split())[:2000]
+        raise BackupError(f"{what} failed (exit {done.returncode}): {redact(message, url)}")
+    return str(done.stdout)
+
+
+def _pg_dump(url: URL, target: Path) -> None:
+    with _pg_env(url) as (args, env):
+        _run(
+            [
+                "pg_dump",
+                "--format=custom",
+                "--no-password",
+                *args,
+                f"--file={target}",
+                f"--dbname={url.database}",
+            ],
+            env,
+            url,
+            "pg_dump",
+        )
+
+
+def _verify_pg(path: Path, tables: list[str]) -> None:
+    toc = _run(
+        ["pg_restore", "--list", str(path)],
+        dict(os.environ),
+        URL.create("postgresql"),
+        "pg_restore --list",
+    )
+    found = {m.group(1) for m in re.finditer(r" TABLE \S+ (\S+) ", toc)}
+    _require_tables(found, tables)
+
+
+def _mysql_tool(kind: str) -> str | None:
+    names = ("mariadb-dump", "mysqldump") if kind == "dump" else ("mariadb", "mysql")
+    return next((found for n in names if (found := shutil.which(n))), None)
+
+
+@contextlib.contextmanager
+def _mysql_options(url: URL) -> Iterator[str]:
+    """A temporary 0600 option file: how MySQL's docs say to pass a password safely."""
+
+    def quoted(value: object) -> str:
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [
+        "[client]",
+        f"user={quoted(url.username or 'root')}",
+        f"host={url.host or 'localhost'}",
+        f"port={url.port or 3306}",
+    ]
+    if url.password:
+        lines.append(f"password={quoted(url.password)}")
+    fd, name = tempfile.mkstemp(prefix="upgrader-", suffix=".cnf")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+        yield name
+    finally:
+        os.unlink(name)
+
+
+def _mysql_dump(url: URL, target: Path) -> None:
+    tool = _mysql_tool("dump")
+    assert tool is not None
+    with _mysql_options(url) as options:
+        _run(
+            [
+                tool,
+                f"--defaults-extra-file={options}",
+                "--single-transaction",
+                "--routines",
+                "--triggers",
+                "--events",
+                "--hex-blob",
+                f"--result-file={target}",
+                url.database or "",
+            ],
+            dict(os.environ),
+            url,
+            os.path.basename(tool),
+        )
+
+
+def _verify_mysql(path: Path, tables: list[str]) -> None:
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 4096))
+        tail = handle.read().decode("utf-8", "replace")
+    if "-- Dump completed" not in tail:
+        raise BackupError("the dump is incomplete: it lacks the '-- Dump completed' trailer")
+    found: set[str] = set()
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("CREATE TABLE `"):
+                found.add(line.split("`")[1])
+    _require_tables(found, tables)
+
+
+# ------------------------------------------------------------------- restore
+
+
+def read_backup(path: Path) -> Backup:
+    """The sidecar of a backup, with the file checked against its checksum."""
+    sidecar = Path(str(path) + ".json")
+    if not path.is_file():
+        raise BackupError(f"{path} does not exist")
+    if not sidecar.is_file():
+        raise BackupError(
+            f"{sidecar} is missing: upgrader restores only backups it made and verified"
+        )
+    try:
+        backup = Backup(**json.loads(sidecar.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise BackupError(f"{sidecar} is damaged: {exc}") from exc
+    if sha256(path) != backup.sha256:
+        raise BackupError(f"{path} does not match its checksum: the file was changed or is damaged")
+    return backup
+
+
+def check_belongs(backup: Backup, engine: Engine) -> None:
+    url = engine.url
+    if backup.dialect != url.get_backend_name() or backup.database != database_name(url):
+        raise BackupError(
+            f"this is a backup of the {backup.dialect} database {backup.database!r}; this "
+            f"installation uses the {url.get_backend_name()} database {database_name(url)!r}"
+        )
+
+
+def restore_backup(engine: Engine, path: Path) -> Backup:
+    """Make the database exactly what the backup holds. The caller holds the upgrade lock."""
+    backup = read_backup(path)
+    check_belongs(backup, engine)
+    url = engine.url
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        src = sqlite3.connect(Path(backup.path).resolve().as_uri() + "?mode=ro", uri=True)
+        dst = sqlite3.connect(url.database or "")
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+        return backup
+    engine.dispose()  # our own pooled connections would hold locks on what we drop
+    extra = sorted(set(inspect(engine).get_table_names()) - set(backup.tables))
+    if backend == "postgresql":
+        with engine.begin() as conn:
+            for table in extra:
+                conn.execute(text(f"DROP TABLE IF EXISTS {_q(conn, table)} CASCADE"))
+        with _pg_env(url) as (args, env):
+            _run(
+                [
+                    "pg_restore",
+                    "--clean",
+                    "--if-exists",
+                    "--no-owner",
+                    "--single-transaction",
+                    "--exit-on-error",
+                    "--no-password",
+                    *args,
+                    f"--dbname={url.database}",
+                    str(path),
+                ],
+                env,
+                url,
+                "pg_restore",
+            )
+    else:
+        with engine.begin() as conn:
+            conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+            for table in extra:
+                conn.execute(text(f"DROP TABLE IF EXISTS {_q(conn, table)}"))
+            conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
+        tool = _mysql_tool("client")
+        if tool is None:
+            raise BackupError("the mariadb (or mysql) client is not installed")
+        with _mysql_options(url) as options, open(path, "rb") as dump:
+            _run(
+                [tool, f"--defaults-extra-file={options}", url.database or ""],
+                dict(os.environ),
+                url,
+                os.path.basename(tool),
+                stdin=dump,
+            )
+    engine.dispose()
+    return backup
+
+
+def _q(conn: Any, name: str) -> str:
+    return str(conn.dialect.identifier_preparer.quote(name))

@@ -1,0 +1,152 @@
+"""Writing the journal of a run: its row, its lease and heartbeat, its steps.
+
+Every write commits at once on its own connection: the journal must say what
+happened even when the process dies a moment later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from upgrader.core import storage
+from upgrader.core.storage import Tables, utcnow
+
+
+def start_run(
+    engine: Engine,
+    tables: Tables,
+    *,
+    kind: str,
+    trigger: str,
+    lease_seconds: float,
+    from_version: str | None,
+    to_version: str,
+    from_revisions: Sequence[str],
+    steps: int,
+    note: str | None = None,
+) -> int:
+    """Close runs a dead process left open, and open a new one holding the lease."""
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            tables.runs.update()
+            .where(tables.runs.c.status == "running")
+            .values(
+                status="interrupted",
+                finished_at=now,
+                note="the process running it stopped; a later run took over",
+            )
+        )
+        result = conn.execute(
+            tables.runs.insert().values(
+                kind=kind,
+                status="running",
+                trigger=trigger,
+                started_at=now,
+                heartbeat_at=now,
+                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+                from_version=from_version,
+                to_version=to_version,
+                from_revisions=storage.join_revisions(from_revisions),
+                step=0,
+                steps=steps,
+                note=note,
+                **storage.identity(),
+            )
+        )
+        run_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    assert run_id is not None
+    return int(run_id)
+
+
+def update_run(engine: Engine, tables: Tables, run_id: int, **values: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(tables.runs.update().where(tables.runs.c.id == run_id).values(**values))
+
+
+def finish_run(engine: Engine, tables: Tables, run_id: int, status: str, **values: Any) -> None:
+    update_run(
+        engine, tables, run_id, status=status, finished_at=utcnow(), lease_expires_at=None, **values
+    )
+
+
+def start_step(
+    engine: Engine, tables: Tables, run_id: int, position: int, revision: str, message: str
+) -> int:
+    with engine.begin() as conn:
+        conn.execute(
+            tables.runs.update()
+            .where(tables.runs.c.id == run_id)
+            .values(step=position, revision=revision, message=message)
+        )
+        result = conn.execute(
+            tables.steps.insert().values(
+                run_id=run_id,
+                position=position,
+                revision=revision,
+                message=message,
+                status="running",
+                started_at=utcnow(),
+            )
+        )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def finish_step(engine: Engine, tables: Tables, step_id: int, status: str, duration: float) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            tables.steps.update()
+            .where(tables.steps.c.id == step_id)
+            .values(status=status, finished_at=utcnow(), duration=round(duration, 3))
+        )
+
+
+def steps_of(engine: Engine, tables: Tables, run_id: int) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(tables.steps)
+            .where(tables.steps.c.run_id == run_id)
+            .order_by(tables.steps.c.position)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+class Heartbeat:
+    """Renews the run's lease while long steps run, so others see it alive."""
+
+    def __init__(self, engine: Engine, tables: Tables, run_id: int, lease_seconds: float) -> None:
+        self._engine, self._tables, self._run_id = engine, tables, run_id
+        self._lease = lease_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="upgrader-heartbeat", daemon=True)
+        self.failures = 0
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        interval = max(0.5, self._lease / 3)
+        while not self._stop.wait(interval):
+            now = utcnow()
+            try:
+                update_run(
+                    self._engine,
+                    self._tables,
+                    self._run_id,
+                    heartbeat_at=now,
+                    lease_expires_at=now + dt.timedelta(seconds=self._lease),
+                )
+            except Exception:
+                # The database may be briefly away; if it stays away the lease
+                # expires and others see the run as interrupted, which is true.
+                self.failures += 1

@@ -1,0 +1,576 @@
+"""Runs: upgrade, install, backup and restore, one at a time, journalled step by step.
+
+An upgrade goes: diagnose → pre-flight (backup tool, directory, disk) → take
+the lock → diagnose again under it → open a run holding a lease → back up and
+verify → apply each pending revision through the application's env.py,
+journalling step k of n → record the new version → close the run.
+
+While the lease is live every node's guard shows "upgrade running" (Err2), so
+an upgrade blocks visitors for exactly its duration without touching the
+maintenance settings an administrator made: nothing needs switching back.
+
+A failure closes the run as failed with its step and error; the lock is freed
+by leaving its `with`. A killed process leaves its lease to expire: the next
+diagnosis says "interrupted", and a rerun resumes from the database's revision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, inspect, text
+
+from upgrader.core import storage
+from upgrader.core.database import describe_error, make_engine, redact
+from upgrader.core.diagnosis import CodeFacts, Diagnosis, State, diagnose, load_code_facts
+from upgrader.core.revisions import Revision
+from upgrader.core.versions import compare, parse_version
+from upgrader.engine import journal
+from upgrader.engine.backup import Backup, BackupError, create_backup, preflight, restore_backup
+from upgrader.engine.locks import LockBusy, LockLost, upgrade_lock
+from upgrader.engine.migrate import apply_revision, migration_config
+from upgrader.settings import Settings, load_app
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+# Exit statuses of the commands that run (docs/cli.md).
+EXIT_FAILED = 1
+EXIT_REFUSED_AHEAD = 3
+EXIT_NOT_INSTALLED = 4
+EXIT_UNAVAILABLE = 69
+EXIT_PREFLIGHT = 73
+EXIT_BUSY = 75
+
+
+class EngineError(Exception):
+    exit_code = EXIT_FAILED
+
+
+class Refused(EngineError):
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class AlreadyRunning(EngineError):
+    exit_code = EXIT_BUSY
+
+
+class PreflightFailed(EngineError):
+    exit_code = EXIT_PREFLIGHT
+
+
+class MigrationFailed(EngineError):
+    exit_code = EXIT_FAILED
+
+
+@dataclass
+class Outcome:
+    kind: str  # upgrade | install | nothing | recorded
+    message: str
+    run_id: int | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    applied: list[str] = field(default_factory=list)
+    backup: Backup | None = None
+
+
+def _quiet(event: str, data: dict[str, Any]) -> None:
+    pass
+
+
+class Runner:
+    """One installation's engine: its settings, code facts, engine and tables."""
+
+    def __init__(
+        self, settings: Settings, code: CodeFacts | None = None, progress: Progress | None = None
+    ) -> None:
+        self.settings = settings
+        self.code = code or load_code_facts(settings)
+        self.progress = progress or _quiet
+        self.tables = storage.define_tables(settings.table_prefix)
+        self._app: Any = None
+
+    @contextlib.contextmanager
+    def _engine(self) -> Iterator[Engine]:
+        engine = make_engine(self.settings.database_url, self.settings.connect_timeout)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+    def diagnose(self, engine: Engine | None = None) -> Diagnosis:
+        return diagnose(self.settings, code=self.code, engine=engine, record=False)
+
+    def app(self) -> Any:
+        """The application object, for env.py files that need its context (Flask-Migrate)."""
+        if self._app is None and self.settings.app:
+            self._app = load_app(self.settings.app)
+        return self._app
+
+    # ------------------------------------------------------------- upgrade
+
+    def upgrade(self, *, backup: bool = True, trigger: str = "cli") -> Outcome:
+        before = self.diagnose()
+        self._refuse_unless_upgradable(before)
+        if not before.pending_revisions and before.state in (State.OK, State.MAINTENANCE):
+            if before.version_to_record:  # a release without migrations: no run needed
+                diagnose(self.settings, code=self.code, record=True)
+                return Outcome(
+                    "recorded",
+                    f"release {before.version_to_record} adds no migrations: version recorded",
+                    from_version=before.schema_version,
+                    to_version=before.version_to_record,
+                )
+            return Outcome(
+                "nothing",
+                "already up to date: nothing to do",
+                from_version=before.schema_version,
+                to_version=before.schema_version,
+            )
+        with self._engine() as engine:
+            if backup:
+                problems = preflight(engine, Path(self.settings.backup_dir))
+                if problems:
+                    raise PreflightFailed(
+                        "the backup cannot be made, so nothing was changed: " + "; ".join(problems)
+                    )
+            with self._locked(engine) as lock:
+                now = self.diagnose(engine)  # again, under the lock: another run may have finished
+                self._refuse_unless_upgradable(now, under_lock=True)
+                pending = list(now.pending_revisions)
+                if not pending and now.state in (State.OK, State.MAINTENANCE):
+                    return Outcome("nothing", "already up to date: another run finished first")
+                return self._run(engine, lock, now, pending, backup=backup, trigger=trigger)
+
+    def _refuse_unless_upgradable(self, d: Diagnosis, under_lock: bool = False) -> None:
+        if d.state is State.DATABASE_UNAVAILABLE:
+            raise Refused(
+                f"the database cannot be reached: {'; '.join(d.details)}", EXIT_UNAVAILABLE
+            )
+        if d.state is State.NOT_INSTALLED:
+            raise Refused(
+                f"nothing is installed yet: run `{self.settings.cli} install`", EXIT_NOT_INSTALLED
+            )
+        if d.code == "Err3":
+            raise Refused(
+                f"{d.headline}: {'; '.join(d.details)}. {d.fix} Nothing was changed.",
+                EXIT_REFUSED_AHEAD,
+            )
+        if d.state is State.UPGRADE_RUNNING and not under_lock:
+            raise AlreadyRunning(self._busy_message(d))
+        # Under the lock, a live lease belongs to a process that died holding it: take over.
+
+    def _busy_message(self, d: Diagnosis | None) -> str:
+        run = d.run if d else None
+        if run is None or run.status != "running":
+            return "an upgrade is already running (the upgrade lock is held)"
+        where = f"on {run.host} (pid {run.pid})" if run.host else ""
+        progress = f", at step {run.step} of {run.steps}" if run.steps else ""
+        return (
+            f"an upgrade is already running: run #{run.id} ({run.kind}) started by "
+            f"{run.actor or 'unknown'} {where} at {storage.iso(run.started_at)}{progress}"
+        )
+
+    @contextlib.contextmanager
+    def _locked(self, engine: Engine) -> Iterator[Any]:
+        try:
+            with upgrade_lock(engine) as lock:
+                yield lock
+        except LockBusy as exc:
+            raise AlreadyRunning(self._busy_message(self._safe_diagnosis()) + f" [{exc}]") from exc
+
+    def _safe_diagnosis(self) -> Diagnosis | None:
+        try:
+            return self.diagnose()
+        except Exception:
+            return None
+
+    def _run(
+        self,
+        engine: Engine,
+        lock: Any,
+        d: Diagnosis,
+        pending: list[Revision],
+        *,
+        backup: bool,
+        trigger: str,
+        kind: str = "upgrade",
+        to_version: str | None = None,
+    ) -> Outcome:
+        settings = self.settings
+        to_version = to_version or d.code_version
+        storage.ensure_tables(engine, self.tables)
+        run_id = journal.start_run(
+            engine,
+            self.tables,
+            kind=kind,
+            trigger=trigger,
+            lease_seconds=settings.lease_seconds,
+            from_version=d.schema_version,
+            to_version=to_version,
+            from_revisions=d.database_revisions,
+            steps=len(pending),
+        )
+        self.progress(
+            "run",
+            {"run_id": run_id, "steps": len(pending), "from": d.schema_version, "to": to_version},
+        )
+        saved: Backup | None = None
+        with journal.Heartbeat(engine, self.tables, run_id, settings.lease_seconds):
+            try:
+                if backup:
+                    self.progress("backup", {})
+                    saved = create_backup(
+                        engine,
+                        Path(settings.backup_dir),
+                        label=f"before-{to_version}",
+                        schema_version=d.schema_version,
+                        revisions=list(d.database_revisions),
+                    )
+                    journal.update_run(
+                        engine,
+                        self.tables,
+                        run_id,
+                        backup_path=saved.path,
+                        backup_checksum=saved.sha256,
+                        backup_size=saved.size,
+                    )
+                    self.progress("backup_done", {"path": saved.path, "size": saved.size})
+                applied = self._apply(engine, lock, run_id, pending)
+                self._record(engine, to_version)
+            except BackupError as exc:
+                journal.finish_run(
+                    engine,
+                    self.tables,
+                    run_id,
+                    "failed",
+                    error=f"backup failed, nothing was migrated: {exc}",
+                )
+                raise PreflightFailed(f"the backup failed, so nothing was migrated: {exc}") from exc
+            except MigrationFailed as exc:
+                journal.finish_run(engine, self.tables, run_id, "failed", error=str(exc))
+                raise
+        heads = self._current_revisions(engine)
+        journal.finish_run(
+            engine, self.tables, run_id, "succeeded", to_revisions=storage.join_revisions(heads)
+        )
+        verb = "installed" if kind == "install" else "upgraded"
+        return Outcome(
+            kind, f"{verb} to {to_version}", run_id, d.schema_version, to_version, applied, saved
+        )
+
+    def _apply(self, engine: Engine, lock: Any, run_id: int, pending: list[Revision]) -> list[str]:
+        cfg = migration_config(Path(self.settings.migrations), engine.url)
+        applied: list[str] = []
+        total = len(pending)
+        for position, revision in enumerate(pending, start=1):
+            try:
+                lock.check()
+            except LockLost as exc:
+                raise MigrationFailed(f"stopped before step {position} of {total}: {exc}") from exc
+            step_id = journal.start_step(
+                engine, self.tables, run_id, position, revision.id, revision.message
+            )
+            self.progress(
+                "step",
+                {
+                    "position": position,
+                    "total": total,
+                    "revision": revision.id,
+                    "message": revision.message,
+                },
+            )
+            started = time.monotonic()
+            try:
+                apply_revision(cfg, revision.id, self.app())
+                if revision.id not in self._current_revisions(engine):
+                    raise RuntimeError(
+                        "the migration ran but alembic_version was not updated: the "
+                        "application's env.py did not commit (is its connection already in "
+                        "a transaction?)"
+                    )
+            except Exception as exc:
+                duration = time.monotonic() - started
+                journal.finish_step(engine, self.tables, step_id, "failed", duration)
+                raise MigrationFailed(
+                    self._failure(engine, position, total, revision, exc)
+                ) from exc
+            duration = time.monotonic() - started
+            journal.finish_step(engine, self.tables, step_id, "succeeded", duration)
+            applied.append(revision.id)
+            self.progress(
+                "step_done",
+                {
+                    "position": position,
+                    "total": total,
+                    "revision": revision.id,
+                    "duration": duration,
+                },
+            )
+        return applied
+
+    def _failure(
+        self, engine: Engine, position: int, total: int, revision: Revision, exc: BaseException
+    ) -> str:
+        message = (
+            f"step {position} of {total} ({revision.id}: {revision.message}) failed: "
+            f"{describe_error(exc, engine.url)}"
+        )
+        if engine.url.get_backend_name() in ("mysql", "mariadb"):
+            message += (
+                f". MariaDB/MySQL commits schema changes as they run, so revision {revision.id} "
+                "may be partly applied: compare the tables it touches with its migration file "
+                "before retrying, or restore the backup taken before this run"
+            )
+        return redact(message, engine.url)
+
+    def _current_revisions(self, engine: Engine) -> list[str]:
+        table = self.settings.version_table
+        with engine.connect() as conn:
+            if not inspect(conn).has_table(table):
+                return []
+            quoted = conn.dialect.identifier_preparer.quote(table)
+            return sorted(
+                str(r) for r in conn.execute(text(f"SELECT version_num FROM {quoted}")).scalars()
+            )
+
+    def _record(self, engine: Engine, version: str) -> None:
+        """The schema now matches `version`: say so in the single state row."""
+        with engine.begin() as conn:
+            facts = storage.read_facts(conn, self.tables, self.settings.version_table)
+            keep = facts.states[0] if len(facts.states) == 1 else None
+            storage.write_single_state(conn, self.tables, version, keep)
+
+    # ------------------------------------------------------------- install
+
+    def install(self, *, release: str | None = None, trigger: str = "cli") -> Outcome:
+        code = self.code
+        if code.graph is None or len(code.heads) != 1:
+            raise Refused(
+                f"the code's migrations cannot be used: {code.error or code.heads}",
+                EXIT_REFUSED_AHEAD,
+            )
+        version, target = self._release_target(release)
+        with self._engine() as engine:
+            self._refuse_non_empty(engine)
+            with self._locked(engine) as lock:
+                self._refuse_non_empty(engine)
+                d = self.diagnose(engine)
+                wanted = code.graph.ancestry([target])
+                pending = [r for r in code.graph.pending(()) if r.id in wanted]
+                return self._run(
+                    engine,
+                    lock,
+                    d,
+                    pending,
+                    backup=False,
+                    trigger=trigger,
+                    kind="install",
+                    to_version=version,
+                )
+
+    def _release_target(self, release: str | None) -> tuple[str, str]:
+        code_version = self.code.version.raw
+        head = self.code.heads[0]
+        if release is None or release == code_version:
+            return code_version, head
+        parsed = parse_version(release)
+        if not parsed.valid:
+            raise Refused(f"--release: {parsed.error}")
+        if (compare(parsed, self.code.version) or 0) > 0:
+            raise Refused(f"release {release} is newer than this code ({code_version})")
+        target = self.settings.releases.get(release)
+        if target is None:
+            known = ", ".join(self.settings.releases) or "none configured (UPGRADER_RELEASES)"
+            raise Refused(f"release {release} is not known; known releases: {known}")
+        return release, target
+
+    def _refuse_non_empty(self, engine: Engine) -> None:
+        d = self.diagnose(engine)
+        if d.state is State.DATABASE_UNAVAILABLE:
+            raise Refused(
+                f"the database cannot be reached: {'; '.join(d.details)}", EXIT_UNAVAILABLE
+            )
+        if d.state is State.UPGRADE_RUNNING:
+            raise AlreadyRunning(self._busy_message(d))
+        if d.state is not State.NOT_INSTALLED:
+            raise Refused(
+                f"this database is already installed ({d.state.value}); install never "
+                f"writes over existing data. {d.fix}".strip()
+            )
+        ours = {
+            self.tables.state.name,
+            self.tables.runs.name,
+            self.tables.steps.name,
+            self.settings.version_table,
+        }
+        if engine.url.get_backend_name() != "sqlite" or Path(engine.url.database or "").exists():
+            data = sorted(set(inspect(engine).get_table_names()) - ours)
+            if data:
+                raise Refused(
+                    f"this database already holds tables ({', '.join(data)}); install "
+                    "writes only into an empty database"
+                )
+
+    # -------------------------------------------------------- backup, restore
+
+    def backup(self, trigger: str = "cli") -> Backup:
+        with self._engine() as engine:
+            problems = preflight(engine, Path(self.settings.backup_dir))
+            if problems:
+                raise PreflightFailed("; ".join(problems))
+            with self._locked(engine):
+                d = self.diagnose(engine)
+                try:
+                    saved = create_backup(
+                        engine,
+                        Path(self.settings.backup_dir),
+                        label="manual",
+                        schema_version=d.schema_version,
+                        revisions=list(d.database_revisions),
+                    )
+                except BackupError as exc:
+                    raise EngineError(str(exc)) from exc
+                if inspect(engine).has_table(self.tables.runs.name):
+                    with engine.begin() as conn:
+                        storage.journal_entry(
+                            conn,
+                            self.tables,
+                            kind="backup",
+                            trigger=trigger,
+                            from_version=d.schema_version,
+                            to_version=d.schema_version or "-",
+                            revisions=d.database_revisions,
+                            note="backup verified",
+                            backup_path=saved.path,
+                            backup_checksum=saved.sha256,
+                            backup_size=saved.size,
+                        )
+                return saved
+
+    def restore(self, path: Path, trigger: str = "cli") -> Backup:
+        with self._engine() as engine, self._locked(engine):
+            try:
+                restored = restore_backup(engine, path)
+            except BackupError as exc:
+                raise EngineError(str(exc)) from exc
+            storage.ensure_tables(engine, self.tables)
+            with engine.begin() as conn:
+                # Runs open in the backup were open when it was taken; they are over.
+                conn.execute(
+                    self.tables.runs.update()
+                    .where(self.tables.runs.c.status == "running")
+                    .values(
+                        status="aborted",
+                        finished_at=storage.utcnow(),
+                        note=f"the database was restored from {restored.path}",
+                    )
+                )
+                storage.journal_entry(
+                    conn,
+                    self.tables,
+                    kind="restore",
+                    trigger=trigger,
+                    from_version=None,
+                    to_version=restored.schema_version or "-",
+                    revisions=restored.revisions or [],
+                    note=f"restored from {restored.path} (taken {restored.created_at})",
+                )
+            return restored
+
+    # ---------------------------------------------------------------- unlock
+
+    def unlock(self, *, force: bool = False) -> str:
+        with self._engine() as engine:
+            d = self.diagnose(engine)
+            run = d.run
+            if run is None or run.status != "running":
+                return "nothing to unlock: no run is open"
+            lease_live = d.state is State.UPGRADE_RUNNING
+            if lease_live and not force:
+                raise Refused(
+                    self._busy_message(d) + "; its lease is live. Wait for it, or use "
+                    "--force if you are sure that process is gone"
+                )
+            if lease_live:
+                # Never while another process really holds the lock: that one is alive.
+                with self._locked(engine):
+                    pass
+            journal.finish_run(
+                engine,
+                self.tables,
+                run.id,
+                "aborted",
+                note="cleared by `upgrader unlock`" + (" --force" if force else ""),
+            )
+            return f"run #{run.id} is closed; run the upgrade again to finish it"
+
+
+# ------------------------------------------------------------- detached runs
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The settings as UPGRADER_* variables, so a child process resolves the same ones.
+
+    Passed through the environment, not the command line, because the database
+    URL may hold a password.
+    """
+    env = {
+        "UPGRADER_DATABASE_URL": settings.database_url,
+        "UPGRADER_MIGRATIONS": str(settings.migrations),
+        "UPGRADER_VERSION_TABLE": settings.version_table,
+        "UPGRADER_TABLE_PREFIX": settings.table_prefix,
+        "UPGRADER_BACKUP_DIR": str(Path(settings.backup_dir).resolve()),
+        "UPGRADER_CONNECT_TIMEOUT": str(settings.connect_timeout),
+        "UPGRADER_LEASE_SECONDS": str(settings.lease_seconds),
+    }
+    if settings.code_version:
+        env["UPGRADER_CODE_VERSION"] = settings.code_version
+    if settings.distribution:
+        env["UPGRADER_DISTRIBUTION"] = settings.distribution
+    if settings.app:
+        env["UPGRADER_APP"] = settings.app
+    if settings.installer_dir:
+        env["UPGRADER_INSTALLER_DIR"] = str(settings.installer_dir)
+    if settings.releases:
+        env["UPGRADER_RELEASES"] = ",".join(f"{k}={v}" for k, v in settings.releases.items())
+    return env
+
+
+def start_detached(
+    settings: Settings, *, backup: bool = True, trigger: str = "web", log_dir: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `upgrader upgrade` in a process of its own, in a new session.
+
+    No HTTP request, worker timeout or closed terminal can interrupt it; the
+    caller follows its progress in the journal.
+    """
+    log_dir = Path(log_dir or settings.backup_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / "upgrade.log", "ab")  # noqa: SIM115 (the child owns it)
+    argv = [sys.executable, "-m", "upgrader", "upgrade", "--yes", "--trigger", trigger]
+    if not backup:
+        argv.append("--no-backup")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    env.update(settings_environment(settings))
+    try:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        log.close()
