@@ -124,3 +124,64 @@ def add_run(url: str, **values: Any) -> None:
 
 def safe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
+
+
+def code_with(tmp_path: Path, name: str, *, sleep: float = 0.0, extra: str | None = None) -> Path:
+    """A copy of migrations/ whose upgrades first sleep, and optionally an extra revision.
+
+    Sleeping before any DDL lets a test kill a run inside a step without leaving
+    half a migration behind on MariaDB, where DDL commits as it runs.
+    """
+    target = tmp_path / name
+    shutil.copytree(MIGRATIONS, target, ignore=shutil.ignore_patterns("__pycache__"))
+    for script in (target / "versions").glob("*.py"):
+        source = script.read_text()
+        if sleep:
+            source = source.replace(
+                "def upgrade() -> None:\n",
+                f"def upgrade() -> None:\n    import time\n\n    time.sleep({sleep})\n",
+            )
+        script.write_text(source)
+    if extra is not None:
+        (target / "versions" / "0004_extra.py").write_text(extra)
+    return target
+
+
+def extra_revision(body: str) -> str:
+    """Release 2.1.0's revision, with the given upgrade() body."""
+    return (
+        '"""Release 2.1.0: shelf locations\n\nRevision ID: 0004_extra\n"""\n'
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        'revision = "0004_extra"\ndown_revision = "0003_sort_names"\n'
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        f"def upgrade() -> None:\n{body}\n"
+    )
+
+
+def content(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every application table, sorted: equal content compares equal."""
+    from sqlalchemy import MetaData, select
+
+    engine = create_engine(url)
+    try:
+        md = MetaData()
+        md.reflect(engine)
+        with engine.connect() as conn:
+            return {
+                name: sorted(tuple(str(v) for v in row) for row in conn.execute(select(t)))
+                for name, t in md.tables.items()
+                if not name.startswith("upgrader_")
+            }
+    finally:
+        engine.dispose()
+
+
+def status_of(
+    url: str, tmp_path: Path, migrations: Path | None = None, release: str = CURRENT
+) -> dict[str, Any]:
+    import json
+
+    args = cli_args(url, tmp_path, release)
+    if migrations is not None:
+        args[3] = str(migrations)
+    return dict(json.loads(run_cli(*args, "status", "--json").output))

@@ -12,7 +12,7 @@ from upgrader.cli.context import CliContext, pass_cli
 from upgrader.core.database import normalise_url, safe_url
 from upgrader.core.diagnosis import State
 from upgrader.engine.backup import BackupError, read_backup
-from upgrader.engine.migrate import offline_sql
+from upgrader.engine.migrate import OfflineSQLError, offline_sql
 from upgrader.engine.runner import EngineError, Runner, start_detached
 
 
@@ -68,11 +68,13 @@ def upgrade(
         return 3
     if sql:
         start = d.database_revisions[0] if len(d.database_revisions) == 1 else None
-        click.echo(
-            offline_sql(
-                Path(settings.migrations), normalise_url(settings.database_url), start, runner.app()
-            )
-        )
+        url = normalise_url(settings.database_url)
+        try:
+            click.echo(offline_sql(Path(settings.migrations), url, start, runner.app()))
+        except OfflineSQLError as exc:
+            click.echo(exc.partial)
+            click.secho(f"Error: {exc}", fg="red", err=True)
+            return 1
         return 0
     summary = (
         f"{safe_url(settings.database_url)}: {d.schema_version or 'not recorded'} → "

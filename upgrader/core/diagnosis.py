@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
-from upgrader.core import storage
+from upgrader.core import lockfile, storage
 from upgrader.core.database import describe_error, guard_engine, safe_url
 from upgrader.core.revisions import Revision, RevisionGraph, load_graph
 from upgrader.core.storage import DatabaseFacts, Maintenance, Run, StateRow, utcnow
@@ -190,6 +190,13 @@ def decide(
     pending = tuple(graph.pending(db.revisions)) if known and code.graph else ()
     run = db.last_run
     progress = _progress(run)
+    # Is the open run's process alive? The OS lock knows exactly (SQLite, one host);
+    # elsewhere its lease, renewed by a heartbeat, says so.
+    alive = (
+        run is not None
+        and run.status == "running"
+        and (db.lock_held if db.lock_held is not None else run.lease_live(now))
+    )
 
     def result(
         state: State, fix: str, *details: str, summary: str | None = None, **extra: Any
@@ -258,7 +265,7 @@ def decide(
 
     # 3. A live lease: an install or upgrade by any node. The revisions are in flux, and
     # other nodes (still on old code) see revisions they do not know: "running" is the truth.
-    if run is not None and run.lease_live(now):
+    if run is not None and alive:
         return result(
             State.UPGRADE_RUNNING,
             f"Wait for it to finish; follow it with `{cli} status`. "
@@ -405,9 +412,13 @@ def decide(
             State.UPGRADE_INTERRUPTED,
             f"Run the upgrade again ({upgrade}): it resumes from revision {revs}. "
             f"{_backup_hint(run, cli)}",
-            f"run #{run.id} ({run.from_version} to {run.to_version}) stopped at {progress}; its "
-            f"lease expired at {storage.iso(run.lease_expires_at)} "
-            f"(it ran on {run.host}, pid {run.pid})",
+            f"run #{run.id} ({run.from_version} to {run.to_version}) stopped at {progress}; "
+            + (
+                "no process holds its upgrade lock any more"
+                if db.lock_held is False
+                else f"its lease expired at {storage.iso(run.lease_expires_at)}"
+            )
+            + f" (it ran on {run.host}, pid {run.pid})",
         )
     if run is not None and run.status == "failed" and not in_sync:
         return result(
@@ -498,13 +509,14 @@ def read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
         if not path.exists():
             return DatabaseFacts(missing_file=str(path))
     tables = storage.define_tables(settings.table_prefix)
+    held = lockfile.lock_held(url.database) if url.get_backend_name() == "sqlite" else None
     try:
         conn = engine.connect()
     except SQLAlchemyError as exc:
         return DatabaseFacts(reachable=False, error=_where(engine) + describe_error(exc, url))
     try:
         with conn:
-            return storage.read_facts(conn, tables, settings.version_table)
+            return replace(storage.read_facts(conn, tables, settings.version_table), lock_held=held)
     except (SQLAlchemyError, ValueError, TypeError, KeyError) as exc:
         reason = describe_error(exc, url)
     # Connected, then failed: the server went away or the database itself is unreadable

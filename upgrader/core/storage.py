@@ -245,6 +245,7 @@ class DatabaseFacts:
     error: str | None = None
     missing_file: str | None = None  # SQLite: the database file does not exist
     unreadable: str | None = None  # connected, but upgrader's tables could not be read
+    lock_held: bool | None = None  # SQLite: whether a process holds the upgrade lock now
     tables: tuple[str, ...] = ()
     has_version_table: bool = False
     revisions: tuple[str, ...] = ()

@@ -6,9 +6,10 @@ happened even when the process dies a moment later.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -76,13 +77,27 @@ def finish_run(engine: Engine, tables: Tables, run_id: int, status: str, **value
 
 
 def start_step(
-    engine: Engine, tables: Tables, run_id: int, position: int, revision: str, message: str
+    engine: Engine,
+    tables: Tables,
+    run_id: int,
+    position: int,
+    revision: str,
+    message: str,
+    lease_seconds: float,
 ) -> int:
+    """Journal the step about to run, renewing the lease as a heartbeat would."""
+    now = utcnow()
     with engine.begin() as conn:
         conn.execute(
             tables.runs.update()
             .where(tables.runs.c.id == run_id)
-            .values(step=position, revision=revision, message=message)
+            .values(
+                step=position,
+                revision=revision,
+                message=message,
+                heartbeat_at=now,
+                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+            )
         )
         result = conn.execute(
             tables.steps.insert().values(
@@ -123,6 +138,7 @@ class Heartbeat:
         self._engine, self._tables, self._run_id = engine, tables, run_id
         self._lease = lease_seconds
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="upgrader-heartbeat", daemon=True)
         self.failures = 0
 
@@ -134,9 +150,23 @@ class Heartbeat:
         self._stop.set()
         self._thread.join()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No writes meanwhile. SQLite needs this during a migration: the migration reads
+        alembic_version first and writes later, and a heartbeat committing in between
+        makes SQLite fail the migration with "database is locked" to avoid a deadlock.
+        There the OS file lock tells liveness instead (core/lockfile.py)."""
+        self._paused.set()
+        try:
+            yield
+        finally:
+            self._paused.clear()
+
     def _beat(self) -> None:
         interval = max(0.5, self._lease / 3)
         while not self._stop.wait(interval):
+            if self._paused.is_set():
+                continue
             now = utcnow()
             try:
                 update_run(

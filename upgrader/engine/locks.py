@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import os
 import threading
+import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
+
+from upgrader.core.lockfile import lock_file
 
 # Two threads of one process must not run Alembic at once: alembic.context and
 # alembic.op are module-global proxies (technical notes §1.2).
@@ -49,13 +50,6 @@ def _pg_key(name: str) -> int:
 
 def _mysql_name(name: str) -> str:
     return name if len(name) <= 64 else "upgrader:" + hashlib.sha256(name.encode()).hexdigest()[:40]
-
-
-def sqlite_lock_path(engine: Engine) -> Path | None:
-    database = engine.url.database
-    if not database or database == ":memory:":
-        return None
-    return Path(os.path.abspath(database) + ".upgrader-lock")
 
 
 class UpgradeLock:
@@ -97,16 +91,22 @@ def upgrade_lock(engine: Engine) -> Iterator[UpgradeLock]:
 
 @contextlib.contextmanager
 def _sqlite_lock(engine: Engine) -> Iterator[UpgradeLock]:
-    path = sqlite_lock_path(engine)
+    path = lock_file(engine.url.database)
     if path is None:
         yield UpgradeLock(None)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise LockBusy(f"{path} is locked by another process") from exc
+        # A guard probing the lock (sqlite_lock_held) holds it shared for microseconds:
+        # retry briefly so such a probe is never mistaken for a running upgrade.
+        for attempt in range(20):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as exc:
+                if attempt == 19:
+                    raise LockBusy(f"{path} is locked by another process") from exc
+                time.sleep(0.05)
         try:
             yield UpgradeLock(None)
         finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,32 @@ def apply_revision(cfg: Config, revision: str, app: Any = None) -> None:
         command.upgrade(cfg, revision)
 
 
+class OfflineSQLError(Exception):
+    """A revision cannot be written out as SQL; `partial` holds the SQL up to it."""
+
+    def __init__(self, message: str, partial: str) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
 def offline_sql(migrations: Path, url: URL, start: str | None, app: Any = None) -> str:
-    """The SQL an upgrade would run, from Alembic's offline mode; the database is not touched."""
+    """The SQL an upgrade would run, from Alembic's offline mode; the database is not touched.
+
+    A data migration that reads rows cannot run offline; the error names it.
+    """
     buffer = io.StringIO()
     cfg = migration_config(migrations, url, buffer)
-    with application_context(app):
-        command.upgrade(cfg, f"{start}:heads" if start else "heads", sql=True)
+    try:
+        with application_context(app):
+            command.upgrade(cfg, f"{start}:heads" if start else "heads", sql=True)
+    except Exception as exc:
+        partial = buffer.getvalue()
+        # Alembic announces each revision before running it: the last one named failed.
+        reached = re.findall(r"-- Running upgrade (\S*) -> (\S+)", partial)
+        at = f"revision {reached[-1][1]}" if reached else "the first revision"
+        raise OfflineSQLError(
+            f"{at} cannot be written out as SQL ({type(exc).__name__}: {exc}); "
+            "migrations that read data must run online (`upgrader upgrade`)",
+            partial,
+        ) from exc
     return buffer.getvalue()

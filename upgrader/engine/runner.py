@@ -225,7 +225,7 @@ class Runner:
             {"run_id": run_id, "steps": len(pending), "from": d.schema_version, "to": to_version},
         )
         saved: Backup | None = None
-        with journal.Heartbeat(engine, self.tables, run_id, settings.lease_seconds):
+        with journal.Heartbeat(engine, self.tables, run_id, settings.lease_seconds) as beat:
             try:
                 if backup:
                     self.progress("backup", {})
@@ -245,7 +245,7 @@ class Runner:
                         backup_size=saved.size,
                     )
                     self.progress("backup_done", {"path": saved.path, "size": saved.size})
-                applied = self._apply(engine, lock, run_id, pending)
+                applied = self._apply(engine, lock, run_id, pending, beat)
                 self._record(engine, to_version)
             except BackupError as exc:
                 journal.finish_run(
@@ -268,8 +268,16 @@ class Runner:
             kind, f"{verb} to {to_version}", run_id, d.schema_version, to_version, applied, saved
         )
 
-    def _apply(self, engine: Engine, lock: Any, run_id: int, pending: list[Revision]) -> list[str]:
+    def _apply(
+        self,
+        engine: Engine,
+        lock: Any,
+        run_id: int,
+        pending: list[Revision],
+        beat: journal.Heartbeat,
+    ) -> list[str]:
         cfg = migration_config(Path(self.settings.migrations), engine.url)
+        sqlite = engine.url.get_backend_name() == "sqlite"
         applied: list[str] = []
         total = len(pending)
         for position, revision in enumerate(pending, start=1):
@@ -278,7 +286,13 @@ class Runner:
             except LockLost as exc:
                 raise MigrationFailed(f"stopped before step {position} of {total}: {exc}") from exc
             step_id = journal.start_step(
-                engine, self.tables, run_id, position, revision.id, revision.message
+                engine,
+                self.tables,
+                run_id,
+                position,
+                revision.id,
+                revision.message,
+                self.settings.lease_seconds,
             )
             self.progress(
                 "step",
@@ -291,7 +305,8 @@ class Runner:
             )
             started = time.monotonic()
             try:
-                apply_revision(cfg, revision.id, self.app())
+                with beat.paused() if sqlite else contextlib.nullcontext():
+                    apply_revision(cfg, revision.id, self.app())
                 if revision.id not in self._current_revisions(engine):
                     raise RuntimeError(
                         "the migration ran but alembic_version was not updated: the "
@@ -495,13 +510,14 @@ class Runner:
             run = d.run
             if run is None or run.status != "running":
                 return "nothing to unlock: no run is open"
-            lease_live = d.state is State.UPGRADE_RUNNING
-            if lease_live and not force:
+            alive = d.state is State.UPGRADE_RUNNING
+            if alive and not force:
                 raise Refused(
-                    self._busy_message(d) + "; its lease is live. Wait for it, or use "
-                    "--force if you are sure that process is gone"
+                    self._busy_message(d) + "; it is alive (its lease is live, or its "
+                    "process holds the lock). Wait for it, or use --force if you are sure "
+                    "that process is gone"
                 )
-            if lease_live:
+            if alive:
                 # Never while another process really holds the lock: that one is alive.
                 with self._locked(engine):
                     pass
