@@ -412,3 +412,24 @@ def test_detached_run_finishes_on_its_own(db_url: str, tmp_path: Path) -> None:
     assert status["state"] == "ok"
     assert status["run"]["trigger"] == "web"
     assert (tmp_path / "backups" / "upgrade.log").is_file()
+
+
+def test_upgrade_through_a_flask_migrate_env_py(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The application's own env.py, which ignores sqlalchemy.url and needs current_app."""
+    install(db_url, "1.0.0")
+    code = code_with(tmp_path, "flask-migrate")
+    (code / "env.py").write_text(
+        (Path(__file__).parent / "fixtures" / "flask_migrate_env.py").read_text()
+    )
+    (code / "alembic.ini").unlink()
+    monkeypatch.setenv("FM_DATABASE_URL", db_url)
+    monkeypatch.setenv("FM_MIGRATIONS", str(code))
+    args = ["--app", "tests.fixtures.flask_migrate_app:create_app"]
+    status = json.loads(run_cli(*args, "status", "--json").output)
+    assert status["state"] == "upgrade_pending"
+    result = run_cli(*args, "upgrade", "--yes", "--no-backup")
+    assert result.exit_code == 0, result.output
+    assert json.loads(run_cli(*args, "status", "--json").output)["state"] == "ok"
+    assert [s["status"] for s in steps(db_url)] == ["succeeded", "succeeded"]

@@ -100,7 +100,7 @@ def upgrade(
         )
         return 0
     try:
-        outcome = runner.upgrade(backup=not no_backup, trigger=trigger)
+        outcome = runner.upgrade(backup=not no_backup, trigger=trigger, before=d)
     except EngineError as exc:
         return _fail(exc)
     click.secho(outcome.message[0].upper() + outcome.message[1:] + ".", fg="green", bold=True)

@@ -37,7 +37,7 @@ from upgrader.engine import journal
 from upgrader.engine.backup import Backup, BackupError, create_backup, preflight, restore_backup
 from upgrader.engine.locks import LockBusy, LockLost, upgrade_lock
 from upgrader.engine.migrate import apply_revision, migration_config
-from upgrader.settings import Settings, load_app
+from upgrader.settings import SAMPLE_APP, Settings, load_app
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -112,14 +112,18 @@ class Runner:
 
     def app(self) -> Any:
         """The application object, for env.py files that need its context (Flask-Migrate)."""
-        if self._app is None and self.settings.app:
+        if self._app is None and self.settings.app and self.settings.app != SAMPLE_APP:
             self._app = load_app(self.settings.app)
         return self._app
 
     # ------------------------------------------------------------- upgrade
 
-    def upgrade(self, *, backup: bool = True, trigger: str = "cli") -> Outcome:
-        before = self.diagnose()
+    def upgrade(
+        self, *, backup: bool = True, trigger: str = "cli", before: Diagnosis | None = None
+    ) -> Outcome:
+        """Upgrade. `before` may be a diagnosis the caller just made; under the lock it is
+        made again, since another run may have finished meanwhile."""
+        before = before or self.diagnose()
         self._refuse_unless_upgradable(before)
         if not before.pending_revisions and before.state in (State.OK, State.MAINTENANCE):
             if before.version_to_record:  # a release without migrations: no run needed
@@ -246,7 +250,7 @@ class Runner:
                     )
                     self.progress("backup_done", {"path": saved.path, "size": saved.size})
                 applied = self._apply(engine, lock, run_id, pending, beat)
-                self._record(engine, to_version)
+                self._close(engine, run_id, to_version)
             except BackupError as exc:
                 journal.finish_run(
                     engine,
@@ -259,10 +263,6 @@ class Runner:
             except MigrationFailed as exc:
                 journal.finish_run(engine, self.tables, run_id, "failed", error=str(exc))
                 raise
-        heads = self._current_revisions(engine)
-        journal.finish_run(
-            engine, self.tables, run_id, "succeeded", to_revisions=storage.join_revisions(heads)
-        )
         verb = "installed" if kind == "install" else "upgraded"
         return Outcome(
             kind, f"{verb} to {to_version}", run_id, d.schema_version, to_version, applied, saved
@@ -358,12 +358,23 @@ class Runner:
                 str(r) for r in conn.execute(text(f"SELECT version_num FROM {quoted}")).scalars()
             )
 
-    def _record(self, engine: Engine, version: str) -> None:
-        """The schema now matches `version`: say so in the single state row."""
+    def _close(self, engine: Engine, run_id: int, version: str) -> None:
+        """Record the version and close the run, in one transaction: never one without the other."""
+        heads = self._current_revisions(engine)
         with engine.begin() as conn:
             facts = storage.read_facts(conn, self.tables, self.settings.version_table)
             keep = facts.states[0] if len(facts.states) == 1 else None
             storage.write_single_state(conn, self.tables, version, keep)
+            conn.execute(
+                self.tables.runs.update()
+                .where(self.tables.runs.c.id == run_id)
+                .values(
+                    status="succeeded",
+                    finished_at=storage.utcnow(),
+                    lease_expires_at=None,
+                    to_revisions=storage.join_revisions(heads),
+                )
+            )
 
     # ------------------------------------------------------------- install
 

@@ -1,0 +1,231 @@
+"""What upgrader adds over the raw tools, measured side by side in one run.
+
+1. `upgrader upgrade --yes --no-backup` against plain `alembic upgrade head`, both as
+   commands (each pays for starting Python), on the same chain (the sample
+   application 1.0.0 -> 2.0.1, whose 2.0.0 data migration rewrites every row) and
+   the same data, each on a fresh database, interleaved. Target: ratio <= 1.2.
+2. upgrader's verified backup (the library call the engine makes: dump, then
+   verify and checksum) against the raw tool alone (`sqlite3 .backup`,
+   `pg_dump -Fc`, `mariadb-dump --single-transaction`) on the same database.
+
+    .venv/bin/python benchmarks/upgrade_overhead.py [--rows 5000] [--repeat 3]
+        [--backends sqlite,postgresql,mysql]
+
+PostgreSQL and MariaDB are reached through TEST_POSTGRESQL_URL / TEST_MYSQL_URL
+(defaults: this machine's servers). Medians are printed; the machine is noisy,
+so only ratios measured in the same run mean anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from sqlalchemy import column, create_engine, make_url, table, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sampleapp.data import AUTHORS, BOOKS  # noqa: E402
+from upgrader.core import storage  # noqa: E402
+from upgrader.core.revisions import alembic_config  # noqa: E402
+from upgrader.engine.backup import create_backup  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SERVERS = {
+    "postgresql": os.environ.get(
+        "TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    ),
+    "mysql": os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+}
+
+
+@contextmanager
+def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        path = workdir / f"{uuid.uuid4().hex[:8]}.db"
+        yield f"sqlite:///{path}"
+        return
+    server = make_url(SERVERS[backend])
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            force = " WITH (FORCE)" if backend == "postgresql" else ""
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}{force}"))
+        admin.dispose()
+
+
+def prepare(url: str, rows: int) -> None:
+    """Release 1.0.0 with `rows` authors and `rows` books, recorded as upgrader would."""
+    cfg = alembic_config(ROOT / "migrations")
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "0001_initial")
+    engine = create_engine(url)
+    authors = table("authors", column("id"), column("name"))
+    books = table("books", column("id"), column("title"), column("author_id"), column("year"))
+    with engine.begin() as conn:
+        conn.execute(
+            authors.insert(),
+            [{"id": i + 1, "name": f"{AUTHORS[i % len(AUTHORS)][1]} {i}"} for i in range(rows)],
+        )
+        conn.execute(
+            books.insert(),
+            [
+                {
+                    "id": i + 1,
+                    "title": BOOKS[i % len(BOOKS)][1],
+                    "author_id": i + 1,
+                    "year": BOOKS[i % len(BOOKS)][3],
+                }
+                for i in range(rows)
+            ],
+        )
+    tables = storage.define_tables()
+    storage.ensure_tables(engine, tables)
+    with engine.begin() as conn:
+        storage.write_single_state(conn, tables, "1.0.0")
+    engine.dispose()
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed:\n{done.stdout}\n{done.stderr}")
+    return elapsed
+
+
+def environment(url: str, workdir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    env.update(UPGRADER_DATABASE_URL=url, UPGRADER_BACKUP_DIR=str(workdir / "backups"))
+    return env
+
+
+def bench_upgrade(backend: str, rows: int, repeat: int, workdir: Path) -> tuple[float, float]:
+    alembic_runs: list[float] = []
+    upgrader_runs: list[float] = []
+    for _ in range(repeat):
+        for label, runs, argv in (
+            (
+                "alembic",
+                alembic_runs,
+                [
+                    str(BIN / "alembic"),
+                    "-c",
+                    str(ROOT / "migrations" / "alembic.ini"),
+                    "upgrade",
+                    "head",
+                ],
+            ),
+            ("upgrader", upgrader_runs, [str(BIN / "upgrader"), "upgrade", "--yes", "--no-backup"]),
+        ):
+            with fresh_database(backend, workdir) as url:
+                prepare(url, rows)
+                runs.append(timed(argv, environment(url, workdir)))
+            del label
+    return statistics.median(alembic_runs), statistics.median(upgrader_runs)
+
+
+def raw_backup(url: str, out: Path) -> Callable[[], None]:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        return lambda: subprocess.run(["sqlite3", u.database or "", f".backup '{out}'"], check=True)
+    if u.get_backend_name() == "postgresql":
+        return lambda: subprocess.run(
+            [
+                "pg_dump",
+                "--format=custom",
+                "--no-password",
+                f"--host={u.host}",
+                f"--port={u.port or 5432}",
+                f"--username={u.username}",
+                f"--file={out}",
+                f"--dbname={u.database}",
+            ],
+            check=True,
+        )
+    tool = shutil.which("mariadb-dump") or "mysqldump"
+    return lambda: subprocess.run(
+        [
+            tool,
+            f"--host={u.host}",
+            f"--port={u.port or 3306}",
+            f"--user={u.username}",
+            "--single-transaction",
+            "--routines",
+            "--triggers",
+            "--events",
+            "--hex-blob",
+            f"--result-file={out}",
+            u.database or "",
+        ],
+        check=True,
+    )
+
+
+def bench_backup(backend: str, rows: int, repeat: int, workdir: Path) -> tuple[float, float]:
+    raw_runs: list[float] = []
+    ours_runs: list[float] = []
+    with fresh_database(backend, workdir) as url:
+        prepare(url, rows)
+        engine = create_engine(url)
+        raw = raw_backup(url, workdir / "raw.backup")
+        for i in range(repeat):
+            started = time.perf_counter()
+            raw()
+            raw_runs.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            create_backup(engine, workdir / "backups", label=f"bench{i}")
+            ours_runs.append(time.perf_counter() - started)
+        engine.dispose()
+    return statistics.median(raw_runs), statistics.median(ours_runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--backends", default="sqlite,postgresql,mysql")
+    args = parser.parse_args()
+    print(
+        f"rows: {args.rows} authors + {args.rows} books; medians of {args.repeat} interleaved runs"
+    )
+    print(f"{'backend':<11} {'what':<34} {'raw tool':>10} {'upgrader':>10} {'ratio':>7}")
+    with tempfile.TemporaryDirectory(prefix="upgrader-bench-") as tmp:
+        workdir = Path(tmp)
+        for backend in args.backends.split(","):
+            base, ours = bench_upgrade(backend, args.rows, args.repeat, workdir)
+            print(
+                f"{backend:<11} {'upgrade 1.0.0 -> 2.0.1, no backup':<34} "
+                f"{base:>9.2f}s {ours:>9.2f}s "
+                f"{ours / base:>6.2f}x   target <= 1.20"
+            )
+            base, ours = bench_backup(backend, args.rows, args.repeat, workdir)
+            print(
+                f"{backend:<11} {'verified backup vs raw dump':<34} {base:>9.2f}s {ours:>9.2f}s "
+                f"{ours / base:>6.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()
