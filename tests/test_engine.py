@@ -433,3 +433,22 @@ def test_upgrade_through_a_flask_migrate_env_py(
     assert result.exit_code == 0, result.output
     assert json.loads(run_cli(*args, "status", "--json").output)["state"] == "ok"
     assert [s["status"] for s in steps(db_url)] == ["succeeded", "succeeded"]
+
+
+def test_too_little_disk_is_reported_before_anything_changes(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil as real_shutil
+
+    from upgrader.engine import backup
+
+    install(db_url, "1.0.0")
+    usage = real_shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        backup.shutil, "disk_usage", lambda path: usage._replace(free=1024 * 1024)
+    )  # 1 MB left
+    result = run_cli(*upgrade_args(db_url, tmp_path), "upgrade", "--yes", env=env_for(tmp_path))
+    assert result.exit_code == 73
+    assert "too little disk space" in result.output and "1 MB free" in result.output
+    assert journal(db_url) == []
+    assert status_of(db_url, tmp_path)["state"] == "upgrade_pending"
