@@ -32,43 +32,30 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
-from sqlalchemy import column, create_engine, make_url, table, text
+from sqlalchemy import column, create_engine, make_url, table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# The servers, as the tests reach them (read by tests.conftest when imported).
+os.environ.setdefault("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 from sampleapp.data import AUTHORS, BOOKS  # noqa: E402
+from tests.conftest import fresh_server_database  # noqa: E402
 from upgrader.core import storage  # noqa: E402
 from upgrader.core.revisions import alembic_config  # noqa: E402
 from upgrader.engine.backup import create_backup  # noqa: E402
 
 BIN = Path(sys.executable).parent
-SERVERS = {
-    "postgresql": os.environ.get(
-        "TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    ),
-    "mysql": os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
-}
 
 
 @contextmanager
 def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
+    """A database of its own per measurement, as the tests make them."""
     if backend == "sqlite":
-        path = workdir / f"{uuid.uuid4().hex[:8]}.db"
-        yield f"sqlite:///{path}"
+        yield f"sqlite:///{workdir / uuid.uuid4().hex[:8]}.db"
         return
-    server = make_url(SERVERS[backend])
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            force = " WITH (FORCE)" if backend == "postgresql" else ""
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name}{force}"))
-        admin.dispose()
+    yield from fresh_server_database(backend)
 
 
 def prepare(url: str, rows: int) -> None:
