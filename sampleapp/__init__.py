@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, func, select
 from sampleapp import schema
 from sampleapp.config import upgrader_config
 from sampleapp.releases import CURRENT
+from upgrader.web.flask import Upgrader
 
 __version__ = CURRENT
 
@@ -28,6 +29,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
         Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
     app.extensions["sampleapp.engine"] = engine
+
+    # The guard, embedded as any Flask application would (docs/embedding.md).
+    Upgrader().init_app(app)
 
     @app.context_processor
     def version() -> dict[str, str]:

@@ -40,6 +40,18 @@ def _positive(value: Any) -> float:
     return number
 
 
+def _strings(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    return tuple(str(i).strip() for i in items if str(i).strip())
+
+
+def _status(value: Any) -> int:
+    code = int(value)
+    if not 400 <= code <= 599:
+        raise ValueError("must be an HTTP error status (400-599)")
+    return code
+
+
 def _releases(value: Any) -> dict[str, str]:
     if isinstance(value, Mapping):
         return {str(k): str(v) for k, v in value.items()}
@@ -62,6 +74,18 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], Any, Any]] = {
     "connect_timeout": (_positive, 5.0, 5.0),
     "lease_seconds": (_positive, 60.0, 60.0),
     "releases": (_releases, None, {}),
+    # the request guard (docs/embedding.md)
+    "cache_ttl": (_positive, 2.0, 2.0),
+    "status_path": (str, "/upgrader/status", "/upgrader/status"),
+    "bypass_path": (str, "/upgrader/bypass/", "/upgrader/bypass/"),
+    "installer_path": (str, "/install", "/install"),
+    "allow_paths": (_strings, (), ()),
+    "allow_ips": (_strings, (), ()),
+    "trusted_proxies": (_strings, (), ()),
+    "blocked_status": (_status, 503, 503),
+    "retry_after": (_positive, 120.0, 120.0),
+    "template_dir": (_path, None, None),
+    "static_dir": (_path, None, None),
 }
 
 
@@ -78,6 +102,17 @@ class Settings:
     connect_timeout: float = 5.0
     lease_seconds: float = 60.0
     releases: dict[str, str] = field(default_factory=dict)
+    cache_ttl: float = 2.0
+    status_path: str = "/upgrader/status"
+    bypass_path: str = "/upgrader/bypass/"
+    installer_path: str = "/install"
+    allow_paths: tuple[str, ...] = ()
+    allow_ips: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    blocked_status: int = 503
+    retry_after: float = 120.0
+    template_dir: Path | None = None
+    static_dir: Path | None = None
     app: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 

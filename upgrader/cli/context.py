@@ -11,12 +11,13 @@ from upgrader.settings import Settings, resolve
 
 
 class CliContext:
-    def __init__(self, flags: dict[str, Any]) -> None:
+    def __init__(self, flags: dict[str, Any], app: Any = None) -> None:
         self.flags = flags
+        self.app = app  # set by `flask upgrader`: the application already loaded
 
     @cached_property
     def settings(self) -> Settings:
-        return resolve(self.flags)
+        return resolve(self.flags, app=self.app)
 
 
 pass_cli = click.make_pass_decorator(CliContext)

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from upgrader.cli import adopt, journal, run, status
+from upgrader.cli import adopt, journal, maintenance, run, serve, status
 from upgrader.cli.context import CliContext
 from upgrader.core.database import redact
 from upgrader.settings import ConfigError
@@ -85,7 +85,7 @@ def cli(ctx: click.Context, /, **flags: Any) -> None:
     ctx.obj = CliContext(flags)
 
 
-for command in (
+COMMANDS = (
     status.status,
     status.doctor,
     run.upgrade,
@@ -95,7 +95,11 @@ for command in (
     journal.history,
     journal.unlock,
     adopt.adopt,
-):
+    maintenance.maintenance,
+    maintenance.webserver,
+    serve.serve,
+)
+for command in COMMANDS:
     cli.add_command(command)
 
 

@@ -133,6 +133,7 @@ class Maintenance:
     end: dt.datetime | None = None
     allow: tuple[str, ...] = ()
     has_secret: bool = False
+    secret_hash: str | None = field(default=None, repr=False)  # never rendered anywhere
     set_by: str | None = None
     set_at: dt.datetime | None = None
     problem: str | None = None  # a stored mode we do not know; treated as "block"
@@ -303,6 +304,7 @@ def _state_row(row: Any, problems: list[str]) -> StateRow:
         end=row["maintenance_end"],
         allow=allow,
         has_secret=bool(row["maintenance_secret"]),
+        secret_hash=row["maintenance_secret"],
         set_by=row["maintenance_set_by"],
         set_at=row["maintenance_set_at"],
         problem=problem,

@@ -1,0 +1,211 @@
+"""`upgrader maintenance on|off|status` and `upgrader webserver nginx|apache`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import re
+from pathlib import Path
+
+import click
+
+from upgrader.cli.context import CliContext, pass_cli
+from upgrader.core import maintenance as mode
+from upgrader.core import storage
+from upgrader.core.database import guard_engine
+from upgrader.core.diagnosis import Diagnosis, State, diagnose
+from upgrader.settings import Settings
+from upgrader.web import clients, static
+
+_RELATIVE = re.compile(r"^\+(\d+)([mhd])$")
+
+
+def when(value: str | None) -> dt.datetime | None:
+    """An ISO time (UTC unless it says otherwise) or a delay such as +30m, +2h, +1d."""
+    if not value:
+        return None
+    relative = _RELATIVE.match(value.strip())
+    if relative:
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[relative.group(2)]
+        return storage.utcnow() + dt.timedelta(**{unit: int(relative.group(1))})
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: use an ISO time (2026-11-21T22:00) or +30m") from exc
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return parsed.replace(microsecond=0)
+
+
+def _allow(values: tuple[str, ...]) -> list[str]:
+    entries = [e.strip() for v in values for e in v.split(",") if e.strip()]
+    for entry in entries:
+        try:
+            clients.networks([entry])
+        except ValueError as exc:
+            raise click.BadParameter(f"{entry!r} is not an address or CIDR range") from exc
+    return entries
+
+
+@click.group()
+def maintenance() -> None:
+    """Manual maintenance mode, stored in the database so every node obeys it."""
+
+
+@maintenance.command("on")
+@click.option("--message", help="What visitors read.")
+@click.option(
+    "--until", "until", metavar="WHEN", help="Expected end (ISO or +30m): becomes Retry-After."
+)
+@click.option(
+    "--start", metavar="WHEN", help="Start of a scheduled window (announced by a banner before)."
+)
+@click.option("--end", metavar="WHEN", help="End of the window: maintenance ends on its own.")
+@click.option(
+    "--level",
+    type=click.Choice(["block", "banner"]),
+    default="block",
+    show_default=True,
+    help="block: visitors get the page; banner: the site stays up with a notice.",
+)
+@click.option(
+    "--allow", multiple=True, metavar="ADDR", help="Addresses or CIDR ranges that get through."
+)
+@click.option("--secret", metavar="SECRET", help="Bypass secret (stored hashed).")
+@click.option(
+    "--generate-secret", is_flag=True, help="Generate a bypass secret and print its URL once."
+)
+@click.option(
+    "--static",
+    "static_dir",
+    type=click.Path(path_type=Path),
+    help="Also write a static page and a flag file for the web server (webserver cmd).",
+)
+@pass_cli
+def on(
+    obj: CliContext,
+    message: str | None,
+    until: str | None,
+    start: str | None,
+    end: str | None,
+    level: str,
+    allow: tuple[str, ...],
+    secret: str | None,
+    generate_secret: bool,
+    static_dir: Path | None,
+) -> int:
+    """Switch maintenance on (now, or for a scheduled window)."""
+    settings = obj.settings
+    if secret and generate_secret:
+        raise click.UsageError("give --secret or --generate-secret, not both")
+    secret = mode.new_secret() if generate_secret else secret
+    request = mode.MaintenanceRequest(
+        level=level,
+        message=message,
+        until=when(until),
+        start=when(start),
+        end=when(end),
+        allow=_allow(allow),
+        secret_hash=mode.hash_secret(secret) if secret else None,
+    )
+    engine = guard_engine(settings.database_url, settings.connect_timeout)
+    try:
+        mode.switch_on(engine, storage.define_tables(settings.table_prefix), request, _who())
+    except mode.MaintenanceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+    static_dir = static_dir or settings.static_dir
+    if static_dir:
+        written = static.write(static_dir, diagnose(settings, record=False), settings)
+        click.echo(f"Static page written: {written} (the flag file beside it is on)")
+    click.echo(f"Maintenance is on ({level}); every node follows within {settings.cache_ttl:g}s.")
+    if generate_secret and secret:
+        click.echo(f"Bypass URL (shown once; keep it private): {settings.bypass_path}{secret}")
+    return 0
+
+
+@maintenance.command("off")
+@click.option(
+    "--static",
+    "static_dir",
+    type=click.Path(path_type=Path),
+    help="The static directory whose flag file to remove.",
+)
+@pass_cli
+def off(obj: CliContext, static_dir: Path | None) -> int:
+    """Switch maintenance off (the bypass secret is kept)."""
+    settings = obj.settings
+    engine = guard_engine(settings.database_url, settings.connect_timeout)
+    try:
+        mode.switch_off(engine, storage.define_tables(settings.table_prefix), _who())
+    finally:
+        engine.dispose()
+    static_dir = static_dir or settings.static_dir
+    if static_dir and static.remove_flag(static_dir):
+        click.echo(f"Removed {static.flag_path(static_dir)}")
+    click.echo("Maintenance is off.")
+    return 0
+
+
+@maintenance.command("status")
+@pass_cli
+def status(obj: CliContext) -> int:
+    """Show the maintenance settings and whether they are in force."""
+    d = diagnose(obj.settings, record=False)
+    click.echo(describe(d))
+    return 0 if d.state is not State.MAINTENANCE else 5
+
+
+def describe(d: Diagnosis) -> str:
+    m = d.maintenance
+    if m is None:
+        return f"No maintenance settings ({d.state.value})."
+    now = d.checked_at
+    state = "active" if m.active(now) else "scheduled" if m.upcoming(now) else "not in force"
+    lines = [f"maintenance: {m.mode} ({state})" if m.mode != "off" else "maintenance: off"]
+    for label, value in (
+        ("message", m.message),
+        ("until", m.until),
+        ("start", m.start),
+        ("end", m.end),
+        ("set by", m.set_by),
+        ("set at", m.set_at),
+    ):
+        if value:
+            lines.append(f"  {label:<8} {value}")
+    for entry in m.allow:
+        try:
+            clients.networks([entry])
+            lines.append(f"  allow    {entry}")
+        except ValueError:
+            lines.append(f"  allow    {entry}   (not an address: ignored)")
+    lines.append(f"  bypass   {'a secret is set' if m.has_secret else 'no secret'}")
+    return "\n".join(lines)
+
+
+def _who() -> str:
+    try:
+        return f"{getpass.getuser()} (cli)"
+    except Exception:
+        return "cli"
+
+
+@click.command()
+@click.argument("server", type=click.Choice(["nginx", "apache"]))
+@click.option("--static", "static_dir", type=click.Path(path_type=Path), help="Where the page is.")
+@click.option("--allow", multiple=True, metavar="ADDR", help="Addresses that get through.")
+@pass_cli
+def webserver(obj: CliContext, server: str, static_dir: Path | None, allow: tuple[str, ...]) -> int:
+    """Print a configuration snippet that serves the static page while the flag exists.
+
+    For when the application cannot even start: the web server answers on its own.
+    """
+    settings: Settings = obj.settings
+    static_dir = static_dir or settings.static_dir
+    if static_dir is None:
+        raise click.UsageError("give --static DIR (or set UPGRADER_STATIC_DIR)")
+    entries = _allow(allow) or list(settings.allow_ips)
+    render = static.nginx if server == "nginx" else static.apache
+    click.echo(render(Path(static_dir).resolve(), entries, int(settings.retry_after)))
+    return 0

@@ -1,0 +1,107 @@
+"""Switching maintenance mode on and off, in the database, for every process on every node.
+
+Two levels: `block` (visitors get the maintenance page) and `banner` (the site
+stays usable, shows a banner, and only new background work is refused). A
+window (`start`, `end`) announces itself with the banner before it begins and
+ends on its own. The bypass secret is stored only as a salted hash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets as secrets_module
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
+
+from upgrader.core import storage
+from upgrader.core.storage import Tables, utcnow
+
+
+class MaintenanceError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class MaintenanceRequest:
+    level: str = "block"
+    message: str | None = None
+    until: dt.datetime | None = None
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    allow: Sequence[str] = ()
+    secret_hash: str | None = None
+
+
+def hash_secret(secret: str) -> str:
+    """A salted PBKDF2 hash; the salt also keys the bypass cookie's signature."""
+    salt = secrets_module.token_hex(16)
+    digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt), 100_000).hex()
+    return f"pbkdf2${salt}${digest}"
+
+
+def check_secret(secret: str, stored: str | None) -> bool:
+    """Compare in constant time with what `hash_secret` stored."""
+    try:
+        scheme, salt, digest = (stored or "").split("$")
+        if scheme != "pbkdf2":
+            return False
+        candidate = hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt), 100_000)
+    except ValueError:
+        return False
+    return hmac.compare_digest(candidate.hex(), digest)
+
+
+def new_secret() -> str:
+    return secrets_module.token_urlsafe(24)
+
+
+def switch_on(engine: Engine, tables: Tables, request: MaintenanceRequest, who: str) -> None:
+    if request.level not in ("block", "banner"):
+        raise MaintenanceError(f"unknown level {request.level!r}: use block or banner")
+    if request.start and request.end and request.end <= request.start:
+        raise MaintenanceError("the window ends before it starts")
+    if request.end and request.end <= utcnow():
+        raise MaintenanceError("the window has already ended")
+    with engine.begin() as conn:
+        row = conn.execute(select(tables.state.c.id).order_by(tables.state.c.id)).first()
+        if row is None:
+            raise MaintenanceError(
+                "nothing is installed yet, so there is no site to put in maintenance"
+            )
+        values = {
+            "maintenance_mode": request.level,
+            "maintenance_message": request.message,
+            "maintenance_until": request.until,
+            "maintenance_start": request.start,
+            "maintenance_end": request.end,
+            "maintenance_allow": ",".join(request.allow) or None,
+            "maintenance_set_by": who,
+            "maintenance_set_at": utcnow(),
+        }
+        if request.secret_hash is not None:
+            values["maintenance_secret"] = request.secret_hash
+        conn.execute(tables.state.update().values(**values))
+
+
+def switch_off(engine: Engine, tables: Tables, who: str) -> None:
+    """Off, keeping the bypass secret (it serves administrators in Err2/Err3 states too)."""
+    with engine.begin() as conn:
+        conn.execute(
+            tables.state.update().values(
+                maintenance_mode="off",
+                maintenance_message=None,
+                maintenance_until=None,
+                maintenance_start=None,
+                maintenance_end=None,
+                maintenance_set_by=who,
+                maintenance_set_at=utcnow(),
+            )
+        )
+
+
+def ensure(engine: Engine, tables: Tables) -> None:
+    storage.ensure_tables(engine, tables)

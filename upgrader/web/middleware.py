@@ -1,0 +1,332 @@
+"""The request guard: WSGI middleware around any application.
+
+It renders the cached diagnosis and decides only who gets through:
+
+- the status endpoint, the installer's paths and configured paths (health checks) always;
+- administrators: an allow-listed client address (X-Forwarded-For only from trusted proxies),
+  or a valid bypass cookie, got from the secret bypass URL;
+- everyone, when the state is ok.
+
+Everyone else gets "Down for Maintenance (ErrN)": a 503 (configurable) with Retry-After,
+no-store and X-Upgrader-State; HTML for people, RFC 9457 problem+json for API clients.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import json
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
+
+from upgrader.core.diagnosis import Diagnosis, State
+from upgrader.core.storage import utcnow
+from upgrader.settings import Settings, resolve
+from upgrader.web import clients
+from upgrader.web.cache import DiagnosisCache
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+ERR2 = (
+    State.UPGRADE_PENDING,
+    State.UPGRADE_RUNNING,
+    State.UPGRADE_INTERRUPTED,
+    State.UPGRADE_FAILED,
+)
+
+
+def public_status(d: Diagnosis) -> dict[str, Any]:
+    """What any anonymous caller may see (Nextcloud's status.php in spirit)."""
+    m = d.maintenance
+    active = m is not None and m.active(d.checked_at)
+    body: dict[str, Any] = {
+        "installed": d.state is not State.NOT_INSTALLED,
+        "state": d.state.value,
+        "code": d.code,
+        "maintenance": d.state is State.MAINTENANCE or active,
+        "needs_upgrade": d.state in ERR2,
+        "summary": d.summary,
+        "versions": {"code": d.code_version, "schema": d.schema_version},
+    }
+    if m is not None and m.mode != "off" and (active or m.upcoming(d.checked_at)):
+        body["window"] = {
+            "level": m.mode,
+            "start": _iso(m.start),
+            "end": _iso(m.end),
+            "until": _iso(m.until),
+            "message": m.message,
+        }
+    if d.state is State.UPGRADE_RUNNING and d.run is not None:
+        body["progress"] = {"step": d.run.step, "steps": d.run.steps}
+    return body
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat() + "Z"
+
+
+class Pages:
+    """The blocked page, from the integrator's template directory first, then ours."""
+
+    def __init__(self, template_dir: Any = None) -> None:
+        loaders: list[Any] = [PackageLoader("upgrader.web", "templates")]
+        if template_dir:
+            loaders.insert(0, FileSystemLoader(str(template_dir)))
+        self.env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape())
+
+    def blocked(
+        self, d: Diagnosis, *, admin: bool, settings: Settings, poll_seconds: float, refresh: int
+    ) -> str:
+        m = d.maintenance
+        run = d.run
+        return self.env.get_template("blocked.html").render(
+            headline=d.headline,
+            summary=d.summary,
+            state=d.state.value,
+            code=d.code,
+            step=run.step if run else 0,
+            steps=run.steps if run else 0,
+            until=_iso(m.until) if m and m.until else None,
+            until_text=f"{m.until:%Y-%m-%d %H:%M} UTC" if m and m.until else "",
+            admin=admin,
+            fix=d.fix,
+            details=d.details,
+            installer_present=d.installer_present,
+            cli=settings.cli,
+            status_url=settings.status_path,
+            poll_seconds=poll_seconds,
+            refresh=refresh,
+        )
+
+
+class UpgraderMiddleware:
+    """Wrap a WSGI application: `app.wsgi_app = UpgraderMiddleware(app.wsgi_app, settings)`."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        settings: Settings | None = None,
+        *,
+        cache: DiagnosisCache | None = None,
+        poll_seconds: float = 5.0,
+        bypass_lifetime: float = 12 * 3600,
+    ) -> None:
+        self.app = app
+        self.settings = settings or resolve()
+        self.cache = cache or DiagnosisCache(self.settings)
+        self.poll_seconds = poll_seconds
+        self.bypass_lifetime = bypass_lifetime
+        self.trusted = clients.networks(self.settings.trusted_proxies)
+        self.allow = clients.networks(self.settings.allow_ips)
+        self.pages = Pages(self.settings.template_dir)
+        self._maintenance_allow: tuple[tuple[str, ...], tuple[clients.Network, ...]] = ((), ())
+        from upgrader.web import background
+
+        background.register(self)
+
+    # ------------------------------------------------------------------ WSGI
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == self.settings.status_path:
+            return self._status(environ, start_response)
+        d = self.cache.get()
+        m = d.maintenance
+        if d.state is State.OK and (m is None or m.mode == "off") and not d.installer_present:
+            return self.app(environ, start_response)  # the steady state: two comparisons
+        return self._guard(environ, start_response, path, d)
+
+    def _guard(
+        self, environ: dict[str, Any], start_response: StartResponse, path: str, d: Diagnosis
+    ) -> Iterable[bytes]:
+        if path.startswith(self.settings.bypass_path):
+            return self._bypass(environ, start_response, path, d)
+        admin = self.is_admin(environ, d)
+        environ["upgrader.diagnosis"] = d
+        environ["upgrader.admin"] = admin
+        banner = self.banner(d, admin)
+        if banner:
+            environ["upgrader.banner"] = banner
+        if d.state is State.OK or self._exempt(path) or admin:
+            return self.app(environ, start_response)
+        if d.state is State.NOT_INSTALLED and d.installer_present:
+            start_response(
+                "303 See Other",
+                [("Location", self.settings.installer_path), ("Cache-Control", "no-store")],
+            )
+            return [b""]
+        return self.blocked(environ, start_response, d)
+
+    def _exempt(self, path: str) -> bool:
+        installer = self.settings.installer_path
+        if path == installer or path.startswith(installer.rstrip("/") + "/"):
+            return True
+        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.settings.allow_paths)
+
+    # ----------------------------------------------------------------- who
+
+    def is_admin(self, environ: dict[str, Any], d: Diagnosis) -> bool:
+        address = clients.client_address(environ, self.trusted)
+        if clients.allowed(address, self.allow) or clients.allowed(address, self._db_allow(d)):
+            return True
+        m = d.maintenance
+        secret = m.secret_hash if m is not None else None
+        return clients.cookie_valid(clients.read_cookie(environ), secret)
+
+    def _db_allow(self, d: Diagnosis) -> tuple[clients.Network, ...]:
+        entries = d.maintenance.allow if d.maintenance is not None else ()
+        if entries != self._maintenance_allow[0]:
+            parsed: list[clients.Network] = []
+            for entry in entries:
+                try:
+                    parsed.extend(clients.networks([entry]))
+                except ValueError:
+                    continue  # a bad stored entry admits no one (`maintenance status` shows it)
+            self._maintenance_allow = (entries, tuple(parsed))
+        return self._maintenance_allow[1]
+
+    def banner(self, d: Diagnosis, admin: bool) -> dict[str, str] | None:
+        """A notice for the page: a maintenance window, or what administrators must know."""
+        m = d.maintenance
+        now = d.checked_at
+        if admin and d.state is not State.OK:
+            return {"level": "admin", "text": f"{d.headline} ({d.state.value}): {d.fix}"}
+        if m is not None and m.mode != "off" and (m.active(now) or m.upcoming(now)):
+            when = []
+            if m.start and m.upcoming(now):
+                when.append(f"from {m.start:%Y-%m-%d %H:%M} UTC")
+            end = m.end or m.until
+            if end:
+                when.append(f"until about {end:%Y-%m-%d %H:%M} UTC")
+            text = "Scheduled maintenance " + " ".join(when) if when else "Maintenance"
+            return {"level": "maintenance", "text": f"{text}. {m.message or ''}".strip()}
+        if admin and d.installer_present:
+            return {
+                "level": "admin",
+                "text": "The upgrade is complete: delete the install/ "
+                "directory from the server, so nobody can run the installer again.",
+            }
+        return None
+
+    # ------------------------------------------------------------ responses
+
+    def retry_after(self, d: Diagnosis) -> int:
+        m = d.maintenance
+        if d.state is State.MAINTENANCE and m is not None:
+            end = m.until or m.end
+            if end is not None:
+                return max(1, int((end - utcnow()).total_seconds()))
+        if d.state is State.UPGRADE_RUNNING:
+            return 30
+        return int(self.settings.retry_after)
+
+    def blocked(
+        self, environ: dict[str, Any], start_response: StartResponse, d: Diagnosis
+    ) -> Iterable[bytes]:
+        status = self.settings.blocked_status
+        retry = self.retry_after(d)
+        headers = [
+            ("Retry-After", str(retry)),
+            ("Cache-Control", "no-store"),
+            ("X-Upgrader-State", d.state.value),
+        ]
+        if wants_json(environ):
+            problem = {
+                "type": f"urn:upgrader:state:{d.state.value}",
+                "title": d.headline,
+                "status": status,
+                "detail": d.summary,
+                "state": d.state.value,
+                "code": d.code,
+                "retry_after": retry,
+            }
+            body = json.dumps(problem).encode()
+            headers.append(("Content-Type", "application/problem+json"))
+        else:
+            html = self.pages.blocked(
+                d,
+                admin=False,
+                settings=self.settings,
+                poll_seconds=self.poll_seconds,
+                refresh=min(retry, 60),
+            )
+            body = html.encode()
+            headers.append(("Content-Type", "text/html; charset=utf-8"))
+        headers.append(("Content-Length", str(len(body))))
+        start_response(f"{status} {_reason(status)}", headers)
+        return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+    def _status(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        d = self.cache.get()
+        body: dict[str, Any] = public_status(d)
+        if self.is_admin(environ, d):
+            body["diagnosis"] = d.to_dict()
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        ready = d.state is State.OK
+        code = 200 if "ready" not in query or ready else 503
+        payload = json.dumps(body).encode()
+        start_response(
+            f"{code} {_reason(code)}",
+            [
+                ("Content-Type", "application/json"),
+                ("Cache-Control", "no-store"),
+                ("X-Upgrader-State", d.state.value),
+                ("Content-Length", str(len(payload))),
+            ],
+        )
+        return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [payload]
+
+    def _bypass(
+        self, environ: dict[str, Any], start_response: StartResponse, path: str, d: Diagnosis
+    ) -> Iterable[bytes]:
+        secret = path[len(self.settings.bypass_path) :]
+        m = d.maintenance
+        stored = m.secret_hash if m is not None else None
+        if not secret or not clients.check_secret(secret, stored):
+            return self.blocked(environ, start_response, d)  # reveals nothing
+        value, _ = clients.make_cookie(stored or "", self.bypass_lifetime)
+        secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
+        cookie = (
+            f"{clients.COOKIE}={value}; Path=/; Max-Age={int(self.bypass_lifetime)}; "
+            f"HttpOnly; SameSite=Lax{secure}"
+        )
+        start_response(
+            "303 See Other",
+            [("Location", "/"), ("Set-Cookie", cookie), ("Cache-Control", "no-store")],
+        )
+        return [b""]
+
+
+def wants_json(environ: dict[str, Any]) -> bool:
+    accept = str(environ.get("HTTP_ACCEPT", "")).lower()
+    if "json" not in accept:
+        return False
+    html = accept.find("text/html")
+    return html == -1 or accept.find("json") < html
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def banner_html(environ: dict[str, Any]) -> str:
+    """The banner as a self-contained HTML snippet, for templates of any framework."""
+    from markupsafe import escape
+
+    banner = environ.get("upgrader.banner")
+    if not banner:
+        return ""
+    colour = "#fff3cd" if banner["level"] == "maintenance" else "#fde2e1"
+    return (
+        f'<div role="status" class="upgrader-banner" style="background:{colour};color:#222;'
+        'padding:.6rem 1rem;font:15px/1.4 system-ui,sans-serif;border-bottom:1px solid #d9c98f">'
+        f"{escape(banner['text'])}</div>"
+    )
