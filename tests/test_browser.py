@@ -22,8 +22,12 @@ from tests.helpers import ROOT, install, run_cli
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 
 pytestmark = pytest.mark.skipif(
     not shutil.which(CHROMIUM) and not os.environ.get("CI"),
@@ -43,11 +47,18 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     install(url, "1.0.0")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
-    env.update(UPGRADER_DATABASE_URL=url, UPGRADER_CACHE_TTL="0.5",
-               UPGRADER_BACKUP_DIR=str(tmp_path / "backups"),
-               UPGRADER_INSTALLER_DIR=str(tmp_path / "no-installer"))
-    server = subprocess.Popen([sys.executable, "-m", "upgrader", "serve", "--port", str(port)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env.update(
+        UPGRADER_DATABASE_URL=url,
+        UPGRADER_CACHE_TTL="0.5",
+        UPGRADER_BACKUP_DIR=str(tmp_path / "backups"),
+        UPGRADER_INSTALLER_DIR=str(tmp_path / "no-installer"),
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "upgrader", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
