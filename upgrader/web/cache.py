@@ -15,7 +15,7 @@ import time
 from sqlalchemy import Engine
 
 from upgrader.core.database import guard_engine
-from upgrader.core.diagnosis import CodeFacts, Diagnosis, diagnose, load_code_facts
+from upgrader.core.diagnosis import CodeFacts, Diagnosis, State, diagnose, load_code_facts
 from upgrader.settings import Settings
 
 
@@ -29,6 +29,9 @@ class DiagnosisCache:
         self._engine = engine
         self._value: Diagnosis | None = None
         self._expires = 0.0
+        # (expires, open): written in one assignment, so a reader never sees half of it.
+        # `open` says the site is simply up: state ok, no maintenance, no installer left.
+        self.fast: tuple[float, bool] = (0.0, False)
         self._refreshing = threading.Lock()
 
     def get(self) -> Diagnosis:
@@ -38,8 +41,10 @@ class DiagnosisCache:
         if self._refreshing.acquire(blocking=value is None):
             try:
                 if self._value is None or time.monotonic() >= self._expires:
-                    self._value = diagnose(self.settings, code=self.code, engine=self.engine)
-                    self._expires = time.monotonic() + self.ttl
+                    value = diagnose(self.settings, code=self.code, engine=self.engine)
+                    expires = time.monotonic() + self.ttl
+                    self._value, self._expires = value, expires
+                    self.fast = (expires, _open(value))
             finally:
                 self._refreshing.release()
         assert self._value is not None
@@ -59,7 +64,13 @@ class DiagnosisCache:
 
     def invalidate(self) -> None:
         self._expires = 0.0
+        self.fast = (0.0, False)
 
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+
+def _open(d: Diagnosis) -> bool:
+    m = d.maintenance
+    return d.state is State.OK and (m is None or m.mode == "off") and not d.installer_present

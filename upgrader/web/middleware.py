@@ -18,6 +18,7 @@ import fnmatch
 import json
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
+from time import monotonic as _monotonic
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -124,6 +125,7 @@ class UpgraderMiddleware:
         self.trusted = clients.networks(self.settings.trusted_proxies)
         self.allow = clients.networks(self.settings.allow_ips)
         self.pages = Pages(self.settings.template_dir)
+        self._status_path = self.settings.status_path
         self._maintenance_allow: tuple[tuple[str, ...], tuple[clients.Network, ...]] = ((), ())
         from upgrader.web import background
 
@@ -133,13 +135,12 @@ class UpgraderMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
-        if path == self.settings.status_path:
-            return self._status(environ, start_response)
-        d = self.cache.get()
-        m = d.maintenance
-        if d.state is State.OK and (m is None or m.mode == "off") and not d.installer_present:
-            return self.app(environ, start_response)  # the steady state: two comparisons
-        return self._guard(environ, start_response, path, d)
+        if path != self._status_path:
+            expires, site_open = self.cache.fast
+            if site_open and _monotonic() < expires:
+                return self.app(environ, start_response)  # the steady state: no query, no lock
+            return self._guard(environ, start_response, path, self.cache.get())
+        return self._status(environ, start_response)
 
     def _guard(
         self, environ: dict[str, Any], start_response: StartResponse, path: str, d: Diagnosis
