@@ -261,3 +261,23 @@ def test_cache_sees_changes_within_the_ttl(db_url: str, tmp_path: Path) -> None:
 
     time.sleep(0.4)
     assert client.get("/").status_code == 503
+
+
+def test_integrator_templates_override_the_page(db_url: str, tmp_path: Path) -> None:
+    install(db_url, "1.0.0")
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "blocked.html").write_text("<h1>{{ headline }}</h1><p>Shelf is asleep.</p>")
+    page = Client(guard(db_url, tmp_path, template_dir=str(templates))).get("/")
+    assert page.status_code == 503
+    assert page.text == "<h1>Down for Maintenance (Err2)</h1><p>Shelf is asleep.</p>"
+
+
+def test_flask_upgrader_command_group(db_url: str, tmp_path: Path) -> None:
+    install(db_url, "1.0.0")
+    app = create_app({"UPGRADER_DATABASE_URL": db_url, "UPGRADER_INSTALLER_DIR": str(tmp_path)})
+    result = app.test_cli_runner().invoke(args=["upgrader", "status", "--json"])
+    assert json.loads(result.output)["state"] == "upgrade_pending"
+    assert result.exit_code == 2
+    app.extensions["upgrader"].cache.close()
+    app.extensions["sampleapp.engine"].dispose()

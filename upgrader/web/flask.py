@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from flask import Flask, Response, current_app, request
-from flask.cli import AppGroup
+from flask import Flask, Response, request
+from flask.cli import AppGroup, ScriptInfo
 from markupsafe import Markup
 
 from upgrader.settings import Settings, resolve
@@ -73,7 +73,16 @@ def cli_group(ctx: click.Context) -> None:
     """upgrader's commands, for this application."""
     from upgrader.cli.context import CliContext
 
-    ctx.obj = CliContext({}, app=current_app._get_current_object())  # type: ignore[attr-defined]
+    app = ctx.ensure_object(ScriptInfo).load_app()  # as Flask's own commands find it
+    ctx.obj = CliContext({}, app=app)
+
+
+@cli_group.result_callback()
+def _exit_status(result: Any, **_: Any) -> None:
+    """Flask's CLI drops return values: make the command's status the process's, as
+    `upgrader` does (so `flask upgrader status` exits 2 on Err2)."""
+    if isinstance(result, int) and result:
+        click.get_current_context().exit(result)
 
 
 def _register_commands() -> None:
