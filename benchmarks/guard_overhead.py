@@ -20,7 +20,6 @@ import argparse
 import multiprocessing
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import event  # noqa: E402
 
 from sampleapp.releases import CURRENT  # noqa: E402
-from tests.helpers import install  # noqa: E402
+from tests.helpers import free_port, install, wait_for_port  # noqa: E402
 from upgrader.settings import resolve  # noqa: E402
 from upgrader.web.middleware import UpgraderMiddleware  # noqa: E402
 
@@ -97,12 +96,6 @@ def serve(which: str, database: str, port: int) -> None:
 
     app = guarded(flask_hello(), database) if which == "guarded" else flask_hello()
     waitress.serve(app, host="127.0.0.1", port=port, threads=4, _quiet=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wrk(port: int, seconds: int) -> float:
@@ -182,12 +175,7 @@ def main() -> None:
         for s in servers:
             s.start()
         for port in ports.values():
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            wait_for_port(port)
         results: dict[str, list[float]] = {"plain": [], "guarded": []}
         rounds = max(3, args.rounds // 2)
         for _ in range(rounds):

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, install, run_cli
+from tests.helpers import ROOT, free_port, install, run_cli, wait_for_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"
@@ -33,12 +31,6 @@ pytestmark = pytest.mark.skipif(
     not shutil.which(CHROMIUM) and not os.environ.get("CI"),
     reason="Debian's chromium is not installed (.ci/run installs it)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -59,13 +51,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_for_port(port)
     try:
         yield f"http://127.0.0.1:{port}", env
     finally:

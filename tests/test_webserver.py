@@ -15,15 +15,9 @@ from pathlib import Path
 import pytest
 
 from sampleapp.releases import CURRENT
-from tests.helpers import install, run_cli
+from tests.helpers import free_port, install, run_cli, wait_for_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(port: int, path: str = "/", source: str = "127.0.0.1") -> tuple[int, dict[str, str], str]:
@@ -34,17 +28,6 @@ def get(port: int, path: str = "/", source: str = "127.0.0.1") -> tuple[int, dic
         return response.status, dict(response.getheaders()), response.read().decode()
     finally:
         conn.close()
-
-
-def wait_for_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 @pytest.fixture
