@@ -98,6 +98,8 @@ COMMANDS = (
     maintenance.maintenance,
     maintenance.webserver,
     serve.serve,
+    serve.install_key,
+    serve.demo,
 )
 for command in COMMANDS:
     cli.add_command(command)

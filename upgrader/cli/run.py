@@ -114,8 +114,9 @@ def upgrade(
     help="Install an older release (to reproduce a customer's installation).",
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--trigger", type=click.Choice(["cli", "web"]), default="cli", hidden=True)
 @pass_cli
-def install(obj: CliContext, release: str | None, yes: bool) -> int:
+def install(obj: CliContext, release: str | None, yes: bool, trigger: str) -> int:
     """Create the schema in an empty database, at the code's head or at --release."""
     settings = obj.settings
     runner = Runner(settings, progress=Printer())
@@ -125,7 +126,7 @@ def install(obj: CliContext, release: str | None, yes: bool) -> int:
             f"Install release {target} into {safe_url(settings.database_url)}?", abort=True
         )
     try:
-        outcome = runner.install(release=release)
+        outcome = runner.install(release=release, trigger=trigger)
     except EngineError as exc:
         return _fail(exc)
     click.secho(f"Installed {outcome.to_version}.", fg="green", bold=True)

@@ -574,9 +574,14 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
 
 def start_detached(
-    settings: Settings, *, backup: bool = True, trigger: str = "web", log_dir: Path | None = None
+    settings: Settings,
+    *,
+    command: str = "upgrade",
+    backup: bool = True,
+    trigger: str = "web",
+    log_dir: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `upgrader upgrade` in a process of its own, in a new session.
+    """Start `upgrader upgrade` (or `install`) in a process of its own, in a new session.
 
     No HTTP request, worker timeout or closed terminal can interrupt it; the
     caller follows its progress in the journal.
@@ -584,8 +589,8 @@ def start_detached(
     log_dir = Path(log_dir or settings.backup_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_dir / "upgrade.log", "ab")  # noqa: SIM115 (the child owns it)
-    argv = [sys.executable, "-m", "upgrader", "upgrade", "--yes", "--trigger", trigger]
-    if not backup:
+    argv = [sys.executable, "-m", "upgrader", command, "--yes", "--trigger", trigger]
+    if command == "upgrade" and not backup:
         argv.append("--no-backup")
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
     env.update(settings_environment(settings))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import json
+import os
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from time import monotonic as _monotonic
@@ -126,6 +127,7 @@ class UpgraderMiddleware:
         self.allow = clients.networks(self.settings.allow_ips)
         self.pages = Pages(self.settings.template_dir)
         self._status_path = self.settings.status_path
+        self._wizard: WSGIApp | None = None
         self._maintenance_allow: tuple[tuple[str, ...], tuple[clients.Network, ...]] = ((), ())
         from upgrader.web import background
 
@@ -145,6 +147,9 @@ class UpgraderMiddleware:
     def _guard(
         self, environ: dict[str, Any], start_response: StartResponse, path: str, d: Diagnosis
     ) -> Iterable[bytes]:
+        installer = self.settings.installer_path.rstrip("/")
+        if path == installer or path.startswith(installer + "/"):
+            return self._installer(environ, start_response, installer, path)
         if path.startswith(self.settings.bypass_path):
             return self._bypass(environ, start_response, path, d)
         admin = self.is_admin(environ, d)
@@ -164,10 +169,32 @@ class UpgraderMiddleware:
         return self.blocked(environ, start_response, d)
 
     def _exempt(self, path: str) -> bool:
-        installer = self.settings.installer_path
-        if path == installer or path.startswith(installer.rstrip("/") + "/"):
-            return True
         return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.settings.allow_paths)
+
+    def _installer(
+        self, environ: dict[str, Any], start_response: StartResponse, prefix: str, path: str
+    ) -> Iterable[bytes]:
+        """The wizard, while install/ exists: checked on every such request, so deleting
+        the directory switches the installer off at once, without a restart."""
+        directory = self.settings.installer_dir
+        if directory is None or not os.path.isdir(directory):
+            body = b"The installer is not on this server (its install/ directory was removed)."
+            start_response(
+                "404 Not Found",
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Content-Length", str(len(body))),
+                    ("Cache-Control", "no-store"),
+                ],
+            )
+            return [body]
+        if self._wizard is None:
+            from upgrader.wizard.app import create_wizard  # only where an installer is used
+
+            self._wizard = create_wizard(self.settings, self.cache)
+        environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+        environ["PATH_INFO"] = path[len(prefix) :] or "/"
+        return self._wizard(environ, start_response)
 
     # ----------------------------------------------------------------- who
 

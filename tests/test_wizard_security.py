@@ -1,0 +1,164 @@
+"""The wizard's locks: the upgrade key, throttling, CSRF, self-lock, and no key anywhere."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.test import Client
+
+from sampleapp.releases import CURRENT
+from tests.helpers import MIGRATIONS, ROOT, install, run_cli
+from upgrader.settings import resolve
+from upgrader.web.middleware import UpgraderMiddleware
+from upgrader.wizard.access import KEY_FILE
+
+
+def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"the application"]
+
+
+@pytest.fixture
+def wizard(db_url: str, tmp_path: Path) -> tuple[Client, Path, str]:
+    installer = tmp_path / "install"
+    shutil.copytree(ROOT / "install", installer, ignore=shutil.ignore_patterns(".*"))
+    settings = resolve(
+        {
+            "database_url": db_url,
+            "migrations": str(MIGRATIONS),
+            "code_version": CURRENT,
+            "installer_dir": str(installer),
+            "backup_dir": str(tmp_path / "backups"),
+            "cache_ttl": 0.1,
+        },
+        environ={},
+    )
+    return Client(UpgraderMiddleware(app, settings)), installer, db_url
+
+
+def csrf(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+def log_in(client: Client, installer: Path) -> None:
+    page = client.get("/install/key")
+    key = (installer / KEY_FILE).read_text().strip()
+    answer = client.post("/install/key", data={"key": key, "csrf_token": csrf(page.text)})
+    assert answer.status_code == 302, answer.text
+
+
+def test_nothing_is_reachable_without_the_key(wizard: tuple[Client, Path, str]) -> None:
+    client, installer, url = wizard
+    install(url, "1.0.0")
+    for path in (
+        "/install",
+        "/install/",
+        "/install/eula",
+        "/install/checks",
+        "/install/progress",
+        "/install/done",
+        "/install/failed",
+    ):
+        answer = client.get(path)
+        assert answer.status_code in (301, 302, 308), path
+        assert answer.headers["Location"].endswith("/install/key"), path
+    key_page = client.get("/install/key")
+    assert key_page.status_code == 200 and "upgrade key" in key_page.text
+    assert (installer / KEY_FILE).stat().st_mode & 0o777 == 0o600
+    refused = client.post("/install/start", data={"backup": "auto"})
+    assert refused.status_code == 400  # no CSRF token: refused before anything else
+    token = csrf(client.get("/install/key").text)
+    assert client.post("/install/start", data={"csrf_token": token}).status_code == 302
+    assert run_cli("--database-url", url, "history", "--json").output.strip() == "[]"
+
+
+def test_wrong_keys_are_throttled(wizard: tuple[Client, Path, str]) -> None:
+    client, installer, url = wizard
+    install(url, "1.0.0")
+    token = csrf(client.get("/install/key").text)
+    for _ in range(5):
+        wrong = client.post("/install/key", data={"key": "guess", "csrf_token": token})
+        assert wrong.status_code == 403 and "not the upgrade key" in wrong.text
+    key = (installer / KEY_FILE).read_text().strip()
+    locked = client.post("/install/key", data={"key": key, "csrf_token": token})
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) >= 29
+    assert "Too many wrong keys" in locked.text
+    other = Client(client.application)  # throttling is per client address, not global
+    other_token = csrf(other.get("/install/key", environ_base={"REMOTE_ADDR": "10.1.1.1"}).text)
+    ok = other.post(
+        "/install/key",
+        data={"key": key, "csrf_token": other_token},
+        environ_base={"REMOTE_ADDR": "10.1.1.1"},
+    )
+    assert ok.status_code == 302
+
+
+def test_posts_without_their_csrf_token_are_refused(wizard: tuple[Client, Path, str]) -> None:
+    client, installer, url = wizard
+    install(url, "1.0.0")
+    log_in(client, installer)
+    assert client.post("/install/eula", data={"accept": "yes"}).status_code == 400
+    assert (
+        client.post("/install/eula", data={"accept": "yes", "csrf_token": "forged"}).status_code
+        == 400
+    )
+    page = client.get("/install/eula")
+    assert (
+        client.post(
+            "/install/eula", data={"accept": "yes", "csrf_token": csrf(page.text)}
+        ).status_code
+        == 302
+    )
+
+
+def test_the_wizard_refuses_to_run_when_all_is_well(wizard: tuple[Client, Path, str]) -> None:
+    client, installer, url = wizard
+    install(url, CURRENT)
+    log_in(client, installer)
+    page = client.get("/install/", follow_redirects=True)
+    assert "Nothing needs doing" in page.text and "rm -r" in page.text
+    token = csrf(client.get("/install/eula").text)
+    client.post("/install/eula", data={"accept": "yes", "csrf_token": token})
+    started = client.post("/install/start", data={"backup": "auto", "csrf_token": token})
+    assert started.status_code == 302 and started.headers["Location"].endswith("/install/")
+    assert client.get("/install/checks").headers["Location"].endswith("/install/")
+    assert run_cli("--database-url", url, "history", "--json").output.strip() == "[]"
+
+
+def test_the_key_appears_in_no_response_and_no_log(
+    wizard: tuple[Client, Path, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, installer, url = wizard
+    install(url, "1.0.0")
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+    for path in ("/", "/install/", "/install/key"):
+        answer = client.get(path)
+        seen.append(answer.text + str(answer.headers))
+    log_in(client, installer)
+    key = (installer / KEY_FILE).read_text().strip()
+    for path in ("/install/", "/install/eula", "/install/checks", "/upgrader/status"):
+        answer = client.get(path, follow_redirects=True)
+        seen.append(answer.text + str(answer.headers))
+    assert all(key not in page for page in seen)
+    assert key not in caplog.text
+    assert (
+        run_cli("--database-url", url, "--migrations", str(MIGRATIONS), "doctor").output.count(key)
+        == 0
+    )
+
+
+def test_deleting_install_removes_the_wizard_at_once(wizard: tuple[Client, Path, str]) -> None:
+    client, installer, url = wizard
+    install(url, "1.0.0")
+    assert client.get("/install/key").status_code == 200
+    shutil.rmtree(installer)
+    gone = client.get("/install/key")
+    assert gone.status_code == 404 and "removed" in gone.text

@@ -1,0 +1,1 @@
+"""The install wizard: licence, checks, backup, live progress; mounted at /install."""
