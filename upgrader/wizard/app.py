@@ -206,6 +206,7 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
             settings, command="install" if fresh else "upgrade", backup=backup, trigger="web"
         )
         session["started"] = time.time()
+        session["after_run"] = d.run.id if d.run is not None else 0  # runs after it are ours
         session["fresh"] = fresh
         return redirect(url_for("progress"))
 
@@ -222,7 +223,7 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
             return redirect(url_for("index"))
         if d.state in (State.OK, State.MAINTENANCE):
             return redirect(url_for("done"))
-        ours = run is not None and run.started_at >= started - dt.timedelta(seconds=5)
+        ours = run is not None and run.id > int(session.get("after_run", 0))
         if d.state in (State.UPGRADE_FAILED, State.UPGRADE_INTERRUPTED) and ours:
             return redirect(url_for("failed"))
         if utcnow() - started < dt.timedelta(seconds=60):
