@@ -162,3 +162,38 @@ def test_deleting_install_removes_the_wizard_at_once(wizard: tuple[Client, Path,
     shutil.rmtree(installer)
     gone = client.get("/install/key")
     assert gone.status_code == 404 and "removed" in gone.text
+
+
+def test_demo_serves_err2_and_the_wizard(tmp_path: Path) -> None:
+    """`upgrader demo`: the oldest release with data, the current code, the key printed."""
+    import os
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from tests.helpers import free_port, wait_for_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "upgrader", "demo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        with pytest.raises(urllib.error.HTTPError) as blocked:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/")
+        assert blocked.value.code == 503
+        assert "Down for Maintenance (Err2)" in blocked.value.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/install") as page:
+            assert page.url.endswith("/install/key")
+    finally:
+        demo.terminate()
+        output = demo.communicate(timeout=10)[0]
+    key = (ROOT / "install" / KEY_FILE).read_text().strip()
+    assert f"the upgrade key: {key}" in output
+    assert "Shelf 1.0.0 is installed" in output
