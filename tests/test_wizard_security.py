@@ -197,3 +197,19 @@ def test_demo_serves_err2_and_the_wizard(tmp_path: Path) -> None:
     key = (ROOT / "install" / KEY_FILE).read_text().strip()
     assert f"the upgrade key: {key}" in output
     assert "Shelf 1.0.0 is installed" in output
+
+
+def test_unwritable_install_directory_is_explained(
+    wizard: tuple[Client, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _, url = wizard
+    install(url, "1.0.0")
+    from upgrader.wizard import access
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(access.os, "open", refuse)  # as root, chmod cannot make it unwritable
+    answer = client.get("/install/key")
+    assert answer.status_code == 500
+    assert "must be able to write its keys" in answer.text and "Traceback" not in answer.text

@@ -178,20 +178,24 @@ class UpgraderMiddleware:
         the directory switches the installer off at once, without a restart."""
         directory = self.settings.installer_dir
         if directory is None or not os.path.isdir(directory):
-            body = b"The installer is not on this server (its install/ directory was removed)."
-            start_response(
+            return _plain(
+                start_response,
                 "404 Not Found",
-                [
-                    ("Content-Type", "text/plain; charset=utf-8"),
-                    ("Content-Length", str(len(body))),
-                    ("Cache-Control", "no-store"),
-                ],
+                "The installer is not on this server (its install/ directory was removed).",
             )
-            return [body]
         if self._wizard is None:
             from upgrader.wizard.app import create_wizard  # only where an installer is used
 
-            self._wizard = create_wizard(self.settings, self.cache)
+            try:
+                self._wizard = create_wizard(self.settings, self.cache)
+            except OSError as exc:
+                return _plain(
+                    start_response,
+                    "500 Internal Server Error",
+                    f"The installer cannot start: it must be able to write its keys into "
+                    f"{directory} ({exc.strerror or exc}). Make that directory writable by the "
+                    "web server's user, or run `upgrader upgrade` on the server instead.",
+                )
         environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
         environ["PATH_INFO"] = path[len(prefix) :] or "/"
         return self._wizard(environ, start_response)
@@ -328,6 +332,19 @@ class UpgraderMiddleware:
             [("Location", "/"), ("Set-Cookie", cookie), ("Cache-Control", "no-store")],
         )
         return [b""]
+
+
+def _plain(start_response: StartResponse, status: str, text: str) -> list[bytes]:
+    body = text.encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [body]
 
 
 def wants_json(environ: dict[str, Any]) -> bool:
