@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -66,6 +67,17 @@ def make_engine(
 def guard_engine(url: str | URL, connect_timeout: float = 5.0) -> Engine:
     """The engine for reading state: every wait bounded, so a hung server cannot hang a request."""
     return make_engine(url, connect_timeout, query_timeout=max(5.0, 2 * connect_timeout))
+
+
+def missing_sqlite_file(url: URL) -> Path | None:
+    """The path of a SQLite database file that does not exist yet, else None.
+
+    Connecting would create it; callers report "not installed" instead.
+    """
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    path = Path(url.database or "")
+    return None if path.exists() else path
 
 
 def safe_url(url: str | URL) -> str:

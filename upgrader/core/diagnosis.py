@@ -21,7 +21,7 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from upgrader.core import lockfile, storage
-from upgrader.core.database import describe_error, guard_engine, safe_url
+from upgrader.core.database import describe_error, guard_engine, missing_sqlite_file, safe_url
 from upgrader.core.revisions import Revision, RevisionGraph, load_graph
 from upgrader.core.storage import DatabaseFacts, Maintenance, Run, StateRow, utcnow
 from upgrader.core.versions import ParsedVersion, compare, parse_version
@@ -504,10 +504,9 @@ def load_code_facts(settings: Settings) -> CodeFacts:
 def read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
     """Read the database's facts; an unreachable or vanishing database is a fact too."""
     url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        path = Path(url.database or "")
-        if not path.exists():
-            return DatabaseFacts(missing_file=str(path))
+    missing = missing_sqlite_file(url)
+    if missing is not None:
+        return DatabaseFacts(missing_file=str(missing))
     tables = storage.define_tables(settings.table_prefix)
     held = lockfile.lock_held(url.database) if url.get_backend_name() == "sqlite" else None
     try:

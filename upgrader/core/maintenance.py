@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
 
-from upgrader.core import storage
 from upgrader.core.storage import Tables, utcnow
 
 
@@ -101,7 +100,3 @@ def switch_off(engine: Engine, tables: Tables, who: str) -> None:
                 maintenance_set_at=utcnow(),
             )
         )
-
-
-def ensure(engine: Engine, tables: Tables) -> None:
-    storage.ensure_tables(engine, tables)

@@ -10,14 +10,13 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import sys
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from upgrader.core import storage
-from upgrader.core.database import describe_error, guard_engine, safe_url
+from upgrader.core.database import describe_error, guard_engine, missing_sqlite_file, safe_url
 from upgrader.core.diagnosis import Diagnosis, diagnose, load_code_facts
 from upgrader.settings import Settings
 
@@ -106,7 +105,7 @@ def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any
     try:
         diagnosis = diagnose(settings, code=code, engine=engine, record=False)
         history: list[dict[str, Any]] = []
-        if diagnosis.state.value not in ("database_unavailable",) and not _missing(engine):
+        if diagnosis.state.value != "database_unavailable" and not missing_sqlite_file(engine.url):
             try:
                 with engine.connect() as conn:
                     tables = storage.define_tables(settings.table_prefix)
@@ -142,8 +141,3 @@ def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any
         },
     }
     return diagnosis, report
-
-
-def _missing(engine: Engine) -> bool:
-    url = engine.url
-    return url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()

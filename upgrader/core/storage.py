@@ -262,12 +262,7 @@ def read_facts(
     """Read alembic_version, the state rows and the last run. A few cheap queries."""
     names = tuple(sorted(inspect(conn).get_table_names()))
     problems: list[str] = []
-    revisions: tuple[str, ...] = ()
-    if version_table in names:
-        rows = conn.execute(
-            text(f"SELECT version_num FROM {_quote(conn, version_table)}")
-        ).scalars()
-        revisions = tuple(sorted(str(r) for r in rows if r is not None))
+    revisions = read_revisions(conn, version_table) if version_table in names else ()
     states: list[StateRow] = []
     if tables.state.name in names:
         for row in conn.execute(select(tables.state).order_by(tables.state.c.id)).mappings():
@@ -286,6 +281,12 @@ def read_facts(
         last_run=last_run,
         problems=tuple(problems),
     )
+
+
+def read_revisions(conn: Connection, version_table: str = "alembic_version") -> tuple[str, ...]:
+    """The rows of Alembic's version table, sorted; the caller knows the table exists."""
+    rows = conn.execute(text(f"SELECT version_num FROM {_quote(conn, version_table)}")).scalars()
+    return tuple(sorted(str(r) for r in rows if r is not None))
 
 
 def _state_row(row: Any, problems: list[str]) -> StateRow:

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, inspect
 
 from upgrader.core import storage
-from upgrader.core.database import describe_error, make_engine, redact
+from upgrader.core.database import describe_error, make_engine, missing_sqlite_file, redact
 from upgrader.core.diagnosis import CodeFacts, Diagnosis, State, diagnose, load_code_facts
 from upgrader.core.revisions import Revision
 from upgrader.core.versions import compare, parse_version
@@ -348,19 +348,13 @@ class Runner:
             )
         return redact(message, engine.url)
 
-    def _current_revisions(self, engine: Engine) -> list[str]:
+    def _current_revisions(self, engine: Engine) -> tuple[str, ...]:
         table = self.settings.version_table
         with engine.connect() as conn:
-            if not inspect(conn).has_table(table):
-                return []
-            quoted = conn.dialect.identifier_preparer.quote(table)
-            return sorted(
-                str(r) for r in conn.execute(text(f"SELECT version_num FROM {quoted}")).scalars()
-            )
+            return storage.read_revisions(conn, table) if inspect(conn).has_table(table) else ()
 
     def _close(self, engine: Engine, run_id: int, version: str) -> None:
         """Record the version and close the run, in one transaction: never one without the other."""
-        heads = self._current_revisions(engine)
         with engine.begin() as conn:
             facts = storage.read_facts(conn, self.tables, self.settings.version_table)
             keep = facts.states[0] if len(facts.states) == 1 else None
@@ -372,7 +366,7 @@ class Runner:
                     status="succeeded",
                     finished_at=storage.utcnow(),
                     lease_expires_at=None,
-                    to_revisions=storage.join_revisions(heads),
+                    to_revisions=storage.join_revisions(facts.revisions),
                 )
             )
 
@@ -433,19 +427,12 @@ class Runner:
                 f"this database is already installed ({d.state.value}); install never "
                 f"writes over existing data. {d.fix}".strip()
             )
-        ours = {
-            self.tables.state.name,
-            self.tables.runs.name,
-            self.tables.steps.name,
-            self.settings.version_table,
-        }
-        if engine.url.get_backend_name() != "sqlite" or Path(engine.url.database or "").exists():
-            data = sorted(set(inspect(engine).get_table_names()) - ours)
-            if data:
-                raise Refused(
-                    f"this database already holds tables ({', '.join(data)}); install "
-                    "writes only into an empty database"
-                )
+        data = foreign_tables(engine, self.settings)
+        if data:
+            raise Refused(
+                f"this database already holds tables ({', '.join(data)}); install "
+                "writes only into an empty database"
+            )
 
     # -------------------------------------------------------- backup, restore
 
@@ -540,6 +527,15 @@ class Runner:
                 note="cleared by `upgrader unlock`" + (" --force" if force else ""),
             )
             return f"run #{run.id} is closed; run the upgrade again to finish it"
+
+
+def foreign_tables(engine: Engine, settings: Settings) -> list[str]:
+    """Tables a fresh install would write over (upgrader's own and Alembic's do not count)."""
+    if missing_sqlite_file(engine.url) is not None:
+        return []
+    tables = storage.define_tables(settings.table_prefix)
+    ours = {tables.state.name, tables.runs.name, tables.steps.name, settings.version_table}
+    return sorted(set(inspect(engine).get_table_names()) - ours)
 
 
 # ------------------------------------------------------------- detached runs

@@ -28,7 +28,7 @@ from upgrader.core.diagnosis import Diagnosis, State, diagnose
 from upgrader.core.report import database_info
 from upgrader.core.storage import utcnow
 from upgrader.engine.backup import preflight
-from upgrader.engine.runner import start_detached
+from upgrader.engine.runner import foreign_tables, start_detached
 from upgrader.settings import Settings
 from upgrader.web import clients
 from upgrader.wizard.access import Throttle, key_matches, session_key, upgrade_key
@@ -252,20 +252,6 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
         return render_template("wizard/failed.html", d=d, run=d.run)
 
     return app
-
-
-def foreign_tables(engine: Any, settings: Settings) -> list[str]:
-    """Tables a fresh install would write over (upgrader's own do not count)."""
-    from sqlalchemy import inspect
-
-    url = engine.url
-    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
-        return []
-    return sorted(
-        t
-        for t in inspect(engine).get_table_names()
-        if not t.startswith(settings.table_prefix) and t != settings.version_table
-    )
 
 
 def _elapsed(run: Any) -> str:
