@@ -148,3 +148,13 @@ def test_broken_revision_file_is_err3(tmp_path: Path) -> None:
     )
     assert result.exit_code == 3
     assert "migrations cannot be read" in result.output
+
+
+def test_the_fix_names_the_web_installer_only_while_it_is_there() -> None:
+    code = CodeFacts(parse_version("2.0.0"), GRAPH)
+    facts_ = facts("1.0.0", ("a",))
+    there = decide(code, facts_, now=NOW, installer_present=True)
+    gone = decide(code, facts_, now=NOW, installer_present=False)
+    assert there.fix == "Open /install in a browser, or run `upgrader upgrade`."
+    assert gone.fix.startswith("Run `upgrader upgrade` on the server")
+    assert "put the release's install/ directory back" in gone.fix

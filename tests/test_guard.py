@@ -82,6 +82,10 @@ def test_every_state_is_answered(name: str, db_url: str, tmp_path: Path) -> None
     assert admin.status_code == 200 and "the application" in admin.text
     if case.state != "maintenance":
         assert case.state in admin.text
+    finishing = ("upgrade_pending", "upgrade_interrupted", "upgrade_failed")
+    if case.state in finishing and name != "unadopted_at_head":
+        # No install/ here: administrators are told how to get it back.
+        assert "put the release's install/ directory back" in admin.text
     full = client.get("/upgrader/status", environ_base={"REMOTE_ADDR": "10.9.8.7"}).json
     assert (
         full["diagnosis"]["fix"]

@@ -219,8 +219,19 @@ def decide(
             **extra,
         )
 
-    upgrade = f"open /install in a browser, or run `{cli} upgrade`"
+    def finish(command: str) -> str:
+        """How to finish: the web installer while it is on the server, else the command."""
+        if installer_present:
+            return f"open /install in a browser, or run `{cli} {command}`"
+        return (
+            f"run `{cli} {command}` on the server (the web installer at /install is off: put "
+            "the release's install/ directory back to use it)"
+        )
+
+    upgrade = finish("upgrade")
     upgrade_now = upgrade[0].upper() + upgrade[1:]
+    install = finish("install")
+    install_now = install[0].upper() + install[1:] + "."
     revs = ", ".join(db.revisions) or "none"
 
     # 1. Nothing can be said without the database.
@@ -279,7 +290,7 @@ def decide(
     if db.missing_file:
         return result(
             State.NOT_INSTALLED,
-            f"Open /install in a browser, or run `{cli} install`.",
+            install_now,
             f"the database file {db.missing_file} does not exist yet",
         )
     if not db.states and not db.revisions:
@@ -297,7 +308,7 @@ def decide(
             )
         return result(
             State.NOT_INSTALLED,
-            f"Open /install in a browser, or run `{cli} install`.",
+            install_now,
             "the database is empty",
         )
 

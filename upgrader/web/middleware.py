@@ -82,7 +82,7 @@ class Pages:
         self.env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape())
 
     def blocked(
-        self, d: Diagnosis, *, admin: bool, settings: Settings, poll_seconds: float, refresh: int
+        self, d: Diagnosis, *, settings: Settings, poll_seconds: float, refresh: int
     ) -> str:
         m = d.maintenance
         run = d.run
@@ -95,11 +95,6 @@ class Pages:
             steps=run.steps if run else 0,
             until=_iso(m.until) if m and m.until else None,
             until_text=f"{m.until:%Y-%m-%d %H:%M} UTC" if m and m.until else "",
-            admin=admin,
-            fix=d.fix,
-            details=d.details,
-            installer_present=d.installer_present,
-            cli=settings.cli,
             status_url=settings.status_path,
             poll_seconds=poll_seconds,
             refresh=refresh,
@@ -282,7 +277,6 @@ class UpgraderMiddleware:
         else:
             html = self.pages.blocked(
                 d,
-                admin=False,
                 settings=self.settings,
                 poll_seconds=self.poll_seconds,
                 refresh=min(retry, 60),

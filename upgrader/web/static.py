@@ -36,7 +36,7 @@ def write(directory: Path, d: Diagnosis, settings: Settings) -> Path:
         summary=(m.message if m and m.message else SUMMARIES[State.MAINTENANCE]),
     )
     html = Pages(settings.template_dir).blocked(
-        shown, admin=False, settings=settings, poll_seconds=15, refresh=60
+        shown, settings=settings, poll_seconds=15, refresh=60
     )
     page = directory / PAGE
     partial = page.with_suffix(".partial")
