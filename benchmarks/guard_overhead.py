@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import event  # noqa: E402
 
-from sampleapp.releases import CURRENT  # noqa: E402
 from tests.helpers import free_port, install, wait_for_port  # noqa: E402
+from upgrader.sample.releases import CURRENT  # noqa: E402
 from upgrader.settings import resolve  # noqa: E402
 from upgrader.web.middleware import UpgraderMiddleware  # noqa: E402
 

@@ -40,11 +40,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
-from sampleapp.data import AUTHORS, BOOKS  # noqa: E402
 from tests.conftest import fresh_server_database  # noqa: E402
 from upgrader.core import storage  # noqa: E402
 from upgrader.core.revisions import alembic_config  # noqa: E402
 from upgrader.engine.backup import create_backup  # noqa: E402
+from upgrader.sample.data import AUTHORS, BOOKS  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -102,7 +102,11 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 
 def environment(url: str, workdir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
-    env.update(UPGRADER_DATABASE_URL=url, UPGRADER_BACKUP_DIR=str(workdir / "backups"))
+    env.update(
+        UPGRADER_APP="upgrader.sample:create_app",
+        SHELF_DATABASE_URL=url,
+        UPGRADER_BACKUP_DIR=str(workdir / "backups"),
+    )
     return env
 
 

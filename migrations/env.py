@@ -7,14 +7,16 @@ sample application's SQLite file; a caller may also share a connection through
 `config.attributes["connection"]` (Alembic cookbook).
 """
 
+import os
 from logging.config import fileConfig
 from pathlib import Path
 
 from alembic import context
 from sqlalchemy import create_engine, event, pool
 
-from sampleapp.config import upgrader_config
-from sampleapp.schema import metadata
+from upgrader.alembic import include_name
+from upgrader.sample.config import DATABASE_ENV
+from upgrader.sample.schema import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -22,13 +24,17 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 
 def database_url() -> str:
-    return config.get_main_option("sqlalchemy.url") or upgrader_config()["UPGRADER_DATABASE_URL"]
+    url = config.get_main_option("sqlalchemy.url") or os.environ.get(DATABASE_ENV)
+    if not url:
+        raise SystemExit(f"Set {DATABASE_ENV} (or sqlalchemy.url) to the database to migrate.")
+    return url
 
 
 def run_migrations_offline() -> None:
     context.configure(
         url=database_url(),
         target_metadata=metadata,
+        include_name=include_name,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         transaction_per_migration=True,
@@ -41,7 +47,10 @@ def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
         context.configure(
-            connection=connection, target_metadata=metadata, transaction_per_migration=True
+            connection=connection,
+            target_metadata=metadata,
+            include_name=include_name,
+            transaction_per_migration=True,
         )
         with context.begin_transaction():
             context.run_migrations()
@@ -62,7 +71,12 @@ def run_migrations_online() -> None:
             conn.exec_driver_sql("BEGIN")
 
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=metadata, transaction_per_migration=True)
+        context.configure(
+            connection=conn,
+            target_metadata=metadata,
+            include_name=include_name,
+            transaction_per_migration=True,
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -11,15 +11,17 @@ from alembic import command
 from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, make_url, text
 
-from sampleapp.data import seed
-from sampleapp.releases import CURRENT, RELEASES
 from upgrader.cli.main import cli
 from upgrader.core import storage
 from upgrader.core.revisions import alembic_config
+from upgrader.sample.data import seed
+from upgrader.sample.releases import CURRENT, RELEASES
 from upgrader.settings import Settings, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
+SAMPLE = "upgrader.sample:create_app"
+"""The sample application, named: upgrader never falls back to it."""
 
 
 def code_at(release: str, tmp_path: Path) -> Path:
@@ -48,13 +50,22 @@ def settings(url: str, tmp_path: Path, release: str = CURRENT, **flags: Any) -> 
     return resolve(values, environ={})
 
 
-def cli_args(url: str, tmp_path: Path, release: str = CURRENT) -> list[str]:
-    migrations = MIGRATIONS if release == CURRENT else code_at(release, tmp_path)
+def cli_args(url: str, tmp_path: Path | None = None, release: str = CURRENT) -> list[str]:
+    """The flags that point `upgrader` at the sample's code of `release`, on `url`."""
+    migrations = MIGRATIONS if release == CURRENT else code_at(release, tmp_path or Path("."))
     return ["--database-url", url, "--migrations", str(migrations), "--code-version", release]
 
 
+RELEASES_ENV = ",".join(f"{v}={r}" for v, r in RELEASES.items())
+"""The sample's releases, as UPGRADER_RELEASES (lets fixes name a release)."""
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
-    env = {"UPGRADER_INSTALLER_DIR": "/nonexistent/install", **(env or {})}
+    env = {
+        "UPGRADER_INSTALLER_DIR": "/nonexistent/install",
+        "UPGRADER_RELEASES": RELEASES_ENV,
+        **(env or {}),
+    }
     return CliRunner().invoke(cli, list(args), env=env, input=input, catch_exceptions=False)
 
 

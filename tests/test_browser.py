@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, free_port, install, run_cli, wait_for_port
+from tests.helpers import ROOT, SAMPLE, free_port, install, run_cli, wait_for_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"
@@ -41,6 +41,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
     env.update(
         UPGRADER_DATABASE_URL=url,
+        SHELF_DATABASE_URL=url,
+        UPGRADER_APP=SAMPLE,
         UPGRADER_CACHE_TTL="0.5",
         UPGRADER_BACKUP_DIR=str(tmp_path / "backups"),
         UPGRADER_INSTALLER_DIR=str(tmp_path / "no-installer"),

@@ -109,7 +109,9 @@ def test_code_with_two_heads_is_err3(tmp_path: Path) -> None:
         "def upgrade():\n    pass\n"
     )
     url = f"sqlite:///{tmp_path / 'app.db'}"
-    result = run_cli("--database-url", url, "--migrations", str(migrations), "status")
+    result = run_cli(
+        "--database-url", url, "--migrations", str(migrations), "--code-version", "2.0.1", "status"
+    )
     assert result.exit_code == 3
     assert "2 Alembic heads" in result.output
     assert "0003_sort_names" in result.output and "0003b_branch" in result.output
@@ -127,6 +129,8 @@ def test_missing_migrations_directory_is_err3(tmp_path: Path) -> None:
         f"sqlite:///{tmp_path}/x.db",
         "--migrations",
         str(tmp_path / "nope"),
+        "--code-version",
+        "1.0",
         "status",
     )
     assert result.exit_code == 3
@@ -143,6 +147,8 @@ def test_broken_revision_file_is_err3(tmp_path: Path) -> None:
         f"sqlite:///{tmp_path}/x.db",
         "--migrations",
         str(migrations),
+        "--code-version",
+        "2.0.1",
         "status",
         "--json",
     )

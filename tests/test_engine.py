@@ -16,11 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, select
 
-from sampleapp.data import AUTHORS, BOOKS
-from sampleapp.releases import CURRENT
-from sampleapp.text import isbn13, sort_name
 from tests.helpers import (
     MIGRATIONS,
+    SAMPLE,
     add_run,
     cli_args,
     code_with,
@@ -33,6 +31,9 @@ from tests.helpers import (
 )
 from upgrader.core import storage
 from upgrader.engine.locks import upgrade_lock
+from upgrader.sample.data import AUTHORS, BOOKS
+from upgrader.sample.releases import CURRENT
+from upgrader.sample.text import isbn13, sort_name
 from upgrader.settings import resolve
 
 
@@ -120,7 +121,7 @@ def test_failing_migration_then_fix_then_retry(db_url: str, tmp_path: Path) -> N
     status = status_of(db_url, tmp_path, code, "2.1.0")
     assert (status["state"], status["code"]) == ("upgrade_failed", "Err2")
     assert any("disk quota exceeded" in d for d in status["details"])
-    assert "upgrader restore" in status["fix"] and status["run"]["backup_path"] in status["fix"]
+    assert " restore " in status["fix"] and status["run"]["backup_path"] in status["fix"]
     assert status["run"]["step"] == 1 and status["run"]["revision"] == "0004_extra"
     if db_url.startswith("mysql"):
         assert "partly applied" in status["run"]["error"]
@@ -303,7 +304,7 @@ def test_missing_dump_tool_is_reported_first(
 
 
 def test_install_fresh_older_release_and_refusals(db_url: str, tmp_path: Path) -> None:
-    args = [*upgrade_args(db_url, tmp_path), "--app", "sampleapp:create_app"]
+    args = [*upgrade_args(db_url, tmp_path), "--app", SAMPLE]
     old = run_cli(*args, "install", "--yes", "--release", "1.1.0")
     assert old.exit_code == 0, old.output
     status = status_of(db_url, tmp_path)

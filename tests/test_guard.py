@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from sampleapp import create_app
-from sampleapp.releases import CURRENT
 from tests.helpers import MIGRATIONS, code_at, execute, install, run_cli
 from tests.test_states import CASES
 from upgrader.core.storage import utcnow
+from upgrader.sample import create_app
+from upgrader.sample.releases import CURRENT, RELEASES
 from upgrader.settings import resolve
 from upgrader.web import background, clients
 from upgrader.web.middleware import UpgraderMiddleware
@@ -34,13 +34,15 @@ def guard(url: str, tmp_path: Path, release: str = CURRENT, **flags: Any) -> Upg
         "code_version": release,
         "installer_dir": str(tmp_path / "no-installer"),
         "cache_ttl": 60,
+        "releases": RELEASES,
     }
     values.update(flags)
     return UpgraderMiddleware(plain_app, resolve(values, environ={}))
 
 
 def cli(url: str, *args: str) -> Any:
-    result = run_cli("--database-url", url, *args)
+    config = ("--migrations", str(MIGRATIONS), "--code-version", CURRENT)
+    result = run_cli("--database-url", url, *config, *args)
     assert result.exit_code in (0, 5), result.output
     return result
 
@@ -234,12 +236,12 @@ def test_background_work_waits_during_maintenance(db_url: str, tmp_path: Path) -
 def test_flask_extension_inserts_the_banner(db_url: str, tmp_path: Path) -> None:
     install(db_url, CURRENT)
     cli(db_url, "maintenance", "on", "--level", "banner", "--message", "Read-only on Sunday")
-    app = create_app({"UPGRADER_DATABASE_URL": db_url, "UPGRADER_INSTALLER_DIR": str(tmp_path)})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "UPGRADER_INSTALLER_DIR": str(tmp_path)})
     html = app.test_client().get("/").text
     assert "Read-only on Sunday" in html and html.index("upgrader-banner") > html.index("<body")
     assert "Pride and Prejudice" in html
     app.extensions["upgrader"].cache.close()
-    app.extensions["sampleapp.engine"].dispose()
+    app.extensions["shelf.engine"].dispose()
 
 
 def test_installer_present_reminds_administrators(db_url: str, tmp_path: Path) -> None:
@@ -280,9 +282,9 @@ def test_integrator_templates_override_the_page(db_url: str, tmp_path: Path) -> 
 
 def test_flask_upgrader_command_group(db_url: str, tmp_path: Path) -> None:
     install(db_url, "1.0.0")
-    app = create_app({"UPGRADER_DATABASE_URL": db_url, "UPGRADER_INSTALLER_DIR": str(tmp_path)})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "UPGRADER_INSTALLER_DIR": str(tmp_path)})
     result = app.test_cli_runner().invoke(args=["upgrader", "status", "--json"])
     assert json.loads(result.output)["state"] == "upgrade_pending"
     assert result.exit_code == 2
     app.extensions["upgrader"].cache.close()
-    app.extensions["sampleapp.engine"].dispose()
+    app.extensions["shelf.engine"].dispose()

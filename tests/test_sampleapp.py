@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import create_engine, func, select
 
-from sampleapp import create_app, schema
-from sampleapp.data import AUTHORS, BOOKS, LOANS
-from sampleapp.text import isbn13, sort_name
 from tests.helpers import install, migrate
+from upgrader.sample import create_app, schema
+from upgrader.sample.data import AUTHORS, BOOKS, LOANS
+from upgrader.sample.text import isbn13, sort_name
 
 
 def test_text_rules() -> None:
@@ -22,7 +22,7 @@ def test_text_rules() -> None:
 
 def test_pages_render_on_the_current_schema(db_url: str) -> None:
     install(db_url, "2.0.1")
-    app = create_app({"UPGRADER_DATABASE_URL": db_url, "TESTING": True})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "TESTING": True})
     client = app.test_client()
     books = client.get("/")
     assert books.status_code == 200
@@ -32,7 +32,7 @@ def test_pages_render_on_the_current_schema(db_url: str) -> None:
     assert "Grace Hopper" in client.get("/loans").data.decode()
     assert client.get("/books/5").status_code == 200
     assert client.get("/books/999").status_code == 404
-    app.extensions["sampleapp.engine"].dispose()
+    app.extensions["shelf.engine"].dispose()
 
 
 def test_data_migration_rewrites_rows_and_keeps_them_all(db_url: str) -> None:

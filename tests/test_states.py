@@ -13,9 +13,9 @@ from typing import IO
 import pytest
 from sqlalchemy import create_engine, select
 
-from sampleapp.releases import CURRENT
-from tests.helpers import add_run, cli_args, execute, install, migrate, run_cli
+from tests.helpers import SAMPLE, add_run, cli_args, execute, install, migrate, run_cli
 from upgrader.core import storage
+from upgrader.sample.releases import CURRENT
 
 
 def nothing(url: str, tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ CASES: dict[str, Case] = {
     "ok": Case(
         installed(CURRENT), "ok", 0, fields={"schema_version": CURRENT, "pending_revisions": []}
     ),
-    "not_installed_empty": Case(nothing, "not_installed", 4, fix=("/install", "upgrader install")),
+    "not_installed_empty": Case(nothing, "not_installed", 4, fix=("/install", " install`")),
     "not_installed_foreign_tables": Case(
         foreign_tables, "not_installed", 4, details=("customers", "no version information")
     ),
@@ -105,7 +105,7 @@ CASES: dict[str, Case] = {
         "upgrade_pending",
         2,
         "Err2",
-        fix=("upgrader upgrade", "/install"),
+        fix=(" upgrade`", "/install"),
         fields={"schema_version": "1.0.0", "database_revisions": ["0001_initial"]},
     ),
     "upgrade_running": Case(
@@ -134,7 +134,7 @@ CASES: dict[str, Case] = {
         "upgrade_failed",
         2,
         "Err2",
-        fix=("/srv/b.sqlite", "upgrader restore"),
+        fix=("/srv/b.sqlite", " restore "),
         details=("IntegrityError: duplicate key",),
     ),
     "database_ahead_revision": Case(
@@ -191,7 +191,7 @@ CASES: dict[str, Case] = {
         "schema_unknown",
         3,
         "Err3",
-        fix=("alembic stamp 0003_sort_names",),
+        fix=(" stamp 0003_sort_names`",),
         details=("alembic_version is missing",),
     ),
     "overlapping_database_heads": Case(
@@ -210,7 +210,7 @@ CASES: dict[str, Case] = {
         "upgrade_pending",
         2,
         "Err2",
-        fix=("upgrader adopt",),
+        fix=(" adopt`",),
         details=("no upgrader state",),
     ),
     "unadopted_behind": Case(
@@ -387,7 +387,7 @@ def test_adopt_refuses_a_false_version(db_url: str, tmp_path: Path) -> None:
     args = cli_args(db_url, tmp_path)
     refused = run_cli(*args, "adopt", "--yes")
     assert refused.exit_code == 1 and "not at the code's head" in refused.output
-    wrong = run_cli(*args, "--app", "sampleapp:create_app", "adopt", "--yes", "--version", "1.1.0")
+    wrong = run_cli(*args, "--app", SAMPLE, "adopt", "--yes", "--version", "1.1.0")
     assert wrong.exit_code == 1 and "ends at revision 0002_loans_isbn" in wrong.output
     assert run_cli(*args, "status").exit_code == 2
     right = run_cli(*args, "adopt", "--yes", "--version", "1.0.0")

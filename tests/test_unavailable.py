@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from sampleapp.releases import CURRENT
 from tests.conftest import SERVER_URLS
 from tests.helpers import cli_args, install, run_cli
+from upgrader.sample.releases import CURRENT
 
 SECRET = "s3cr3t:p@ss/w%rd"  # characters that URL-encode differently
 

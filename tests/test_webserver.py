@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sampleapp.releases import CURRENT
-from tests.helpers import free_port, install, run_cli, wait_for_port
+from tests.helpers import SAMPLE, cli_args, free_port, install, run_cli, wait_for_port
+from upgrader.sample.releases import CURRENT
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -42,7 +42,7 @@ def test_nginx_serves_the_static_page_while_the_flag_exists(
     url = f"sqlite:///{tmp_path / 'app.db'}"
     install(url, CURRENT)
     static = tmp_path / "static"
-    base = ["--database-url", url]
+    base = cli_args(url)
     on = run_cli(
         *base, "maintenance", "on", "--message", "New disks tonight", "--static", str(static)
     )
@@ -106,6 +106,8 @@ def test_every_server_process_blocks_within_the_ttl(server_db_url: str, tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
     env.update(
         UPGRADER_DATABASE_URL=url,
+        SHELF_DATABASE_URL=url,
+        UPGRADER_APP=SAMPLE,
         UPGRADER_CACHE_TTL="1",
         UPGRADER_INSTALLER_DIR=str(tmp_path / "none"),
     )
@@ -124,7 +126,7 @@ def test_every_server_process_blocks_within_the_ttl(server_db_url: str, tmp_path
             wait_for_port(port)
             assert get(port)[0] == 200
         switched = time.monotonic()
-        assert run_cli("--database-url", url, "maintenance", "on").exit_code == 0
+        assert run_cli(*cli_args(url), "maintenance", "on").exit_code == 0
         blocked_after: list[float] = []
         for port in ports:
             while get(port)[0] != 503:
@@ -133,7 +135,7 @@ def test_every_server_process_blocks_within_the_ttl(server_db_url: str, tmp_path
             blocked_after.append(time.monotonic() - switched)
         # TTL 1 s, plus the time a refresh takes: every process blocks well within 2 s.
         assert max(blocked_after) < 2.0, blocked_after
-        assert run_cli("--database-url", url, "maintenance", "off").exit_code == 0
+        assert run_cli(*cli_args(url), "maintenance", "off").exit_code == 0
         time.sleep(1.5)
         assert [get(p)[0] for p in ports] == [200, 200, 200]
     finally:

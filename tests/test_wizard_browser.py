@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from sampleapp.releases import CURRENT
 from tests.helpers import (
     ROOT,
+    SAMPLE,
     code_with,
     extra_revision,
     free_port,
@@ -22,6 +22,7 @@ from tests.helpers import (
     wait_for_port,
 )
 from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS
+from upgrader.sample.releases import CURRENT
 from upgrader.wizard.access import KEY_FILE
 
 pytestmark = pytest.mark.skipif(
@@ -50,6 +51,8 @@ def serve(tmp_path: Path) -> Iterator[Any]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
         env.update(
             UPGRADER_DATABASE_URL=database,
+            SHELF_DATABASE_URL=database,
+            UPGRADER_APP=SAMPLE,
             UPGRADER_MIGRATIONS=str(migrations),
             UPGRADER_CODE_VERSION=version,
             UPGRADER_INSTALLER_DIR=str(installer),

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from sampleapp.releases import CURRENT
-from tests.helpers import MIGRATIONS, ROOT, install, run_cli
+from tests.helpers import MIGRATIONS, ROOT, cli_args, install, run_cli
+from upgrader.sample.releases import CURRENT
 from upgrader.settings import resolve
 from upgrader.web.middleware import UpgraderMiddleware
 from upgrader.wizard.access import KEY_FILE
@@ -76,7 +76,7 @@ def test_nothing_is_reachable_without_the_key(wizard: tuple[Client, Path, str]) 
     assert refused.status_code == 400  # no CSRF token: refused before anything else
     token = csrf(client.get("/install/key").text)
     assert client.post("/install/start", data={"csrf_token": token}).status_code == 302
-    assert run_cli("--database-url", url, "history", "--json").output.strip() == "[]"
+    assert run_cli(*cli_args(url), "history", "--json").output.strip() == "[]"
 
 
 def test_wrong_keys_are_throttled(wizard: tuple[Client, Path, str]) -> None:
@@ -129,7 +129,7 @@ def test_the_wizard_refuses_to_run_when_all_is_well(wizard: tuple[Client, Path, 
     started = client.post("/install/start", data={"backup": "auto", "csrf_token": token})
     assert started.status_code == 302 and started.headers["Location"].endswith("/install/")
     assert client.get("/install/checks").headers["Location"].endswith("/install/")
-    assert run_cli("--database-url", url, "history", "--json").output.strip() == "[]"
+    assert run_cli(*cli_args(url), "history", "--json").output.strip() == "[]"
 
 
 def test_the_key_appears_in_no_response_and_no_log(
@@ -149,10 +149,7 @@ def test_the_key_appears_in_no_response_and_no_log(
         seen.append(answer.text + str(answer.headers))
     assert all(key not in page for page in seen)
     assert key not in caplog.text
-    assert (
-        run_cli("--database-url", url, "--migrations", str(MIGRATIONS), "doctor").output.count(key)
-        == 0
-    )
+    assert run_cli(*cli_args(url), "doctor").output.count(key) == 0
 
 
 def test_deleting_install_removes_the_wizard_at_once(wizard: tuple[Client, Path, str]) -> None:
@@ -194,7 +191,9 @@ def test_demo_serves_err2_and_the_wizard(tmp_path: Path) -> None:
     finally:
         demo.terminate()
         output = demo.communicate(timeout=10)[0]
-    key = (ROOT / "install" / KEY_FILE).read_text().strip()
+    from upgrader.sample import create_app
+
+    key = (Path(create_app().instance_path) / "install" / KEY_FILE).read_text().strip()
     assert f"the upgrade key: {key}" in output
     assert "Shelf 1.0.0 is installed" in output
 

@@ -2,35 +2,49 @@
 
     1. command-line flags
     2. UPGRADER_* environment variables (UPGRADER_DATABASE_URL first among them)
-    3. the application's config (`app.config["UPGRADER_*"]`; SQLALCHEMY_DATABASE_URI
-       is accepted for the database)
-    4. defaults: the bundled sample application on a SQLite file, unless an
-       application was named, in which case there is no default database
+    3. the application: `app.config["UPGRADER_*"]`, SQLALCHEMY_DATABASE_URI,
+       SQLALCHEMY_ENGINE_OPTIONS and Flask-Migrate's directory (Flask); or the
+       settings of the UpgraderMiddleware a plain WSGI application is wrapped in
+    4. defaults derived from the application: its instance folder (Flask), or the
+       project directory that holds its migrations
 
-`doctor` prints the source of every value, so support staff can see at once
-that, say, an environment variable overrides the application's config.
+There is no built-in application: with nothing configured, `resolve()` raises a
+ConfigError that says what to set. `doctor` prints the source of every value.
+
+Relative paths are made absolute here (flags and environment against the
+current directory, the application's config against the application's folder),
+so that a detached run, a pasted command and the server agree from any directory.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.machinery
 import importlib.metadata
+import inspect
 import os
+import re
+import shlex
+import shutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
-
-SAMPLE_APP = "sampleapp:create_app"
 
 
 class ConfigError(Exception):
     """The configuration cannot work; the message says which setting and why."""
 
 
-def _path(value: Any) -> Path:
-    return Path(str(value)).expanduser()
+NOTHING_CONFIGURED = (
+    "upgrader does not know which application to look after. Name it with "
+    "--app module:factory (or UPGRADER_APP; `flask --app yourapp upgrader …` under Flask), "
+    "or set UPGRADER_DATABASE_URL, UPGRADER_MIGRATIONS and UPGRADER_CODE_VERSION. "
+    "`upgrader demo` shows it on a sample application."
+)
 
 
 def _positive(value: Any) -> float:
@@ -61,32 +75,45 @@ def _releases(value: Any) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
-# name -> (converter, default when no application is named, default for a named application)
-_FIELDS: dict[str, tuple[Callable[[Any], Any], Any, Any]] = {
-    "database_url": (str, None, None),
-    "migrations": (_path, None, "migrations"),
-    "code_version": (str, None, None),
-    "distribution": (str, None, None),
-    "version_table": (str, "alembic_version", "alembic_version"),
-    "table_prefix": (str, "upgrader_", "upgrader_"),
-    "installer_dir": (_path, None, "install"),
-    "backup_dir": (_path, None, "backups"),
-    "connect_timeout": (_positive, 5.0, 5.0),
-    "lease_seconds": (_positive, 60.0, 60.0),
-    "releases": (_releases, None, {}),
+def _options(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a mapping of create_engine() options")
+    return dict(value)
+
+
+def _path(value: Any) -> Path:
+    return Path(str(value)).expanduser()
+
+
+# name -> (converter, default with nothing else known)
+_FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
+    "database_url": (str, None),
+    "migrations": (_path, None),
+    "code_version": (str, None),
+    "distribution": (str, None),
+    "version_table": (str, "alembic_version"),
+    "table_prefix": (str, "upgrader_"),
+    "installer_dir": (_path, None),
+    "backup_dir": (_path, None),
+    "connect_timeout": (_positive, 5.0),
+    "lease_seconds": (_positive, 60.0),
+    "releases": (_releases, {}),
+    "engine_options": (_options, {}),
     # the request guard (docs/embedding.md)
-    "cache_ttl": (_positive, 2.0, 2.0),
-    "status_path": (str, "/upgrader/status", "/upgrader/status"),
-    "bypass_path": (str, "/upgrader/bypass/", "/upgrader/bypass/"),
-    "installer_path": (str, "/install", "/install"),
-    "allow_paths": (_strings, (), ()),
-    "allow_ips": (_strings, (), ()),
-    "trusted_proxies": (_strings, (), ()),
-    "blocked_status": (_status, 503, 503),
-    "retry_after": (_positive, 120.0, 120.0),
-    "template_dir": (_path, None, None),
-    "static_dir": (_path, None, None),
+    "cache_ttl": (_positive, 2.0),
+    "status_path": (str, "/upgrader/status"),
+    "bypass_path": (str, "/upgrader/bypass/"),
+    "installer_path": (str, "/install"),
+    "allow_paths": (_strings, ()),
+    "allow_ips": (_strings, ()),
+    "trusted_proxies": (_strings, ()),
+    "blocked_status": (_status, 503),
+    "retry_after": (_positive, 120.0),
+    "template_dir": (_path, None),
+    "static_dir": (_path, None),
 }
+_PATHS = ("migrations", "installer_dir", "backup_dir", "template_dir", "static_dir")
+_ORDER = ("flag", "env", "app config", "default")
 
 
 @dataclass(frozen=True)
@@ -102,6 +129,7 @@ class Settings:
     connect_timeout: float = 5.0
     lease_seconds: float = 60.0
     releases: dict[str, str] = field(default_factory=dict)
+    engine_options: dict[str, Any] = field(default_factory=dict, compare=False)
     cache_ttl: float = 2.0
     status_path: str = "/upgrader/status"
     bypass_path: str = "/upgrader/bypass/"
@@ -113,13 +141,38 @@ class Settings:
     retry_after: float = 120.0
     template_dir: Path | None = None
     static_dir: Path | None = None
-    app: str | None = None
+    app: str | None = None  # the import string that reaches the application (--app)
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+    flags: dict[str, str] = field(default_factory=dict, compare=False)  # given on the command line
+    via_flask: bool = False  # reached through `flask --app … upgrader`
+    app_object: Any = field(default=None, compare=False, repr=False)
 
-    @property
+    @cached_property
+    def app_ref(self) -> str | None:
+        """How another process imports the application: named, or found from the object."""
+        if self.app:
+            return self.app
+        return guess_ref(self.app_object) if self.app_object is not None else None
+
+    @cached_property
     def cli(self) -> str:
-        """The command prefix to print in fixes, so they can be pasted as they are."""
-        return "upgrader" if self.app in (None, SAMPLE_APP) else f"upgrader --app {self.app}"
+        """The command prefix printed in fixes: pasted anywhere on the server, it reaches
+        this same application (the configuration from the environment excepted, which
+        the operator's shell carries)."""
+        ref = self.app_ref
+        if ref and (self.via_flask or (self.app is None and _is_flask(self.app_object))):
+            words = [*executable("flask"), "--app", ref, "upgrader"]
+            if "migrations" in self.flags:
+                words += ["-d", self.flags["migrations"]]
+            return shlex.join(words)
+        words = executable("upgrader")
+        if ref:
+            words += ["--app", ref]
+        for name, value in self.flags.items():
+            if name == "database_url":  # never a password in a page, a report or a log
+                value = _without_password(value)
+            words += [f"--{name.replace('_', '-')}", value]
+        return shlex.join(words)
 
     def resolved_code_version(self) -> str:
         """The code version: configured, or read from the distribution's metadata."""
@@ -139,56 +192,18 @@ class Settings:
         )
 
 
-def load_app(import_string: str) -> Any:
-    """Import `module:attribute` (calling it when it is a factory), as `flask --app` does."""
-    module_name, _, attr = import_string.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import the application {import_string!r}: {exc}") from exc
-    candidates = [attr] if attr else ["app", "application", "create_app", "make_app"]
-    for name in candidates:
-        obj = getattr(module, name, None)
-        if obj is None:
-            continue
-        if callable(obj) and not hasattr(obj, "config"):
-            obj = obj()
-        return obj
-    raise ConfigError(f"{import_string!r} names no application (tried {', '.join(candidates)})")
-
-
-def app_config(app: Any) -> dict[str, Any]:
-    """The UPGRADER_* keys of an application's config, without the prefix."""
-    config: Mapping[str, Any] = getattr(app, "config", None) or {}
-    values = {
-        key[len("UPGRADER_") :].lower(): value
-        for key, value in config.items()
-        if key.startswith("UPGRADER_") and value is not None
-    }
-    if "database_url" not in values and config.get("SQLALCHEMY_DATABASE_URI"):
-        values["database_url"] = config["SQLALCHEMY_DATABASE_URI"]
-    return values
-
-
-def _sample_defaults() -> dict[str, Any]:
-    from sampleapp.config import default_database_url, upgrader_config
-
-    values = app_config(type("Sample", (), {"config": upgrader_config()}))
-    values["database_url"] = default_database_url()
-    return values
-
-
 def resolve(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     app: Any = None,
+    *,
+    via_flask: bool = False,
 ) -> Settings:
-    """Resolve settings from flags, environment, an application object and defaults.
+    """Resolve settings from flags, environment, an application and defaults.
 
     `flags` may hold `app` (an import string); the application is then loaded
-    from it unless `app` is given as an object (the Flask extension does that).
+    from it unless `app` is given as an object (the Flask extension and
+    `flask upgrader` do that; the import string still names it then).
     """
     flags = {k: v for k, v in (flags or {}).items() if v is not None and v != ""}
     environ = os.environ if environ is None else environ
@@ -200,53 +215,358 @@ def resolve(
     app_name = flags.get("app") or env.get("app")
     if app is None and app_name:
         app = load_app(app_name)
-    named_app = app is not None and app_name != SAMPLE_APP
-    layers: list[tuple[str, Mapping[str, Any]]] = [
-        ("flag", flags),
-        ("env", env),
-        ("app config", app_config(app) if app is not None else {}),
-        ("default", {} if named_app else _sample_defaults()),
+    ref = portable_ref(app_name) if app_name else None
+    application = Application(app) if app is not None else None
+    cwd = Path.cwd()
+    layers: list[tuple[str, Mapping[str, Any], list[Path]]] = [
+        ("flag", flags, [cwd]),
+        ("env", env, [cwd]),
+        ("app config", application.config if application else {}, _anchors(application)),
     ]
     values: dict[str, Any] = {}
     layer_of: dict[str, str] = {}
-    for name, (convert, sample_default, app_default) in _FIELDS.items():
-        source, raw = next(
-            ((s, layer[name]) for s, layer in layers if name in layer),
-            ("default", app_default if named_app else sample_default),
+    for name, (convert, default) in _FIELDS.items():
+        source, raw, anchors = next(
+            ((s, layer[name], a) for s, layer, a in layers if name in layer),
+            ("default", default, [cwd]),
         )
         if raw is None:
             continue
         try:
-            values[name] = convert(raw)
+            value = convert(raw)
         except (TypeError, ValueError) as exc:
             label = f"UPGRADER_{name.upper()}"
             raise ConfigError(f"{label} ({source}): {raw!r} is not usable: {exc}") from exc
+        values[name] = _absolute(value, anchors) if name in _PATHS else value
         layer_of[name] = source
     if "code_version" in values and "distribution" in values:
         # The higher layer decides how the version is found; on a tie the explicit version wins.
         ranks = {n: _ORDER.index(layer_of[n]) for n in ("code_version", "distribution")}
         loser = "distribution" if ranks["code_version"] <= ranks["distribution"] else "code_version"
         del values[loser], layer_of[loser]
-    sources = {name: _describe(source, name) for name, source in layer_of.items()}
+    labels = application.labels if application else {}
+    sources = {name: _describe(source, name, labels) for name, source in layer_of.items()}
+    if application is not None:
+        for name, (value, how) in application.defaults(values).items():
+            values[name], sources[name] = value, f"default ({how})"
+    if "database_url" not in values and "migrations" not in values:
+        raise ConfigError(NOTHING_CONFIGURED)
     if "database_url" not in values:
         raise ConfigError(
-            "no database: set UPGRADER_DATABASE_URL, pass --database-url, or give the "
-            "application's config UPGRADER_DATABASE_URL or SQLALCHEMY_DATABASE_URI"
+            "no database: set UPGRADER_DATABASE_URL (or SQLALCHEMY_DATABASE_URI in the "
+            "application's config)"
         )
     if "migrations" not in values:
-        raise ConfigError("no migrations directory: set UPGRADER_MIGRATIONS")
-    values["app"] = app_name or (None if app is not None else SAMPLE_APP)
-    return Settings(**values, sources=sources)
+        raise ConfigError(
+            "no migrations directory: set UPGRADER_MIGRATIONS to the application's Alembic "
+            "directory (the one holding env.py)"
+        )
+    project = Path(values["migrations"]).parent
+    for name, folder in (("backup_dir", "backups"), ("installer_dir", "install")):
+        if name not in values:
+            values[name], sources[name] = project / folder, "default (beside the migrations)"
+    shown: dict[str, str] = {
+        n: str(values[n]) for n in ("database_url", "migrations", "code_version") if n in flags
+    }
+    return Settings(
+        **values,
+        app=ref,
+        sources=sources,
+        flags=shown,
+        via_flask=via_flask,
+        app_object=app,
+    )
 
 
-_ORDER = ("flag", "env", "app config", "default")
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "$UPGRADER_DATABASE_URL"
 
 
-def _describe(source: str, name: str) -> str:
+def _describe(source: str, name: str, labels: Mapping[str, str]) -> str:
     if source == "flag":
         return f"--{name.replace('_', '-')}"
     if source == "env":
         return f"environment UPGRADER_{name.upper()}"
     if source == "app config":
-        return f"application config UPGRADER_{name.upper()}"
+        return labels.get(name) or f"application config UPGRADER_{name.upper()}"
     return "default"
+
+
+def _absolute(path: Path, anchors: list[Path]) -> Path:
+    """A relative path against the first anchor where it exists (else the first anchor)."""
+    if path.is_absolute():
+        return path
+    for base in anchors:
+        if (base / path).exists():
+            return Path(os.path.normpath(base / path))
+    return Path(os.path.normpath(anchors[0] / path))
+
+
+def _anchors(application: Application | None) -> list[Path]:
+    if application is None or application.root is None:
+        return [Path.cwd()]
+    return [application.root, application.root.parent, Path.cwd()]
+
+
+# ------------------------------------------------------------- the application
+
+
+def _is_flask(obj: Any) -> bool:
+    return all(hasattr(obj, a) for a in ("config", "instance_path", "extensions", "root_path"))
+
+
+class Application:
+    """What the application object tells about its settings (layers 3 and 4)."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self.flask = _is_flask(obj)
+        self.labels: dict[str, str] = {}  # where config values came from, when not UPGRADER_*
+        wrapped = getattr(obj, "settings", None)
+        self.middleware = wrapped if not self.flask and isinstance(wrapped, Settings) else None
+        if self.flask:
+            self.module_name: str | None = obj.import_name
+            self.root: Path | None = Path(obj.root_path)
+        else:
+            module = inspect.getmodule(getattr(obj, "app", obj) if self.middleware else obj)
+            file = getattr(module, "__file__", None)
+            self.module_name = getattr(module, "__name__", None)
+            self.root = Path(file).resolve().parent if file else None
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """The UPGRADER_* keys of the application's config, without the prefix."""
+        if self.middleware is not None:  # an UpgraderMiddleware made with its own settings
+            wrapped = self.middleware
+            self.labels = {
+                n: f"the wrapped UpgraderMiddleware ({s})" for n, s in wrapped.sources.items()
+            }
+            return {
+                name: getattr(wrapped, name)
+                for name in _FIELDS
+                if not wrapped.sources.get(name, "default").startswith("default")
+            }
+        config: Mapping[str, Any] = getattr(self.obj, "config", None) or {}
+        values = {
+            key[len("UPGRADER_") :].lower(): value
+            for key, value in config.items()
+            if key.startswith("UPGRADER_") and value is not None
+        }
+        for name, key in (
+            ("database_url", "SQLALCHEMY_DATABASE_URI"),
+            ("engine_options", "SQLALCHEMY_ENGINE_OPTIONS"),
+        ):
+            if name not in values and config.get(key):
+                values[name], self.labels[name] = config[key], f"application config {key}"
+        migrate = getattr(self.obj, "extensions", {}).get("migrate")
+        directory = getattr(migrate, "directory", None)
+        if "migrations" not in values and directory:
+            values["migrations"], self.labels["migrations"] = directory, "Flask-Migrate's directory"
+        return values
+
+    def defaults(self, known: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
+        """Values the application implies where nothing set them: (value, how)."""
+        found: dict[str, tuple[Any, str]] = {}
+        if self.flask:
+            instance = Path(self.obj.instance_path)
+            for name, folder in (("backup_dir", "backups"), ("installer_dir", "install")):
+                if name not in known:
+                    found[name] = (instance / folder, "the application's instance folder")
+        if "migrations" not in known and self.root is not None:
+            for base in (self.root, self.root.parent):
+                if (base / "migrations" / "env.py").is_file():
+                    found["migrations"] = (base / "migrations", "beside the application")
+                    break
+        if "code_version" not in known and "distribution" not in known:
+            version = self._version()
+            if version is not None:
+                found["code_version"] = version
+        return found
+
+    def _version(self) -> tuple[str, str] | None:
+        """The installed distribution that provides the application's package, or its
+        `__version__`."""
+        if not self.module_name:
+            return None
+        top = self.module_name.split(".")[0]
+        for dist in importlib.metadata.packages_distributions().get(top, []):
+            try:
+                return importlib.metadata.version(dist), f"installed distribution {dist}"
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        for name in (self.module_name, top):
+            version = getattr(sys.modules.get(name), "__version__", None)
+            if isinstance(version, str):
+                return version, f"{name}.__version__"
+        return None
+
+
+# ------------------------------------------------------------------ loading
+
+
+_REF = re.compile(r":(?![\\/])")
+
+
+def _split(ref: str) -> tuple[str, str]:
+    parts = _REF.split(ref.strip(), maxsplit=1)
+    return parts[0], parts[1] if len(parts) > 1 else ""
+
+
+def _looks_like_path(module: str) -> bool:
+    return module.endswith(".py") or os.sep in module or "/" in module
+
+
+def prepare_import(path: str) -> str:
+    """The module name of a file or package path, with its folder put on sys.path
+    (what `flask --app path/to/app.py` does)."""
+    full = os.path.realpath(path)
+    stem, ext = os.path.splitext(full)
+    if ext == ".py":
+        full = stem
+    if os.path.basename(full) == "__init__":
+        full = os.path.dirname(full)
+    names: list[str] = []
+    while True:
+        full, name = os.path.split(full)
+        names.append(name)
+        if not os.path.exists(os.path.join(full, "__init__.py")):
+            break
+    if full not in sys.path:
+        sys.path.insert(0, full)
+    return ".".join(reversed(names))
+
+
+def load_app(import_string: str) -> Any:
+    """Import `module:attribute` as `flask --app` does: a factory is called (with the
+    literal arguments given, as in `module:create_app('prod')`); a WSGI callable or an
+    application object is taken as it is. The module may be a file path."""
+    module_part, attr = _split(import_string)
+    if _looks_like_path(module_part):
+        module_name = prepare_import(module_part)
+    else:
+        module_name = module_part
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import the application {import_string!r}: {exc}") from exc
+    name, args, kwargs = _call(attr, import_string)
+    candidates = [name] if name else ["app", "application", "create_app", "make_app"]
+    for candidate in candidates:
+        obj = getattr(module, candidate, None)
+        if obj is None:
+            continue
+        if args is not None or _is_factory(obj):
+            obj = obj(*(args or ()), **(kwargs or {}))
+        return obj
+    raise ConfigError(f"{import_string!r} names no application (tried {', '.join(candidates)})")
+
+
+def _call(attr: str, whole: str) -> tuple[str, tuple[Any, ...] | None, dict[str, Any] | None]:
+    """`create_app` or `create_app('prod', debug=False)`: the name, and literal arguments."""
+    if not attr:
+        return "", None, None
+    try:
+        expr = ast.parse(attr.strip(), mode="eval").body
+    except SyntaxError as exc:
+        raise ConfigError(f"{whole!r}: cannot read {attr!r} as an attribute or a call") from exc
+    if isinstance(expr, ast.Name):
+        return expr.id, None, None
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
+        try:
+            args = tuple(ast.literal_eval(a) for a in expr.args)
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in expr.keywords if k.arg}
+        except ValueError as exc:
+            raise ConfigError(f"{whole!r}: only literal arguments can be passed") from exc
+        return expr.func.id, args, kwargs
+    raise ConfigError(f"{whole!r}: cannot read {attr!r} as an attribute or a call")
+
+
+def _is_factory(obj: Any) -> bool:
+    """A function callable with no arguments makes the application; a WSGI callable
+    (environ, start_response) or an application object does not."""
+    if not (inspect.isfunction(obj) or inspect.ismethod(obj)):
+        return False
+    try:
+        inspect.signature(obj).bind()
+    except TypeError:
+        return False
+    return True
+
+
+def portable_ref(ref: str) -> str:
+    """`module:attr` as any directory can import it: a file path when the module is
+    importable only through the current directory (a project that is not installed)."""
+    module_part, attr = _split(ref)
+    suffix = f":{attr}" if attr else ""
+    if _looks_like_path(module_part):
+        return f"{os.path.abspath(module_part)}{suffix}"
+    module = sys.modules.get(module_part)
+    file = getattr(module, "__file__", None)
+    if module is None or not file or _importable_elsewhere(module_part.split(".")[0]):
+        return ref
+    return f"{Path(file).resolve()}{suffix}"
+
+
+def _importable_elsewhere(top: str) -> bool:
+    """Whether `top` imports without the current directory on sys.path (installed,
+    editable, or on a fixed path)."""
+    cwd = os.path.realpath(os.getcwd())
+    path = [p for p in sys.path if p and os.path.realpath(p) != cwd]
+    for finder in sys.meta_path:
+        try:
+            if finder is importlib.machinery.PathFinder:
+                spec = finder.find_spec(top, path)
+            else:  # an editable install's finder, zipimport…
+                spec = finder.find_spec(top, None)
+        except Exception:
+            continue
+        if spec is not None:
+            return True
+    return False
+
+
+def guess_ref(app: Any) -> str | None:
+    """The import string of an application object the server made (gunicorn, waitress…):
+    the module attribute that is this object, else the module's factory."""
+    if app is None:
+        return None
+    name = getattr(app, "import_name", None) or getattr(app, "__module__", None) or ""
+    parts = name.split(".")
+    modules = [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+    for module_name in modules:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        label = _module_label(module_name, module)
+        for attr, value in vars(module).items():
+            if value is app:
+                return f"{label}:{attr}"
+        for factory in ("create_app", "make_app"):
+            if _is_factory(getattr(module, factory, None)):
+                return f"{label}:{factory}"
+    return None
+
+
+def _module_label(name: str, module: Any) -> str:
+    if name == "__main__":  # `python notes.py`: import it by its file instead
+        return str(Path(module.__file__).resolve()) if getattr(module, "__file__", None) else name
+    return portable_ref(name)
+
+
+def executable(name: str) -> list[str]:
+    """The words that run console script `name` of this environment, from any directory:
+    the bare name when PATH finds this very script, else its full path."""
+    mine = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if mine.is_file():
+        same = found is not None and os.path.realpath(found) == os.path.realpath(mine)
+        return [name] if same else [str(mine)]
+    module = "flask" if name == "flask" else "upgrader"
+    return [sys.executable, "-m", module]

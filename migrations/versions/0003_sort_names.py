@@ -10,7 +10,7 @@ Revises: 0002_loans_isbn
 import sqlalchemy as sa
 from alembic import op
 
-from sampleapp.text import isbn13, sort_name
+from upgrader.sample.text import isbn13, sort_name
 
 revision = "0003_sort_names"
 down_revision = "0002_loans_isbn"

@@ -1,23 +1,63 @@
-"""What every command shares: settings resolved once, on first use."""
+"""What every command shares: settings resolved once, on first use, and one error policy."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
 import click
 
-from upgrader.settings import Settings, resolve
+from upgrader.core.database import redact
+from upgrader.settings import ConfigError, Settings, resolve
+
+EXIT_USAGE = 64
+EXIT_INTERNAL = 70
 
 
 class CliContext:
-    def __init__(self, flags: dict[str, Any], app: Any = None) -> None:
+    def __init__(self, flags: dict[str, Any], app: Any = None, via_flask: bool = False) -> None:
         self.flags = flags
-        self.app = app  # set by `flask upgrader`: the application already loaded
+        self.app = app  # set by `flask upgrader`: the application Flask already loaded
+        self.via_flask = via_flask
 
     @cached_property
     def settings(self) -> Settings:
-        return resolve(self.flags, app=self.app)
+        return resolve(self.flags, app=self.app, via_flask=self.via_flask)
 
 
 pass_cli = click.make_pass_decorator(CliContext)
+
+
+def exit_status(call: Callable[[], Any]) -> int:
+    """Run a command and map every outcome to an exit status (docs/cli.md), under
+    `upgrader` and `flask upgrader` alike: usage and configuration errors are 64 (never
+    click's 2, which reads as Err2), anything unexpected 70 with a redacted message."""
+    try:
+        rv = call()
+    except click.exceptions.Exit:
+        raise
+    except click.UsageError as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        return 1
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return EXIT_USAGE
+    except Exception as exc:
+        if os.environ.get("UPGRADER_DEBUG"):
+            raise
+        click.echo(
+            f"upgrader: internal error: {type(exc).__name__}: {redact(str(exc))}\n"
+            "Set UPGRADER_DEBUG=1 to see the traceback, and send it with "
+            "`upgrader doctor` to support.",
+            err=True,
+        )
+        return EXIT_INTERNAL
+    return rv if isinstance(rv, int) else 0

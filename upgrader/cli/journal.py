@@ -19,7 +19,7 @@ from upgrader.engine.runner import EngineError, Runner
 def history(obj: CliContext, limit: int, as_json: bool) -> int:
     """The journal: who ran what, from where, when, from → to, outcome, duration."""
     settings = obj.settings
-    engine = guard_engine(settings.database_url, settings.connect_timeout)
+    engine = guard_engine(settings)
     try:
         with engine.connect() as conn:
             runs = storage.recent_runs(conn, storage.define_tables(settings.table_prefix), limit)

@@ -8,19 +8,13 @@ would read as Err2, so they are mapped to 64 here.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import click
 
 from upgrader.cli import adopt, journal, maintenance, run, serve, status
-from upgrader.cli.context import CliContext
-from upgrader.core.database import redact
-from upgrader.settings import ConfigError
-
-EXIT_USAGE = 64
-EXIT_INTERNAL = 70
+from upgrader.cli.context import CliContext, exit_status
 
 
 class UpgraderGroup(click.Group):
@@ -34,31 +28,13 @@ class UpgraderGroup(click.Group):
     ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
-        try:
-            rv = super().main(args, prog_name or "upgrader", complete_var, False, **extra)
-        except click.UsageError as exc:
-            exc.show()
-            sys.exit(EXIT_USAGE)
-        except click.ClickException as exc:
-            exc.show()
-            sys.exit(exc.exit_code)
-        except click.Abort:
-            click.echo("Aborted.", err=True)
-            sys.exit(1)
-        except ConfigError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(EXIT_USAGE)
-        except Exception as exc:
-            if os.environ.get("UPGRADER_DEBUG"):
-                raise
-            click.echo(
-                f"upgrader: internal error: {type(exc).__name__}: {redact(str(exc))}\n"
-                "Set UPGRADER_DEBUG=1 to see the traceback, and send it with "
-                "`upgrader doctor` to support.",
-                err=True,
+        sys.exit(
+            exit_status(
+                lambda: super(UpgraderGroup, self).main(
+                    args, prog_name or "upgrader", complete_var, False, **extra
+                )
             )
-            sys.exit(EXIT_INTERNAL)
-        sys.exit(rv if isinstance(rv, int) else 0)
+        )
 
 
 @click.group(cls=UpgraderGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,7 +56,9 @@ def cli(ctx: click.Context, /, **flags: Any) -> None:
     """Keep a web application safe between "new code deployed" and "database migrated".
 
     Settings come from these flags, then UPGRADER_* environment variables, then
-    the application's config, then defaults (the bundled sample application).
+    the application's config, then defaults derived from the application. Name the
+    application with --app, or set UPGRADER_DATABASE_URL, UPGRADER_MIGRATIONS and
+    UPGRADER_CODE_VERSION; `upgrader demo` shows it all on a sample application.
     """
     ctx.obj = CliContext(flags)
 
@@ -92,16 +70,17 @@ COMMANDS = (
     run.install,
     run.backup,
     run.restore,
+    run.stamp,
     journal.history,
     journal.unlock,
     adopt.adopt,
     maintenance.maintenance,
     maintenance.webserver,
-    serve.serve,
     serve.install_key,
-    serve.demo,
 )
-for command in COMMANDS:
+"""The commands that act on one application: `flask upgrader` carries these."""
+
+for command in (*COMMANDS, serve.serve, serve.demo):
     cli.add_command(command)
 
 

@@ -108,7 +108,7 @@ def on(
         allow=_allow(allow),
         secret_hash=mode.hash_secret(secret) if secret else None,
     )
-    engine = guard_engine(settings.database_url, settings.connect_timeout)
+    engine = guard_engine(settings)
     try:
         mode.switch_on(engine, storage.define_tables(settings.table_prefix), request, _who())
     except mode.MaintenanceError as exc:
@@ -136,7 +136,7 @@ def on(
 def off(obj: CliContext, static_dir: Path | None) -> int:
     """Switch maintenance off (the bypass secret is kept)."""
     settings = obj.settings
-    engine = guard_engine(settings.database_url, settings.connect_timeout)
+    engine = guard_engine(settings)
     try:
         mode.switch_off(engine, storage.define_tables(settings.table_prefix), _who())
     finally:

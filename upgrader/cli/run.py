@@ -176,3 +176,25 @@ def restore(obj: CliContext, file: Path, yes: bool) -> int:
         return _fail(exc)
     click.secho(f"Restored {restored.path}.", fg="green", bold=True)
     return 0
+
+
+@click.command()
+@click.argument("revisions", nargs=-1, required=True)
+@click.option("--purge", is_flag=True, help="Empty alembic_version first (overlapping rows).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_cli
+def stamp(obj: CliContext, revisions: tuple[str, ...], purge: bool, yes: bool) -> int:
+    """Record REVISIONS in alembic_version without migrating (Alembic's stamp, through the
+    application's env.py). Only for the repairs `status` names; journalled."""
+    settings = obj.settings
+    if not yes:
+        click.confirm(
+            f"Record {' '.join(revisions)} as the schema's revision in "
+            f"{safe_url(settings.database_url)}? No migration runs.",
+            abort=True,
+        )
+    try:
+        click.echo(Runner(settings).stamp(list(revisions), purge=purge))
+    except EngineError as exc:
+        return _fail(exc)
+    return 0

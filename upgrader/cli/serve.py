@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from upgrader.cli.context import CliContext, pass_cli
-from upgrader.settings import SAMPLE_APP, load_app
+from upgrader.settings import load_app
 from upgrader.web.middleware import UpgraderMiddleware
 
 
@@ -26,16 +26,22 @@ def guarded(app: Any, obj: CliContext) -> Any:
 @click.option("--threads", default=8, show_default=True, type=int)
 @pass_cli
 def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
-    """Serve the application (default: the sample) with the guard in front of it."""
+    """Serve the application named with --app (or UPGRADER_APP) with the guard in front of it."""
     import waitress
 
-    app = load_app(obj.settings.app or SAMPLE_APP)
-    obj.app = app
+    settings = obj.settings
+    if settings.app_object is None:
+        raise click.UsageError(
+            "serve needs the application itself: name it with --app module:factory "
+            "(or UPGRADER_APP)"
+        )
     click.echo(
-        f"Serving {obj.settings.app or SAMPLE_APP} on http://{host}:{port}/ "
-        f"(status: http://{host}:{port}{obj.settings.status_path})"
+        f"Serving {settings.app_ref} on http://{host}:{port}/ "
+        f"(status: http://{host}:{port}{settings.status_path})"
     )
-    waitress.serve(guarded(app, obj), host=host, port=port, threads=threads, ident="upgrader")
+    waitress.serve(
+        guarded(settings.app_object, obj), host=host, port=port, threads=threads, ident="upgrader"
+    )
     return 0
 
 
@@ -43,8 +49,6 @@ def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
 @pass_cli
 def install_key(obj: CliContext) -> int:
     """Print the installer's upgrade key (created on first use, readable only on the server)."""
-    from pathlib import Path
-
     from upgrader.wizard.access import upgrade_key
 
     directory = obj.settings.installer_dir
@@ -54,45 +58,54 @@ def install_key(obj: CliContext) -> int:
     return 0
 
 
+SAMPLE = "upgrader.sample:create_app"
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 def demo(host: str, port: int) -> int:
     """The newcomer's path: the sample application at its oldest release, with data, served
-    by the current code. Open the URL, see Err2, walk the wizard, land on the upgraded site."""
+    by the current code. Open the URL, see Err2, walk the wizard, land on the upgraded site.
+
+    Everything lives in the sample's instance folder, and is reset on every start; the
+    demo reads no UPGRADER_* variable, so it can never touch your own application.
+    """
     import os
     import shutil
 
     import waitress
     from sqlalchemy import create_engine
 
-    from sampleapp import create_app
-    from sampleapp.config import INSTANCE, ROOT
-    from sampleapp.data import seed
-    from sampleapp.releases import OLDEST
     from upgrader.engine.runner import Runner
+    from upgrader.sample.config import DATABASE_ENV, INSTALLER_FILES
+    from upgrader.sample.data import seed
+    from upgrader.sample.releases import OLDEST
     from upgrader.settings import resolve
     from upgrader.wizard.access import upgrade_key
 
-    database = INSTANCE / "demo.db"
-    backups = INSTANCE / "demo-backups"
+    for name in [k for k in os.environ if k.startswith("UPGRADER_")] + [DATABASE_ENV]:
+        os.environ.pop(name, None)  # this process and the runs it starts see the sample only
+    app = load_app(SAMPLE)
+    settings = resolve({"app": SAMPLE}, environ={}, app=app)
+    instance = Path(app.instance_path)
+    database = instance / "shelf.db"
+    installer = Path(settings.installer_dir or instance / "install")
     for leftover in (database, Path(f"{database}.upgrader-lock")):
         leftover.unlink(missing_ok=True)
-    shutil.rmtree(backups, ignore_errors=True)
-    url = f"sqlite:///{database}"
-    os.environ["UPGRADER_DATABASE_URL"] = url  # the sample application and its children read it
-    os.environ["UPGRADER_BACKUP_DIR"] = str(backups)
-    settings = resolve({})
+    shutil.rmtree(settings.backup_dir, ignore_errors=True)
+    shutil.rmtree(installer, ignore_errors=True)
+    shutil.copytree(INSTALLER_FILES, installer, ignore=shutil.ignore_patterns(".*"))
     Runner(settings).install(release=OLDEST)
-    engine = create_engine(url)
+    engine = create_engine(settings.database_url)
     with engine.begin() as conn:
         seed(conn, OLDEST)
     engine.dispose()
-    installer = ROOT / "install"
-    installer.mkdir(exist_ok=True)
     key = upgrade_key(installer)
+    cli = settings.cli
     click.echo(f"Shelf {OLDEST} is installed in {database}, and the code is now newer.")
     click.echo(f"Open   http://{host}:{port}/         (it shows Down for Maintenance (Err2))")
     click.echo(f"Then   http://{host}:{port}/install  with the upgrade key: {key}")
-    waitress.serve(create_app(), host=host, port=port, threads=8, ident="upgrader")
+    click.echo(f"Or, in another terminal: {cli} status, then {cli} upgrade")
+    waitress.serve(app, host=host, port=port, threads=8, ident="upgrader")
     return 0

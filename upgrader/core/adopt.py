@@ -67,7 +67,7 @@ def plan_adoption(settings: Settings, version: str | None = None) -> AdoptionPla
 def adopt(settings: Settings, plan: AdoptionPlan, trigger: str = "cli") -> None:
     """Write the single state row and a journal entry, in one transaction."""
     tables = storage.define_tables(settings.table_prefix)
-    engine = guard_engine(settings.database_url, settings.connect_timeout)
+    engine = guard_engine(settings)
     try:
         storage.ensure_tables(engine, tables)
         with engine.begin() as conn:

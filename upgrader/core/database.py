@@ -15,6 +15,8 @@ from urllib.parse import quote, quote_plus
 
 from sqlalchemy import URL, Engine, create_engine, make_url
 
+from upgrader.settings import Settings
+
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s]*@", re.I)
 _PASSWORD_WORDS = re.compile(
     r"(?P<key>password|passwd|pwd)(?P<sep>\s*[=:]\s*)(?P<val>'[^']*'|\"[^\"]*\"|\S+)", re.I
@@ -60,13 +62,29 @@ def make_engine(
             )
     elif backend == "sqlite":
         connect_args["timeout"] = connect_timeout
-    connect_args.update(kwargs.pop("connect_args", {}))
-    return create_engine(u, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+    connect_args.update(kwargs.pop("connect_args", None) or {})  # the application's win
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(u, connect_args=connect_args, **kwargs)
 
 
-def guard_engine(url: str | URL, connect_timeout: float = 5.0) -> Engine:
-    """The engine for reading state: every wait bounded, so a hung server cannot hang a request."""
-    return make_engine(url, connect_timeout, query_timeout=max(5.0, 2 * connect_timeout))
+def guard_engine(settings: Settings) -> Engine:
+    """The engine for reading state: every wait bounded, so a hung server cannot hang a request.
+
+    The application's own engine options (SQLALCHEMY_ENGINE_OPTIONS: TLS, pool
+    settings) apply here too.
+    """
+    timeout = settings.connect_timeout
+    return make_engine(
+        settings.database_url,
+        timeout,
+        query_timeout=max(5.0, 2 * timeout),
+        **settings.engine_options,
+    )
+
+
+def run_engine(settings: Settings) -> Engine:
+    """The engine for runs (migrations, backups): a bounded connect, unbounded statements."""
+    return make_engine(settings.database_url, settings.connect_timeout, **settings.engine_options)
 
 
 def missing_sqlite_file(url: URL) -> Path | None:

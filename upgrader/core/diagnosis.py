@@ -107,6 +107,7 @@ class CodeFacts:
     graph: RevisionGraph | None
     error: str | None = None  # the script directory could not be read
     releases: Mapping[str, str] = field(default_factory=dict)
+    guard_tables: frozenset[str] = field(default_factory=storage.table_names)
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -130,6 +131,7 @@ class Diagnosis:
     checked_at: dt.datetime
     version_to_record: str | None = None  # a release without migrations, not yet recorded
     state_row_id: int | None = None
+    outside_change: tuple[str, str] | None = None  # revisions moved without upgrader: (from, to)
 
     @property
     def code(self) -> str | None:
@@ -301,8 +303,8 @@ def decide(
                 State.NOT_INSTALLED,
                 "This database already holds tables that no migration recorded. Check that "
                 "UPGRADER_DATABASE_URL names this application's database; if it does, the "
-                "tables predate Alembic: bring them under Alembic (`alembic stamp` with the "
-                f"matching revision), then run `{cli} adopt`.",
+                "tables predate Alembic: bring them under Alembic (`"
+                f"{cli} stamp REVISION` with the matching revision), then run `{cli} adopt`.",
                 f"the database holds {len(foreign)} table(s) ({shown}) but no version information",
                 "alembic_version exists but is empty" if db.has_version_table else "",
             )
@@ -321,9 +323,25 @@ def decide(
         return result(
             State.SCHEMA_UNKNOWN,
             f"Check which revision the schema really has; if it is {', '.join(keep)}, keep "
-            f"only that row in alembic_version (`alembic stamp --purge {' '.join(keep)}`), then "
+            f"only that row in alembic_version (`{cli} stamp --purge {' '.join(keep)}`), then "
             f"run `{cli} status` again.",
             f"alembic_version holds overlapping revisions ({revs}): {pairs}",
+        )
+
+    harmful = [r for r in pending if r.drops & code.guard_tables]
+    if harmful:
+        names = ", ".join(sorted(set().union(*(r.drops & code.guard_tables for r in harmful))))
+        files = "; ".join(f"{r.id} ({r.path})" for r in harmful)
+        return result(
+            State.SCHEMA_UNKNOWN,
+            "Do not upgrade with this release: it would delete upgrader's state and journal. "
+            "Keep running the previous release, and tell the application's developer: their "
+            f"revision(s) {files} drop or alter {names}, which autogenerate writes when env.py "
+            "lacks upgrader's filter; they must remove those operations, add `include_name` from "
+            "upgrader.alembic to env.py (docs/embedding.md), and ship a fixed release.",
+            f"pending revision(s) {', '.join(r.id for r in harmful)} would drop or alter "
+            f"upgrader's own tables ({names})",
+            summary=SUMMARIES[State.SCHEMA_UNKNOWN],
         )
 
     if single is None and not db.states:
@@ -377,7 +395,7 @@ def decide(
         return result(
             State.SCHEMA_UNKNOWN,
             "Restore the backup taken before the last upgrade; or, if the application's tables "
-            f"are intact, record their revision with `alembic stamp {release_rev or 'REVISION'}`"
+            f"are intact, record their revision with `{cli} stamp {release_rev or 'REVISION'}`"
             f"{f' (the revision of release {stored.raw})' if release_rev else ''}.",
             f"upgrader's state says version {stored.raw}, but alembic_version {what}",
         )
@@ -452,10 +470,18 @@ def decide(
             f"`{cli} history` shows it"
         )
     to_record = code.version.raw if ordering < 0 else None
+    outside = _outside_change(run, db.revisions)
+    if outside:
+        notes.append(
+            f"the schema was changed outside upgrader (revision {outside[0]} to {outside[1]}, "
+            "with no backup and no journal entry)"
+        )
     if to_record:
         notes.append(
             f"release {to_record} adds no migrations: version {stored.raw} is to be recorded "
             f"as {to_record}"
+            if not outside
+            else f"version {stored.raw} is to be recorded as {to_record}"
         )
     maintenance = single.maintenance
     if maintenance.active(now) and maintenance.mode == "block":
@@ -467,8 +493,20 @@ def decide(
             f"maintenance switched on by {maintenance.set_by or 'unknown'}{until}",
             summary=maintenance.message or None,
             version_to_record=to_record,
+            outside_change=outside,
         )
-    return result(State.OK, "", *notes, version_to_record=to_record)
+    return result(State.OK, "", *notes, version_to_record=to_record, outside_change=outside)
+
+
+def _outside_change(run: Run | None, revisions: Sequence[str]) -> tuple[str, str] | None:
+    """Revisions that moved since upgrader last wrote them down (`flask db upgrade` run by
+    hand): the last journal entry that closed well says which revisions it left."""
+    if run is None or run.status != "succeeded" or run.to_revisions is None:
+        return None
+    recorded = storage.split_revisions(run.to_revisions)
+    if sorted(recorded) == sorted(revisions):
+        return None
+    return ", ".join(recorded) or "none", ", ".join(revisions) or "none"
 
 
 def _progress(run: Run | None) -> str:
@@ -503,13 +541,15 @@ def load_code_facts(settings: Settings) -> CodeFacts:
     """Read the code's version and migration graph. Slow (imports revision files): cache it."""
     version = parse_version(settings.resolved_code_version())
     migrations = Path(settings.migrations)
+    ours = storage.table_names(settings.table_prefix)
     if not migrations.is_dir():
-        return CodeFacts(version, None, f"{migrations} is not a directory", settings.releases)
+        error = f"{migrations} is not a directory"
+        return CodeFacts(version, None, error, settings.releases, ours)
     try:
         graph = load_graph(migrations)
     except Exception as exc:  # revision files are the application's code: anything can fail
-        return CodeFacts(version, None, f"{type(exc).__name__}: {exc}", settings.releases)
-    return CodeFacts(version, graph, None, settings.releases)
+        return CodeFacts(version, None, f"{type(exc).__name__}: {exc}", settings.releases, ours)
+    return CodeFacts(version, graph, None, settings.releases, ours)
 
 
 def read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
@@ -558,7 +598,7 @@ def diagnose(
     """
     code = code or load_code_facts(settings)
     own_engine = engine is None
-    engine = engine or guard_engine(settings.database_url, settings.connect_timeout)
+    engine = engine or guard_engine(settings)
     try:
         facts = read_database(engine, settings)
         installer = settings.installer_dir is not None and Path(settings.installer_dir).is_dir()
@@ -576,20 +616,30 @@ def diagnose(
 def _record(engine: Engine, settings: Settings, diagnosis: Diagnosis) -> Diagnosis:
     assert diagnosis.version_to_record is not None and diagnosis.state_row_id is not None
     tables = storage.define_tables(settings.table_prefix)
+    version, outside = diagnosis.version_to_record, diagnosis.outside_change
+    if outside is None:
+        note = f"release {version} adds no migrations: version recorded on its own"
+    else:
+        note = (
+            f"the schema was changed outside upgrader, from revision {outside[0]} to "
+            f"{outside[1]}, with no backup: version {version} recorded"
+        )
     try:
         storage.record_version(
             engine,
             tables,
             diagnosis.state_row_id,
             diagnosis.schema_version,
-            diagnosis.version_to_record,
+            version,
             diagnosis.database_revisions,
+            note=note,
+            kind="version" if outside is None else "external",
         )
     except SQLAlchemyError as exc:
         reason = describe_error(exc, engine.url)
-        note = f"could not record version {diagnosis.version_to_record}: {reason}"
-        return replace(diagnosis, details=(*diagnosis.details, note))
-    recorded = f"release {diagnosis.version_to_record} adds no migrations: version recorded"
+        failed = f"could not record version {version}: {reason}"
+        return replace(diagnosis, details=(*diagnosis.details, failed))
+    recorded = note.replace(" on its own", "")
     details = tuple(d for d in diagnosis.details if "is to be recorded" not in d)
     return replace(
         diagnosis,

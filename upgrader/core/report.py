@@ -101,7 +101,7 @@ def database_info(engine: Engine) -> dict[str, Any]:
 def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any]]:
     """Diagnose without writing anything, and gather the whole report."""
     code = load_code_facts(settings)
-    engine = guard_engine(settings.database_url, settings.connect_timeout)
+    engine = guard_engine(settings)
     try:
         diagnosis = diagnose(settings, code=code, engine=engine, record=False)
         history: list[dict[str, Any]] = []

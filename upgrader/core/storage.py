@@ -16,6 +16,7 @@ Every timestamp is naive UTC.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import getpass
 import os
 import socket
@@ -120,6 +121,13 @@ def define_tables(prefix: str = "upgrader_") -> Tables:
         Column("duration", Float),
     )
     return Tables(md, state, runs, steps)
+
+
+@functools.cache
+def table_names(prefix: str = "upgrader_") -> frozenset[str]:
+    """The names of upgrader's own tables: the application's migrations must leave them be."""
+    tables = define_tables(prefix)
+    return frozenset(t.name for t in (tables.state, tables.runs, tables.steps))
 
 
 @dataclass(frozen=True)
@@ -355,9 +363,10 @@ def journal_entry(
     to_version: str,
     revisions: Sequence[str],
     note: str,
+    to_revisions: Sequence[str] | None = None,
     **extra: Any,
 ) -> None:
-    """A journal row for work that finished at once and left the schema as it was."""
+    """A journal row for work that finished at once (the revisions may have moved)."""
     now = utcnow()
     conn.execute(
         tables.runs.insert().values(
@@ -369,7 +378,7 @@ def journal_entry(
             from_version=from_version,
             to_version=to_version,
             from_revisions=join_revisions(revisions),
-            to_revisions=join_revisions(revisions),
+            to_revisions=join_revisions(revisions if to_revisions is None else to_revisions),
             note=note,
             **identity(),
             **extra,
@@ -385,6 +394,8 @@ def record_version(
     to_version: str,
     revisions: Sequence[str],
     trigger: str = "auto",
+    note: str | None = None,
+    kind: str = "version",
 ) -> bool:
     """Record a release that brings no migration: the state row moves from -> to, once.
 
@@ -404,12 +415,12 @@ def record_version(
         journal_entry(
             conn,
             tables,
-            kind="version",
+            kind=kind,
             trigger=trigger,
             from_version=from_version,
             to_version=to_version,
             revisions=revisions,
-            note=f"release {to_version} adds no migrations: version recorded on its own",
+            note=note or f"release {to_version} adds no migrations: version recorded on its own",
         )
     return True
 

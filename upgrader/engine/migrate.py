@@ -52,6 +52,12 @@ def apply_revision(cfg: Config, revision: str, app: Any = None) -> None:
         command.upgrade(cfg, revision)
 
 
+def stamp_revisions(cfg: Config, revisions: list[str], purge: bool, app: Any = None) -> None:
+    """Alembic's `stamp`, through the application's env.py: records, migrates nothing."""
+    with application_context(app):
+        command.stamp(cfg, revisions, purge=purge)
+
+
 class OfflineSQLError(Exception):
     """A revision cannot be written out as SQL; `partial` holds the SQL up to it."""
 

@@ -29,15 +29,15 @@ from typing import Any
 from sqlalchemy import Engine, inspect
 
 from upgrader.core import storage
-from upgrader.core.database import describe_error, make_engine, missing_sqlite_file, redact
+from upgrader.core.database import describe_error, missing_sqlite_file, redact, run_engine
 from upgrader.core.diagnosis import CodeFacts, Diagnosis, State, diagnose, load_code_facts
 from upgrader.core.revisions import Revision
 from upgrader.core.versions import compare, parse_version
 from upgrader.engine import journal
 from upgrader.engine.backup import Backup, BackupError, create_backup, preflight, restore_backup
 from upgrader.engine.locks import LockBusy, LockLost, upgrade_lock
-from upgrader.engine.migrate import apply_revision, migration_config
-from upgrader.settings import SAMPLE_APP, Settings, load_app
+from upgrader.engine.migrate import apply_revision, migration_config, stamp_revisions
+from upgrader.settings import Settings, load_app
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -97,11 +97,11 @@ class Runner:
         self.code = code or load_code_facts(settings)
         self.progress = progress or _quiet
         self.tables = storage.define_tables(settings.table_prefix)
-        self._app: Any = None
+        self._app: Any = settings.app_object
 
     @contextlib.contextmanager
     def _engine(self) -> Iterator[Engine]:
-        engine = make_engine(self.settings.database_url, self.settings.connect_timeout)
+        engine = run_engine(self.settings)
         try:
             yield engine
         finally:
@@ -112,8 +112,8 @@ class Runner:
 
     def app(self) -> Any:
         """The application object, for env.py files that need its context (Flask-Migrate)."""
-        if self._app is None and self.settings.app and self.settings.app != SAMPLE_APP:
-            self._app = load_app(self.settings.app)
+        if self._app is None and self.settings.app_ref:
+            self._app = load_app(self.settings.app_ref)
         return self._app
 
     # ------------------------------------------------------------- upgrade
@@ -387,6 +387,13 @@ class Runner:
                 d = self.diagnose(engine)
                 wanted = code.graph.ancestry([target])
                 pending = [r for r in code.graph.pending(()) if r.id in wanted]
+                harmful = [r.id for r in pending if r.drops & code.guard_tables]
+                if harmful:
+                    raise Refused(
+                        f"revision(s) {', '.join(harmful)} would drop or alter upgrader's own "
+                        "tables: this release cannot be installed (see `status`)",
+                        EXIT_REFUSED_AHEAD,
+                    )
                 return self._run(
                     engine,
                     lock,
@@ -500,6 +507,40 @@ class Runner:
                 )
             return restored
 
+    # ----------------------------------------------------------------- stamp
+
+    def stamp(self, revisions: list[str], *, purge: bool = False, trigger: str = "cli") -> str:
+        """Record revisions in Alembic's version table without migrating (the repair the
+        diagnosis names for a lost or overlapping alembic_version), under the lock."""
+        graph = self.code.graph
+        unknown = [r for r in revisions if graph is None or not graph.known(r)]
+        if unknown and not set(unknown) <= {"head", "heads", "base"}:
+            raise Refused(f"revision(s) {', '.join(unknown)} are not part of this code")
+        with self._engine() as engine, self._locked(engine):
+            d = self.diagnose(engine)
+            if d.state is State.DATABASE_UNAVAILABLE:
+                raise Refused(
+                    f"the database cannot be reached: {'; '.join(d.details)}", EXIT_UNAVAILABLE
+                )
+            cfg = migration_config(Path(self.settings.migrations), engine.url)
+            stamp_revisions(cfg, revisions, purge, self.app())
+            after = self._current_revisions(engine)
+            if inspect(engine).has_table(self.tables.runs.name):
+                with engine.begin() as conn:
+                    storage.journal_entry(
+                        conn,
+                        self.tables,
+                        kind="stamp",
+                        trigger=trigger,
+                        from_version=d.schema_version,
+                        to_version=d.schema_version or "-",
+                        revisions=d.database_revisions,
+                        to_revisions=after,
+                        note=f"alembic_version set to {', '.join(after) or 'nothing'} "
+                        f"(was {', '.join(d.database_revisions) or 'nothing'}); no migration ran",
+                    )
+            return f"alembic_version now holds {', '.join(after) or 'nothing'}"
+
     # ---------------------------------------------------------------- unlock
 
     def unlock(self, *, force: bool = False) -> str:
@@ -560,8 +601,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         env["UPGRADER_CODE_VERSION"] = settings.code_version
     if settings.distribution:
         env["UPGRADER_DISTRIBUTION"] = settings.distribution
-    if settings.app:
-        env["UPGRADER_APP"] = settings.app
+    if settings.app_ref:
+        env["UPGRADER_APP"] = settings.app_ref
     if settings.installer_dir:
         env["UPGRADER_INSTALLER_DIR"] = str(settings.installer_dir)
     if settings.releases:

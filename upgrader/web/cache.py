@@ -59,7 +59,7 @@ class DiagnosisCache:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = guard_engine(self.settings.database_url, self.settings.connect_timeout)
+            self._engine = guard_engine(self.settings)
         return self._engine
 
     def invalidate(self) -> None:

@@ -1,7 +1,9 @@
 """Shelf: the small lending library that upgrader is shown on.
 
 A real self-hosted Flask application over three tables, with four releases
-(see releases.py) whose migrations live in the repository's migrations/.
+(see releases.py) whose migrations live in the repository's migrations/. It is
+used by `upgrader demo` and the tests, and only when named: upgrader never
+falls back to it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from typing import Any
 from flask import Flask, abort, render_template
 from sqlalchemy import Engine, create_engine, func, select
 
-from sampleapp import schema
-from sampleapp.config import upgrader_config
-from sampleapp.releases import CURRENT
+from upgrader.sample import schema
+from upgrader.sample.config import shelf_config
+from upgrader.sample.releases import CURRENT
 from upgrader.web.flask import Upgrader
 
 __version__ = CURRENT
@@ -22,13 +24,13 @@ __version__ = CURRENT
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
-    app.config.update(upgrader_config())
+    app.config.update(shelf_config(app.instance_path))
     if test_config:
         app.config.update(test_config)
-    engine = create_engine(app.config["UPGRADER_DATABASE_URL"], pool_pre_ping=True)
+    engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], pool_pre_ping=True)
     if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
         Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
-    app.extensions["sampleapp.engine"] = engine
+    app.extensions["shelf.engine"] = engine
 
     # The guard, embedded as any Flask application would (docs/embedding.md).
     Upgrader().init_app(app)
@@ -89,5 +91,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def _engine(app: Flask) -> Engine:
-    engine: Engine = app.extensions["sampleapp.engine"]
+    engine: Engine = app.extensions["shelf.engine"]
     return engine

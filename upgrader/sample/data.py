@@ -11,7 +11,7 @@ import datetime as dt
 from packaging.version import Version
 from sqlalchemy import Connection, column, table
 
-from sampleapp.text import isbn13, sort_name
+from upgrader.sample.text import isbn13, sort_name
 
 AUTHORS: list[tuple[int, str]] = [
     (1, "Jane Austen"),
