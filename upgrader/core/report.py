@@ -52,7 +52,7 @@ def environment() -> dict[str, Any]:
 
 def configuration(settings: Settings) -> dict[str, dict[str, Any]]:
     values: dict[str, Any] = {
-        "app": settings.app,
+        "app": settings.app_ref,
         "database_url": safe_url(settings.database_url),
         "migrations": str(settings.migrations),
         "code_version": settings.code_version,
@@ -63,6 +63,8 @@ def configuration(settings: Settings) -> dict[str, dict[str, Any]]:
         "backup_dir": str(settings.backup_dir),
         "connect_timeout": settings.connect_timeout,
         "lease_seconds": settings.lease_seconds,
+        # option names only: connect_args may hold credentials
+        "engine_options": ", ".join(sorted(settings.engine_options)) or None,
     }
     return {
         name: {"value": value, "source": settings.sources.get(name, "default")}
