@@ -100,7 +100,7 @@ def test_scheduled_maintenance_window() -> None:
     assert decide(code, later, now=NOW + dt.timedelta(hours=3)).state is State.OK
 
 
-def test_code_with_two_heads_is_err3(tmp_path: Path) -> None:
+def test_an_accidental_split_of_one_branch_is_err3(tmp_path: Path) -> None:
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, migrations, ignore=shutil.ignore_patterns("__pycache__"))
     (migrations / "versions" / "0003b_branch.py").write_text(
@@ -113,8 +113,9 @@ def test_code_with_two_heads_is_err3(tmp_path: Path) -> None:
         "--database-url", url, "--migrations", str(migrations), "--code-version", "2.0.1", "status"
     )
     assert result.exit_code == 3
-    assert "2 Alembic heads" in result.output
-    assert "0003_sort_names" in result.output and "0003b_branch" in result.output
+    assert "split one branch" in result.output
+    assert "0003_sort_names and 0003b_branch" in result.output
+    assert "alembic merge -m merge 0003_sort_names 0003b_branch" in result.output
 
 
 def test_missing_migrations_directory_is_err3(tmp_path: Path) -> None:

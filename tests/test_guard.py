@@ -11,7 +11,7 @@ import pytest
 from werkzeug.test import Client
 
 from tests.helpers import MIGRATIONS, code_at, execute, install, run_cli
-from tests.test_states import CASES
+from tests.test_states import CASES, _release_held_locks  # noqa: F401 (its fixture)
 from upgrader.core.storage import utcnow
 from upgrader.sample import create_app
 from upgrader.sample.releases import CURRENT, RELEASES

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import fcntl
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import pytest
 from sqlalchemy import create_engine, select
 
 from tests.helpers import SAMPLE, add_run, cli_args, execute, install, migrate, run_cli
 from upgrader.core import storage
+from upgrader.engine.locks import upgrade_lock
 from upgrader.sample.releases import CURRENT
 
 
@@ -45,22 +45,20 @@ def run(**values: object) -> Callable[[str, Path], None]:
     return lambda url, tmp_path: add_run(url, **values)
 
 
-_HELD: list[IO[str]] = []
+_HELD = contextlib.ExitStack()
 
 
 @pytest.fixture(autouse=True)
 def _release_held_locks() -> Iterator[None]:
     yield
-    while _HELD:
-        _HELD.pop().close()
+    _HELD.close()
 
 
 def alive(url: str, tmp_path: Path) -> None:
-    """On SQLite a run is alive while its process holds the lock file: hold it like one."""
-    if url.startswith("sqlite:///"):
-        handle = open(url[len("sqlite:///") :] + ".upgrader-lock", "a+")  # noqa: SIM115
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        _HELD.append(handle)
+    """A run is alive while its process holds the upgrade lock: hold it like one."""
+    engine = create_engine(url)
+    _HELD.callback(engine.dispose)
+    _HELD.enter_context(upgrade_lock(engine))
 
 
 def foreign_tables(url: str, tmp_path: Path) -> None:

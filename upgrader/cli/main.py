@@ -71,6 +71,7 @@ COMMANDS = (
     run.backup,
     run.restore,
     run.stamp,
+    run.repair,
     journal.history,
     journal.unlock,
     adopt.adopt,

@@ -198,3 +198,18 @@ def stamp(obj: CliContext, revisions: tuple[str, ...], purge: bool, yes: bool) -
     except EngineError as exc:
         return _fail(exc)
     return 0
+
+
+@click.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_cli
+def repair(obj: CliContext, yes: bool) -> int:
+    """Remove the table copies an interrupted batch migration left behind (_alembic_tmp_*),
+    where the original table is still there. Only what `status` names."""
+    if not yes:
+        click.confirm("Drop the leftover _alembic_tmp_* tables?", abort=True)
+    try:
+        click.echo(Runner(obj.settings).repair())
+    except EngineError as exc:
+        return _fail(exc)
+    return 0

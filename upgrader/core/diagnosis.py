@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from upgrader.core import lockfile, storage
@@ -245,6 +245,14 @@ def decide(
             f"connecting failed: {db.error}",
         )
 
+    if db.busy:
+        return result(
+            State.UPGRADE_RUNNING,
+            f"Wait for it to finish; follow it with `{cli} status`.",
+            "the database is busy with the running upgrade (its process holds the upgrade "
+            f"lock, and SQLite lets nobody read during its writes): {db.busy}",
+        )
+
     # 2. Code that cannot be compared with anything.
     if code.error:
         return result(
@@ -253,12 +261,23 @@ def decide(
             "the release completely: its migrations are missing or broken.",
             f"the code's migrations cannot be read: {code.error}",
         )
-    if len(code.heads) > 1:
+    if code.graph is not None and not code.graph.revisions:
         return result(
             State.SCHEMA_UNKNOWN,
-            "This release is broken: its migrations branch. Do not upgrade with it; deploy a "
-            "release whose migrations were merged (`alembic merge heads` in development).",
-            f"the code has {len(code.heads)} Alembic heads: {', '.join(code.heads)}",
+            "Point UPGRADER_MIGRATIONS at the application's Alembic directory; if it is the "
+            "right one, the release is missing its migrations (versions/ is empty).",
+            "the code's migrations directory holds no revisions",
+        )
+    if code.graph is not None and code.graph.splits:
+        splits = "; ".join(" and ".join(heads) for heads in code.graph.splits)
+        first = code.graph.splits[0]
+        return result(
+            State.SCHEMA_UNKNOWN,
+            "This release is broken: its migrations split one branch in two, and Alembic "
+            "cannot tell which comes first. Do not upgrade with it: keep the previous release, "
+            "and have the application's developer merge the heads (`alembic merge -m merge "
+            f"{' '.join(first)}`, or `flask db merge {' '.join(first)}`) and ship a fixed release.",
+            f"the code's migrations split one branch without a branch label: heads {splits}",
         )
     if not code.version.valid:
         return result(
@@ -284,7 +303,11 @@ def decide(
             f"Wait for it to finish; follow it with `{cli} status`. "
             f"It was started by {run.actor or 'unknown'} on {run.host} (pid {run.pid}) at "
             f"{storage.iso(run.started_at)}.",
-            f"run #{run.id} from {run.from_version} to {run.to_version}: {progress}",
+            f"run #{run.id} from {run.from_version or '-'} to {run.to_version}: {progress}",
+            _stuck(run, now, db),
+            f"a session of the killed run is still working in the server: {db.lingering}"
+            if db.lingering
+            else "",
             summary=f"{SUMMARIES[State.UPGRADE_RUNNING]} ({progress})" if progress else None,
         )
 
@@ -344,6 +367,10 @@ def decide(
             summary=SUMMARIES[State.SCHEMA_UNKNOWN],
         )
 
+    attempt = _attempt(db, graph, cli, upgrade, now)
+    if attempt is not None and single is None and not db.states:
+        return result(*attempt)  # an adopting run that was killed or failed is just that
+
     if single is None and not db.states:
         # Alembic manages this database, upgrader has never recorded it.
         adopt = "the database is managed by Alembic but has no upgrader state yet"
@@ -361,6 +388,7 @@ def decide(
                 f"{upgrade_now}: it adopts the database and applies {len(pending)} revision(s).",
                 adopt,
                 f"{len(pending)} revision(s) pending from {revs}",
+                _stopped_early(run) or "",
             )
         return result(
             State.UPGRADE_PENDING,
@@ -411,10 +439,17 @@ def decide(
                 f"the database was upgraded to {stored.raw}; this code is {code.version.raw}",
                 f"revision(s) {', '.join(unknown)} come from a newer release",
             )
+        clean = _clean_backup(db.recent_runs) or _last_backup(db.recent_runs)
+        back = (
+            f"restore the backup {clean} (`{cli} restore {clean} --yes`)"
+            if clean
+            else "restore a backup from before it was applied"
+        )
         return result(
             State.SCHEMA_UNKNOWN,
-            f"Deploy the code the database was last upgraded with ({stored.raw}) and check "
-            "that no patch for another version was applied; or restore a backup.",
+            f"The database holds revision(s) {', '.join(unknown)} that no release up to "
+            f"{stored.raw} has: a patch or a migration meant for another version was applied. "
+            f"Deploy the code those revisions belong to, or {back}.",
             f"revision(s) {', '.join(unknown)} are not part of this code, yet the stored "
             f"version {stored.raw} is not newer than the code ({code.version.raw})",
         )
@@ -436,32 +471,19 @@ def decide(
         )
 
     in_sync = not pending and ordering == 0
-    if run is not None and run.status == "running" and not in_sync:
-        return result(
-            State.UPGRADE_INTERRUPTED,
-            f"Run the upgrade again ({upgrade}): it resumes from revision {revs}. "
-            f"{_backup_hint(run, cli)}",
-            f"run #{run.id} ({run.from_version} to {run.to_version}) stopped at {progress}; "
-            + (
-                "no process holds its upgrade lock any more"
-                if db.lock_held is False
-                else f"its lease expired at {storage.iso(run.lease_expires_at)}"
-            )
-            + f" (it ran on {run.host}, pid {run.pid})",
-        )
-    if run is not None and run.status == "failed" and not in_sync:
-        return result(
-            State.UPGRADE_FAILED,
-            f"Read the error, fix its cause, then run the upgrade again ({upgrade}). "
-            f"{_backup_hint(run, cli)}",
-            f"run #{run.id} ({run.from_version} to {run.to_version}) failed at {progress}",
-            f"error: {run.error or 'not recorded'}",
-        )
+    if attempt is not None and not in_sync:
+        return result(*attempt)
     if pending:
+        versions = (
+            f"version {stored.raw} to {code.version.raw}"
+            if ordering
+            else f"at version {stored.raw} (the code's version was not raised)"
+        )
         return result(
             State.UPGRADE_PENDING,
             f"{upgrade_now}.",
-            f"version {stored.raw} to {code.version.raw}: {len(pending)} revision(s) pending",
+            f"{versions}: {len(pending)} revision(s) pending",
+            _stopped_early(run) or "",
         )
     notes: list[str] = []
     if run is not None and run.status == "running":
@@ -516,12 +538,135 @@ def _progress(run: Run | None) -> str:
     return f"step {run.step} of {run.steps}{current}"
 
 
-def _backup_hint(run: Run, cli: str) -> str:
-    if not run.backup_path:
-        return "No backup was recorded for that run."
+def _attempt(
+    db: DatabaseFacts, graph: RevisionGraph, cli: str, upgrade: str, now: dt.datetime
+) -> tuple[Any, ...] | None:
+    """An upgrade that was killed or failed after it began migrating: what is known, and
+    the fix that works. None when there is none (or it stopped before changing anything).
+
+    The fix depends on where the cut fell. PostgreSQL rolls a cut-off revision back; on
+    MariaDB/MySQL (schema changes commit as they run) and SQLite (many env.py files run
+    DDL outside a transaction, and batch mode copies tables) it may be half done. Then the
+    clean backup is the way back: the one taken before this upgrade's first attempt, not a
+    rerun's, which may hold the half-done revision.
+    """
+    run = db.last_run
+    if run is None or run.status not in ("running", "failed") or run.kind != "upgrade":
+        return None
+    alive = db.lock_held if db.lock_held is not None else run.lease_live(now)
+    if run.status == "running" and alive:
+        return None
+    if _stopped_early(run):
+        return None  # nothing was migrated: the upgrade is simply pending
+    revs = ", ".join(db.revisions) or "none"
+    progress = _progress(run)
+    state = State.UPGRADE_INTERRUPTED if run.status == "running" else State.UPGRADE_FAILED
+    clean = _clean_backup(db.recent_runs)
+    applied = graph.ancestry(db.revisions)
+    cut = run.revision if run.step and run.revision and run.revision not in applied else None
+    partial_possible = db.dialect in ("sqlite", "mysql", "mariadb")
+    leftovers = sorted(t for t in db.tables if t.startswith("_alembic_tmp_"))
+    repairable = [t for t in leftovers if t[len("_alembic_tmp_") :] in db.tables]
+    details: list[str] = []
+    if state is State.UPGRADE_INTERRUPTED:
+        how = (
+            "no process holds its upgrade lock any more"
+            if db.lock_held is False
+            else f"its lease expired at {storage.iso(run.lease_expires_at)}"
+        )
+        details.append(
+            f"run #{run.id} ({run.from_version or '-'} to {run.to_version}) stopped at "
+            f"{progress or 'its start'}; {how} (it ran on {run.host}, pid {run.pid})"
+        )
+    else:
+        details.append(
+            f"run #{run.id} ({run.from_version or '-'} to {run.to_version}) failed at "
+            f"{progress or 'its start'}"
+        )
+        details.append(f"error: {run.error or 'not recorded'}")
+    if cut and partial_possible:
+        why = (
+            "MariaDB/MySQL commits each schema change as it runs"
+            if db.dialect != "sqlite"
+            else "SQLite runs many migrations' schema changes outside a transaction"
+        )
+        details.append(f"revision {cut} was cut off and may be partly applied ({why})")
+    if leftovers:
+        details.append(
+            f"tables left by an interrupted batch migration: {', '.join(leftovers)}"
+            + ("" if len(repairable) == len(leftovers) else " (some without their original)")
+        )
+    if db.lingering:
+        details.append(f"a session of the dead run is still working in the server: {db.lingering}")
+    if clean:
+        details.append(f"the backup taken before this upgrade's first attempt: {clean}")
+
+    steps: list[str] = []
+    if db.lingering:
+        steps.append(f"end the dead run's database session with `{cli} unlock`")
+    if state is State.UPGRADE_FAILED:
+        steps.append("read the error and fix its cause")
+    risky = (cut and partial_possible) or (leftovers and len(repairable) < len(leftovers))
+    if risky and clean:
+        steps.append(
+            f"restore the backup taken before this upgrade with `{cli} restore {clean} --yes` "
+            f"(the rerun's backups may hold the half-done revision), then run the upgrade "
+            f"again ({upgrade})"
+        )
+        if leftovers and len(repairable) == len(leftovers) and not (cut and db.dialect != "sqlite"):
+            steps[-1] += f"; or remove the leftover tables with `{cli} repair` and run it again"
+    elif risky:
+        steps.append(
+            f"no backup was taken: compare the tables revision {cut or 'of the cut step'} "
+            "touches with its migration file and undo what it did"
+            + (f" (`{cli} repair` removes the leftover copies)" if repairable else "")
+            + f", then run the upgrade again ({upgrade}): it resumes from revision {revs}"
+        )
+    else:
+        if repairable:
+            steps.append(f"remove the leftover tables with `{cli} repair`")
+        steps.append(f"run the upgrade again ({upgrade}): it resumes from revision {revs}")
+        if clean:
+            steps.append(f"to go back instead, run `{cli} restore {clean} --yes`")
+    fix = "; ".join(steps)
+    return (state, fix[0].upper() + fix[1:] + ".", *details)
+
+
+def _stopped_early(run: Run | None) -> str | None:
+    """A run that ended before migrating anything (its backup failed, or it was stopped
+    while backing up) leaves the upgrade pending: say why, without calling it a failure."""
+    if run is None or run.kind != "upgrade" or run.step or run.status == "succeeded":
+        return None
+    if run.status == "failed":
+        return f"the last attempt (run #{run.id}) changed nothing: {run.error or 'no error'}"
+    # interrupted or aborted; or still "running" in the journal, which the caller asks only
+    # once it knows the run is dead (killed while it was backing up)
+    return f"the last attempt (run #{run.id}) stopped before migrating anything"
+
+
+def _clean_backup(runs: Sequence[Run]) -> str | None:
+    """The backup of this upgrade's first attempt: the runs since the last one that
+    finished well (or a restore) are its attempts, newest first."""
+    clean = None
+    for run in runs:
+        if run.status == "succeeded" or run.kind != "upgrade":
+            break
+        if run.backup_path:
+            clean = run.backup_path
+    return clean
+
+
+def _last_backup(runs: Sequence[Run]) -> str | None:
+    return next((r.backup_path for r in runs if r.backup_path), None)
+
+
+def _stuck(run: Run, now: dt.datetime, db: DatabaseFacts) -> str:
+    """Alive (it holds the lock) but silent: stopped with Ctrl-Z, or hung."""
+    if db.dialect == "sqlite" or run.lease_live(now) or not db.lock_held:
+        return ""
     return (
-        f"The backup taken before it is {run.backup_path}; to go back to it run "
-        f"`{cli} restore {run.backup_path}`."
+        f"no heartbeat since {storage.iso(run.heartbeat_at)}, yet its process holds the lock: "
+        f"if it was stopped (Ctrl-Z), resume it with `kill -CONT {run.pid}` on {run.host}"
     )
 
 
@@ -560,15 +705,24 @@ def read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
         return DatabaseFacts(missing_file=str(missing))
     tables = storage.define_tables(settings.table_prefix)
     held = lockfile.lock_held(url.database) if url.get_backend_name() == "sqlite" else None
-    try:
-        conn = engine.connect()
-    except SQLAlchemyError as exc:
-        return DatabaseFacts(reachable=False, error=_where(engine) + describe_error(exc, url))
-    try:
-        with conn:
-            return replace(storage.read_facts(conn, tables, settings.version_table), lock_held=held)
-    except (SQLAlchemyError, ValueError, TypeError, KeyError) as exc:
-        reason = describe_error(exc, url)
+    for attempt in (1, 2):
+        try:
+            conn = engine.connect()
+        except SQLAlchemyError as exc:
+            return DatabaseFacts(reachable=False, error=_where(engine) + describe_error(exc, url))
+        try:
+            with conn:
+                facts = storage.read_facts(conn, tables, settings.version_table)
+                return _with_run_facts(conn, facts, held)
+        except (SQLAlchemyError, ValueError, TypeError, KeyError) as exc:
+            reason = describe_error(exc, url)
+            storage.forget_columns(engine)  # a restore may have changed upgrader's tables
+            if held and "database is locked" in reason:
+                # SQLite: a long migration holds the write lock, and its process is alive.
+                return DatabaseFacts(busy=reason, lock_held=True, dialect="sqlite")
+            if attempt == 1 and _column_error(reason):
+                continue
+            break
     # Connected, then failed: the server went away or the database itself is unreadable
     # (listing its tables fails too), or only our tables are damaged.
     try:
@@ -577,6 +731,60 @@ def read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
     except SQLAlchemyError as exc:
         return DatabaseFacts(reachable=False, error=_where(engine) + describe_error(exc, url))
     return DatabaseFacts(unreadable=reason)
+
+
+def _column_error(reason: str) -> bool:
+    lowered = reason.lower()
+    return "column" in lowered and any(
+        word in lowered for word in ("no such column", "unknown column", "does not exist")
+    )
+
+
+def _with_run_facts(conn: Connection, facts: DatabaseFacts, held: bool | None) -> DatabaseFacts:
+    """For a run the journal says is running: does a process hold its lock? For one that
+    is over: does its statement still run in the server? (Only then: no query otherwise.)"""
+    run = facts.last_run
+    if run is None or run.status != "running":
+        return replace(facts, lock_held=held)
+    if held is None:
+        try:
+            held = lockfile.server_lock_held(conn)
+        except SQLAlchemyError:
+            held = None  # cannot be asked (permissions): the lease decides
+    lingering = None
+    if held is False and run.db_session:
+        lingering = lingering_statement(conn, run.db_session)
+    return replace(facts, lock_held=held, lingering=lingering)
+
+
+def lingering_statement(conn: Connection, session: str) -> str | None:
+    """The statement a server session is still running, or None when it is idle or gone."""
+    try:
+        if conn.dialect.name == "postgresql":
+            row = conn.execute(
+                text(
+                    "SELECT state, EXTRACT(EPOCH FROM now() - query_start)::int, "
+                    "left(query, 160) FROM pg_stat_activity "
+                    "WHERE pid = :p AND state NOT IN ('idle')"
+                ),
+                {"p": int(session)},
+            ).first()
+        elif conn.dialect.name in ("mysql", "mariadb"):
+            row = conn.execute(
+                text(
+                    "SELECT COMMAND, TIME, LEFT(INFO, 160) FROM information_schema.PROCESSLIST "
+                    "WHERE ID = :p AND COMMAND <> 'Sleep'"
+                ),
+                {"p": int(session)},
+            ).first()
+        else:
+            return None
+    except (SQLAlchemyError, ValueError):
+        return None
+    if row is None:
+        return None
+    query = " ".join(str(row[2] or "").split())
+    return f"session {session} ({row[0]}, {row[1]} s): {query}"
 
 
 def _where(engine: Engine) -> str:

@@ -1,15 +1,21 @@
-"""The SQLite upgrade lock file, and asking it whether an upgrade is alive.
+"""The upgrade lock's names, and asking it whether an upgrade is alive.
 
-On one host the OS lock is the exact truth: it dies with its process, so a
-killed upgrade shows as interrupted at once, without waiting for its lease.
-(The engine takes this lock; the diagnosis only probes it.)
+The lock dies with the process (SQLite: an OS file lock) or with its
+connection (PostgreSQL's advisory lock, MySQL's GET_LOCK), and a run holds it
+from before its journal row says "running" until after it says how it ended.
+So a run whose lock is free is over: killed, not "running until its lease
+expires". The engine takes the lock (engine/locks.py); the diagnosis only
+probes it, read-only.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 from pathlib import Path
+
+from sqlalchemy import Connection, text
 
 
 def lock_file(database: str | None) -> Path | None:
@@ -36,3 +42,38 @@ def lock_held(database: str | None) -> bool | None:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
         return False
+
+
+def lock_name(database: str | None, purpose: str = "upgrader") -> str:
+    return f"{purpose}:{database}"
+
+
+def pg_key(name: str) -> int:
+    """PostgreSQL's advisory lock key for a name (a signed 64-bit integer)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def mysql_name(name: str) -> str:
+    """MySQL's lock names are server-wide and at most 64 characters."""
+    return name if len(name) <= 64 else "upgrader:" + hashlib.sha256(name.encode()).hexdigest()[:40]
+
+
+def server_lock_held(conn: Connection) -> bool | None:
+    """Whether a session holds the upgrade lock of this PostgreSQL or MySQL database; None
+    where it cannot be asked."""
+    name = lock_name(conn.engine.url.database)
+    backend = conn.dialect.name
+    if backend == "postgresql":
+        key = pg_key(name)
+        # pg_locks shows a bigint advisory key as classid (high 32 bits) and objid (low).
+        query = text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid = :high AND objid = :low AND objsubid = 1"
+        )
+        unsigned = key & 0xFFFFFFFFFFFFFFFF
+        found = conn.scalar(query, {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF})
+        return bool(found)
+    if backend in ("mysql", "mariadb"):
+        return conn.scalar(text("SELECT IS_USED_LOCK(:n)"), {"n": mysql_name(name)}) is not None
+    return None

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -21,44 +22,72 @@ from alembic.script import ScriptDirectory
 class Revision:
     id: str
     message: str
-    parents: tuple[str, ...]
-    position: int  # 0 for a base revision; parents always come first
+    parents: tuple[str, ...]  # down_revision: the revision's history
+    position: int  # 0 for a base revision; what it requires always comes first
     path: str | None = None
     drops: frozenset[str] = frozenset()  # tables its upgrade() drops, renames or alters
+    requires: tuple[str, ...] = ()  # parents and `depends_on`: applied before it
+    branches: frozenset[str] = frozenset()  # branch labels (Alembic hands them down)
 
 
 @dataclass(frozen=True)
 class RevisionGraph:
     revisions: dict[str, Revision] = field(default_factory=dict)
     heads: tuple[str, ...] = ()
+    splits: tuple[tuple[str, ...], ...] = ()  # heads that split one branch by accident
+    script: Any = field(default=None, compare=False, repr=False)  # Alembic's, reused to migrate
 
     def known(self, rev: str) -> bool:
         return rev in self.revisions
 
-    def ancestry(self, revs: Iterable[str]) -> set[str]:
-        """The given known revisions and all their ancestors."""
+    def ancestry(self, revs: Iterable[str], *, history: bool = False) -> set[str]:
+        """The given known revisions and all they require (with `history`, their
+        down_revisions only, as Alembic's version table sees them)."""
         seen: set[str] = set()
         todo = [r for r in revs if r in self.revisions]
         while todo:
             rev = todo.pop()
             if rev not in seen:
                 seen.add(rev)
-                todo.extend(self.revisions[rev].parents)
+                node = self.revisions[rev]
+                todo.extend(node.parents if history else node.requires)
         return seen
 
     def pending(self, applied_heads: Iterable[str]) -> list[Revision]:
-        """Revisions between the applied heads and the code's heads, in apply order."""
+        """What `alembic upgrade heads` applies from the applied heads, in apply order:
+        every head of the code, with its dependencies (`depends_on`) and their history."""
         missing = self.ancestry(self.heads) - self.ancestry(applied_heads)
         return sorted((self.revisions[r] for r in missing), key=lambda r: (r.position, r.id))
 
     def overlapping(self, revs: Iterable[str]) -> list[tuple[str, str]]:
-        """Pairs (ancestor, descendant) among revs: a version table must hold heads only."""
+        """Pairs (ancestor, descendant) among revs: a version table must hold heads only.
+        A dependency is not an ancestor: Alembic keeps a row for each branch's head."""
         revs = [r for r in revs if r in self.revisions]
         pairs: list[tuple[str, str]] = []
         for r in revs:
-            above = self.ancestry(self.revisions[r].parents)
+            above = self.ancestry(self.revisions[r].parents, history=True)
             pairs.extend((o, r) for o in revs if o != r and o in above)
         return pairs
+
+
+def find_splits(revisions: dict[str, Revision], heads: Iterable[str]) -> list[tuple[str, ...]]:
+    """Heads that are an accidental split of one branch: they share history and no branch
+    label tells them apart. Declared branches (labels, separate bases, `depends_on`) are
+    ordinary Alembic and are upgraded together with `upgrade heads`."""
+    graph = RevisionGraph(revisions)
+    by_label: dict[frozenset[str], list[str]] = {}
+    for head in heads:
+        by_label.setdefault(revisions[head].branches, []).append(head)
+    splits: list[tuple[str, ...]] = []
+    for group in by_label.values():
+        histories = {h: graph.ancestry([h], history=True) for h in group}
+        components: list[set[str]] = []
+        for head in group:
+            joined = [c for c in components if any(histories[head] & histories[o] for o in c)]
+            merged = {head}.union(*joined)
+            components = [c for c in components if c not in joined] + [merged]
+        splits.extend(tuple(sorted(c)) for c in components if len(c) > 1)
+    return sorted(splits)
 
 
 def alembic_config(migrations: Path) -> Config:
@@ -90,14 +119,34 @@ def load_graph(migrations: Path) -> RevisionGraph:
     """Read the script directory. Raises alembic's CommandError when it is unusable."""
     script = ScriptDirectory.from_config(alembic_config(migrations))
     revisions: dict[str, Revision] = {}
-    # walk_revisions() goes from the heads down, so reversed it meets parents first.
+    # walk_revisions() goes from the heads down, dependencies included, so reversed it
+    # meets everything a revision requires before the revision itself.
     for s in reversed(list(script.walk_revisions())):
         parents = _parents(s)
-        depth = 1 + max((revisions[p].position for p in parents if p in revisions), default=-1)
+        requires = tuple(dict.fromkeys((*parents, *_dependencies(s))))
+        depth = 1 + max((revisions[p].position for p in requires if p in revisions), default=-1)
         revisions[s.revision] = Revision(
-            s.revision, (s.doc or "").strip(), parents, depth, s.path, tables_changed(s.path)
+            s.revision,
+            (s.doc or "").strip(),
+            parents,
+            depth,
+            s.path,
+            tables_changed(s.path),
+            requires,
+            frozenset(s.branch_labels or ()),
         )
-    return RevisionGraph(revisions, tuple(sorted(script.get_heads())))
+    heads = tuple(sorted(script.get_heads()))
+    splits = tuple(find_splits(revisions, heads))
+    return RevisionGraph(revisions, heads, splits, script)
+
+
+def _dependencies(script: Any) -> tuple[str, ...]:
+    """`depends_on`, as revision ids (Alembic resolves branch labels to them)."""
+    resolved = getattr(script, "_resolved_dependencies", None)
+    if resolved is not None:
+        return tuple(resolved)
+    deps = getattr(script, "dependencies", None) or ()
+    return (deps,) if isinstance(deps, str) else tuple(deps)
 
 
 # Operations that destroy or reshape a table, and where their table name is.

@@ -106,6 +106,9 @@ def define_tables(prefix: str = "upgrader_") -> Tables:
         Column("backup_checksum", String(128)),
         Column("backup_size", BigInteger),
         Column("note", Text),
+        # added in 0.2: the migration connection's server session (PostgreSQL backend pid,
+        # MySQL connection id), so a killed run's statement can be found and ended
+        Column("db_session", String(64)),
     )
     steps = Table(
         f"{prefix}steps",
@@ -201,6 +204,7 @@ class Run:
     backup_checksum: str | None
     backup_size: int | None
     note: str | None
+    db_session: str | None = None
 
     def lease_live(self, now: dt.datetime) -> bool:
         return (
@@ -235,6 +239,7 @@ class Run:
             "backup_checksum": self.backup_checksum,
             "backup_size": self.backup_size,
             "note": self.note,
+            "db_session": self.db_session,
         }
 
 
@@ -260,8 +265,15 @@ class DatabaseFacts:
     revisions: tuple[str, ...] = ()
     has_state_table: bool = False
     states: tuple[StateRow, ...] = ()
-    last_run: Run | None = None
+    recent_runs: tuple[Run, ...] = ()  # newest first: the current upgrade's attempts
     problems: tuple[str, ...] = field(default=())  # rows we could not read
+    dialect: str = ""
+    lingering: str | None = None  # a dead run's statement still running in the server
+    busy: str | None = None  # SQLite: locked by the live upgrade, so not readable now
+
+    @property
+    def last_run(self) -> Run | None:
+        return self.recent_runs[0] if self.recent_runs else None
 
 
 def read_facts(
@@ -275,20 +287,23 @@ def read_facts(
     if tables.state.name in names:
         for row in conn.execute(select(tables.state).order_by(tables.state.c.id)).mappings():
             states.append(_state_row(row, problems))
-    last_run = None
+    runs: list[Run] = []
     if tables.runs.name in names:
-        query = select(tables.runs).order_by(tables.runs.c.id.desc()).limit(1)
-        latest = conn.execute(query).mappings().first()
-        last_run = None if latest is None else Run(**dict(latest))
+        runs = recent_runs(conn, tables, RECENT, checked=True)
     return DatabaseFacts(
         tables=names,
         has_version_table=version_table in names,
         revisions=revisions,
         has_state_table=tables.state.name in names,
         states=tuple(states),
-        last_run=last_run,
+        recent_runs=tuple(runs),
         problems=tuple(problems),
+        dialect=conn.dialect.name,
     )
+
+
+RECENT = 8
+"""Journal rows read with every diagnosis: enough to find this upgrade's first attempt."""
 
 
 def read_revisions(conn: Connection, version_table: str = "alembic_version") -> tuple[str, ...]:
@@ -331,8 +346,27 @@ def _quote(conn: Connection, name: str) -> str:
     return conn.dialect.identifier_preparer.quote(name)
 
 
-def ensure_tables(engine: Engine | Connection, tables: Tables) -> None:
+def ensure_tables(engine: Engine, tables: Tables) -> None:
+    """Create upgrader's tables, and add the columns a newer upgrader added to them."""
     tables.metadata.create_all(engine, checkfirst=True)
+    with engine.begin() as conn:
+        inspector = inspect(conn)
+        for table in (tables.state, tables.runs, tables.steps):
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.c:
+                if column.name not in have and column.nullable:
+                    kind = column.type.compile(dialect=conn.dialect)
+                    name = conn.dialect.identifier_preparer.quote(column.name)
+                    table_name = conn.dialect.identifier_preparer.quote(table.name)
+                    conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
+    forget_columns(engine)
+
+
+def forget_columns(engine: Engine) -> None:
+    """Look the columns up again (after a restore, or when a read failed)."""
+    url = engine.url.render_as_string(hide_password=True)
+    for key in [k for k in _COLUMNS if k[0] == url]:
+        del _COLUMNS[key]
 
 
 def identity() -> dict[str, Any]:
@@ -344,13 +378,27 @@ def identity() -> dict[str, Any]:
     return {"actor": user, "host": socket.gethostname(), "pid": os.getpid()}
 
 
-def recent_runs(conn: Connection, tables: Tables, limit: int = 10) -> list[Run]:
-    if not inspect(conn).has_table(tables.runs.name):
+def recent_runs(
+    conn: Connection, tables: Tables, limit: int = 10, *, checked: bool = False
+) -> list[Run]:
+    """The newest runs first. Reads only the columns the table has: an older upgrader made
+    it, and only a writer adds the columns added since (`ensure_tables`)."""
+    if not checked and not inspect(conn).has_table(tables.runs.name):
         return []
-    rows = conn.execute(
-        select(tables.runs).order_by(tables.runs.c.id.desc()).limit(limit)
-    ).mappings()
+    columns = [c for c in tables.runs.c if c.name in _columns(conn, tables.runs.name)]
+    rows = conn.execute(select(*columns).order_by(tables.runs.c.id.desc()).limit(limit)).mappings()
     return [Run(**dict(r)) for r in rows]
+
+
+_COLUMNS: dict[tuple[str, str], frozenset[str]] = {}
+
+
+def _columns(conn: Connection, table: str) -> frozenset[str]:
+    """The table's columns, looked up once per process and database."""
+    key = (conn.engine.url.render_as_string(hide_password=True), table)
+    if key not in _COLUMNS:
+        _COLUMNS[key] = frozenset(c["name"] for c in inspect(conn).get_columns(table))
+    return _COLUMNS[key]
 
 
 def journal_entry(

@@ -36,6 +36,8 @@ from sqlalchemy import URL, Engine, inspect, text
 from upgrader.core.database import redact
 
 DUMP_TIMEOUT = 6 * 3600
+LOCK_WAIT = "60s"
+"""pg_dump waits this long for a table lock: a statement of a killed run may hold one."""
 
 
 class BackupError(Exception):
@@ -175,8 +177,11 @@ def create_backup(
             _mysql_dump(url, partial)
             _verify_mysql(partial, tables)
         os.replace(partial, final)
+    except (OSError, sqlite3.Error) as exc:  # a full disk, above all
+        raise BackupError(f"writing {final} failed: {redact(str(exc), url)}") from exc
     finally:
-        partial.unlink(missing_ok=True)
+        for leftover in (partial, Path(f"{partial}-journal")):
+            leftover.unlink(missing_ok=True)
     backup = Backup(
         path=str(final.resolve()),
         size=final.stat().st_size,
@@ -235,13 +240,19 @@ def _require_tables(found: set[str], expected: list[str]) -> None:
 
 @contextlib.contextmanager
 def _pg_env(url: URL) -> Iterator[tuple[list[str], dict[str, str]]]:
-    """Connection options and an environment with a temporary 0600 password file."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    args = [
-        f"--host={url.host or 'localhost'}",
-        f"--port={url.port or 5432}",
-        f"--username={url.username or 'postgres'}",
-    ]
+    """Connection options and an environment with a temporary 0600 password file.
+
+    What the URL names is passed on; what it leaves out (the host, for a Unix socket) is
+    left to libpq's defaults and the PG* variables, as the driver does."""
+    env = dict(os.environ)
+    env.pop("PGPASSWORD", None)
+    query_host = url.query.get("host")
+    host = url.host or (query_host if isinstance(query_host, str) else None)
+    args = [f"--host={host}"] if host else []
+    if url.port:
+        args.append(f"--port={url.port}")
+    if url.username:
+        args.append(f"--username={url.username}")
     sslmode = url.query.get("sslmode")
     if isinstance(sslmode, str):
         env["PGSSLMODE"] = sslmode
@@ -249,10 +260,10 @@ def _pg_env(url: URL) -> Iterator[tuple[list[str], dict[str, str]]]:
         if url.password:
             passfile = Path(tmp) / "pgpass"
             fields = [
-                url.host or "localhost",
-                str(url.port or 5432),
                 "*",
-                url.username or "postgres",
+                "*",
+                "*",
+                "*",
                 str(url.password),
             ]
             passfile.write_text(
@@ -283,6 +294,7 @@ def _pg_dump(url: URL, target: Path) -> None:
                 "pg_dump",
                 "--format=custom",
                 "--no-password",
+                f"--lock-wait-timeout={LOCK_WAIT}",
                 *args,
                 f"--file={target}",
                 f"--dbname={url.database}",
@@ -405,8 +417,8 @@ def restore_backup(engine: Engine, path: Path) -> Backup:
     check_belongs(backup, engine)
     url = engine.url
     backend = url.get_backend_name()
-    if backend == "sqlite":
-        src = sqlite3.connect(Path(backup.path).resolve().as_uri() + "?mode=ro", uri=True)
+    if backend == "sqlite":  # exactly the file that was verified, wherever it was moved
+        src = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
         dst = sqlite3.connect(url.database or "")
         try:
             src.backup(dst)

@@ -6,13 +6,12 @@ happened even when the process dies a moment later.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select, true
 
 from upgrader.core import storage
 from upgrader.core.storage import Tables, utcnow
@@ -77,47 +76,60 @@ def finish_run(engine: Engine, tables: Tables, run_id: int, status: str, **value
 
 
 def start_step(
-    engine: Engine,
+    conn: Connection,
     tables: Tables,
     run_id: int,
     position: int,
     revision: str,
     message: str,
-    lease_seconds: float,
+    lease_seconds: float | None,
 ) -> int:
-    """Journal the step about to run, renewing the lease as a heartbeat would."""
+    """Journal the step about to run; with `lease_seconds`, renew the lease as a heartbeat."""
     now = utcnow()
-    with engine.begin() as conn:
-        conn.execute(
-            tables.runs.update()
-            .where(tables.runs.c.id == run_id)
-            .values(
-                step=position,
-                revision=revision,
-                message=message,
-                heartbeat_at=now,
-                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
-            )
+    lease = {}
+    if lease_seconds is not None:
+        lease = {
+            "heartbeat_at": now,
+            "lease_expires_at": now + dt.timedelta(seconds=lease_seconds),
+        }
+    conn.execute(
+        tables.runs.update()
+        .where(tables.runs.c.id == run_id)
+        .values(step=position, revision=revision, message=message, **lease)
+    )
+    result = conn.execute(
+        tables.steps.insert().values(
+            run_id=run_id,
+            position=position,
+            revision=revision,
+            message=message,
+            status="running",
+            started_at=now,
         )
-        result = conn.execute(
-            tables.steps.insert().values(
-                run_id=run_id,
-                position=position,
-                revision=revision,
-                message=message,
-                status="running",
-                started_at=utcnow(),
-            )
-        )
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+    )
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
-def finish_step(engine: Engine, tables: Tables, step_id: int, status: str, duration: float) -> None:
+def finish_step(
+    conn: Connection, tables: Tables, step_id: int, status: str, duration: float
+) -> None:
+    conn.execute(
+        tables.steps.update()
+        .where(tables.steps.c.id == step_id)
+        .values(status=status, finished_at=utcnow(), duration=round(duration, 3))
+    )
+
+
+def undo_steps(engine: Engine, tables: Tables, run_id: int, kept: set[str]) -> None:
+    """Steps the journal saw applied that the database no longer has: a failure later in the
+    same transaction rolled them back (PostgreSQL, with an env.py that runs all in one)."""
     with engine.begin() as conn:
         conn.execute(
             tables.steps.update()
-            .where(tables.steps.c.id == step_id)
-            .values(status=status, finished_at=utcnow(), duration=round(duration, 3))
+            .where(tables.steps.c.run_id == run_id)
+            .where(tables.steps.c.status == "succeeded")
+            .where(tables.steps.c.revision.not_in(kept) if kept else true())
+            .values(status="rolled back")
         )
 
 
@@ -132,13 +144,17 @@ def steps_of(engine: Engine, tables: Tables, run_id: int) -> list[dict[str, Any]
 
 
 class Heartbeat:
-    """Renews the run's lease while long steps run, so others see it alive."""
+    """Renews the run's lease while long steps run, so others see it alive.
+
+    Not on SQLite: a write from another connection while a migration holds the
+    database's write lock fails that migration ("database is locked"). There the
+    OS lock file tells liveness instead (core/lockfile.py), and no lease is written
+    during a run at all."""
 
     def __init__(self, engine: Engine, tables: Tables, run_id: int, lease_seconds: float) -> None:
         self._engine, self._tables, self._run_id = engine, tables, run_id
         self._lease = lease_seconds
         self._stop = threading.Event()
-        self._paused = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="upgrader-heartbeat", daemon=True)
         self.failures = 0
 
@@ -150,23 +166,9 @@ class Heartbeat:
         self._stop.set()
         self._thread.join()
 
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """No writes meanwhile. SQLite needs this during a migration: the migration reads
-        alembic_version first and writes later, and a heartbeat committing in between
-        makes SQLite fail the migration with "database is locked" to avoid a deadlock.
-        There the OS file lock tells liveness instead (core/lockfile.py)."""
-        self._paused.set()
-        try:
-            yield
-        finally:
-            self._paused.clear()
-
     def _beat(self) -> None:
         interval = max(0.5, self._lease / 3)
         while not self._stop.wait(interval):
-            if self._paused.is_set():
-                continue
             now = utcnow()
             try:
                 update_run(

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import threading
 import time
 from collections.abc import Iterator
 
 from sqlalchemy import Connection, Engine, text
 
-from upgrader.core.lockfile import lock_file
+from upgrader.core.lockfile import lock_file, lock_name, mysql_name, pg_key
 
 # Two threads of one process must not run Alembic at once: alembic.context and
 # alembic.op are module-global proxies (technical notes §1.2).
@@ -38,18 +37,6 @@ class LockBusy(Exception):
 
 class LockLost(Exception):
     """The connection holding the lock went away: the lock may be gone with it."""
-
-
-def lock_name(engine: Engine, purpose: str = "upgrader") -> str:
-    return f"{purpose}:{engine.url.database}"
-
-
-def _pg_key(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-
-
-def _mysql_name(name: str) -> str:
-    return name if len(name) <= 64 else "upgrader:" + hashlib.sha256(name.encode()).hexdigest()[:40]
 
 
 class UpgradeLock:
@@ -115,7 +102,7 @@ def _sqlite_lock(engine: Engine) -> Iterator[UpgradeLock]:
 
 @contextlib.contextmanager
 def _pg_lock(engine: Engine) -> Iterator[UpgradeLock]:
-    key = _pg_key(lock_name(engine))
+    key = pg_key(lock_name(engine.url.database))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if not conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
             raise LockBusy(f"PostgreSQL advisory lock {key} is held by another session")
@@ -128,7 +115,7 @@ def _pg_lock(engine: Engine) -> Iterator[UpgradeLock]:
 
 @contextlib.contextmanager
 def _mysql_lock(engine: Engine) -> Iterator[UpgradeLock]:
-    name = _mysql_name(lock_name(engine))
+    name = mysql_name(lock_name(engine.url.database))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if conn.scalar(text("SELECT GET_LOCK(:n, 0)"), {"n": name}) != 1:
             raise LockBusy(f"lock {name!r} is held by another session")

@@ -1,26 +1,33 @@
 """Running migrations through the application's own Alembic environment.
 
-upgrader calls `alembic.command.upgrade` once per revision, with the
+One Alembic pass per upgrade, as `alembic upgrade heads` makes it, through the
 application's env.py (which may be one nobody here wrote, such as
-Flask-Migrate's). One call per revision is what lets the journal say "step k
-of n" and what makes a rerun resume exactly where the database stands, with
-any env.py: the env.py only has to honour `sqlalchemy.url`, or find its
-database itself (Flask-Migrate's does, inside the application context we
-provide).
+Flask-Migrate's). upgrader sees each revision as Alembic applies it through
+`on_version_apply`, added to whatever env.py passes to `context.configure()`:
+the environment is Alembic's own `EnvironmentContext` with `configure()`
+extended, so it works with any env.py, even one that builds its configure
+arguments itself. That callback is what lets the journal say "step k of n", and
+the database's own version table is what a rerun resumes from.
+
+The env.py only has to honour `sqlalchemy.url`, or find its database itself
+(Flask-Migrate's does, inside the application context we provide).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import URL
+from alembic.runtime.environment import EnvironmentContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import URL, Connection
 
 from upgrader.core.revisions import alembic_config
 
@@ -47,9 +54,71 @@ def application_context(app: Any) -> Iterator[None]:
         yield
 
 
-def apply_revision(cfg: Config, revision: str, app: Any = None) -> None:
-    with application_context(app):
-        command.upgrade(cfg, revision)
+class Hooks(Protocol):
+    """What the runner hears from Alembic, on Alembic's own connection."""
+
+    def configured(self, connection: Connection | None) -> None: ...
+
+    def planned(self, revisions: list[str], connection: Connection | None) -> None: ...
+
+    def applied(self, revision: str, connection: Connection | None) -> None: ...
+
+
+def _environment(cfg: Config, script: ScriptDirectory, fn: Any, target: str, hooks: Hooks) -> Any:
+    """Alembic's own environment, whose `configure()` adds upgrader's callback to whatever
+    the env.py passes. (Alembic installs the instance's attributes as the `alembic.context`
+    module's, so an instance attribute, not a subclass, is what env.py calls.)"""
+    environment = EnvironmentContext(cfg, script, fn=fn, destination_rev=target)
+    configure = environment.configure
+
+    def applied(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+        if step.is_upgrade and not step.is_stamp:
+            hooks.applied(step.up_revision_id, ctx.connection)
+
+    def configure_with_hook(*args: Any, **kwargs: Any) -> None:
+        theirs = kwargs.get("on_version_apply") or ()
+        callbacks = [theirs] if callable(theirs) else list(theirs)
+        kwargs["on_version_apply"] = [*callbacks, applied]
+        configure(*args, **kwargs)
+        quiet_alembic()  # after the env.py's fileConfig(): progress is upgrader's to print
+        hooks.configured(environment.get_context().connection)
+
+    environment.configure = configure_with_hook  # type: ignore[method-assign]
+    return environment
+
+
+def quiet_alembic() -> None:
+    """Alembic's INFO lines would interleave with upgrader's progress; the env.py's logging
+    config may also have switched upgrader's own logger off (fileConfig's default)."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("upgrader").disabled = False
+
+
+def plan_upgrade(script: ScriptDirectory, target: str, heads: tuple[str, ...]) -> list[str]:
+    """The revisions `alembic upgrade <target>` applies from `heads`, in Alembic's order."""
+    current: Any = heads  # Alembic passes the version table's heads, typed as a str
+    return [step.revision.revision for step in script._upgrade_revs(target, current)]
+
+
+def run_upgrade(
+    cfg: Config,
+    target: str,
+    hooks: Hooks,
+    app: Any = None,
+    script: ScriptDirectory | None = None,
+) -> None:
+    """`alembic upgrade <target>` in one pass (what `command.upgrade` does), telling `hooks`
+    the plan and each applied revision. `script` may be one already loaded (its revision map
+    is then not built again)."""
+    script = script or ScriptDirectory.from_config(cfg)
+
+    def plan(heads: Any, context: Any) -> Any:
+        steps = script._upgrade_revs(target, heads)
+        hooks.planned([step.revision.revision for step in steps], context.connection)
+        return steps
+
+    with application_context(app), _environment(cfg, script, plan, target, hooks):
+        script.run_env()
 
 
 def stamp_revisions(cfg: Config, revisions: list[str], purge: bool, app: Any = None) -> None:

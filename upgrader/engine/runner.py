@@ -18,25 +18,35 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, inspect
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, inspect, text
 
 from upgrader.core import storage
 from upgrader.core.database import describe_error, missing_sqlite_file, redact, run_engine
-from upgrader.core.diagnosis import CodeFacts, Diagnosis, State, diagnose, load_code_facts
+from upgrader.core.diagnosis import (
+    CodeFacts,
+    Diagnosis,
+    State,
+    diagnose,
+    lingering_statement,
+    load_code_facts,
+)
 from upgrader.core.revisions import Revision
 from upgrader.core.versions import compare, parse_version
 from upgrader.engine import journal
 from upgrader.engine.backup import Backup, BackupError, create_backup, preflight, restore_backup
 from upgrader.engine.locks import LockBusy, LockLost, upgrade_lock
-from upgrader.engine.migrate import apply_revision, migration_config, stamp_revisions
+from upgrader.engine.migrate import migration_config, plan_upgrade, run_upgrade, stamp_revisions
 from upgrader.settings import Settings, load_app
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -153,7 +163,9 @@ class Runner:
                 pending = list(now.pending_revisions)
                 if not pending and now.state in (State.OK, State.MAINTENANCE):
                     return Outcome("nothing", "already up to date: another run finished first")
-                return self._run(engine, lock, now, pending, backup=backup, trigger=trigger)
+                return self._run(
+                    engine, lock, now, pending, "heads", backup=backup, trigger=trigger
+                )
 
     def _refuse_unless_upgradable(self, d: Diagnosis, under_lock: bool = False) -> None:
         if d.state is State.DATABASE_UNAVAILABLE:
@@ -204,6 +216,7 @@ class Runner:
         lock: Any,
         d: Diagnosis,
         pending: list[Revision],
+        target: str,
         *,
         backup: bool,
         trigger: str,
@@ -229,7 +242,13 @@ class Runner:
             {"run_id": run_id, "steps": len(pending), "from": d.schema_version, "to": to_version},
         )
         saved: Backup | None = None
-        with journal.Heartbeat(engine, self.tables, run_id, settings.lease_seconds) as beat:
+        sqlite = engine.url.get_backend_name() == "sqlite"
+        beat = (
+            contextlib.nullcontext()
+            if sqlite
+            else journal.Heartbeat(engine, self.tables, run_id, settings.lease_seconds)
+        )
+        with beat, _stopped_by_signals():
             try:
                 if backup:
                     self.progress("backup", {})
@@ -249,7 +268,7 @@ class Runner:
                         backup_size=saved.size,
                     )
                     self.progress("backup_done", {"path": saved.path, "size": saved.size})
-                applied = self._apply(engine, lock, run_id, pending, beat)
+                applied = self._apply(engine, lock, run_id, target, pending)
                 self._close(engine, run_id, to_version)
             except BackupError as exc:
                 journal.finish_run(
@@ -263,88 +282,61 @@ class Runner:
             except MigrationFailed as exc:
                 journal.finish_run(engine, self.tables, run_id, "failed", error=str(exc))
                 raise
+            except Stopped as exc:
+                journal.finish_run(
+                    engine, self.tables, run_id, "interrupted", note=f"stopped by {exc}"
+                )
+                raise
         verb = "installed" if kind == "install" else "upgraded"
         return Outcome(
             kind, f"{verb} to {to_version}", run_id, d.schema_version, to_version, applied, saved
         )
 
     def _apply(
-        self,
-        engine: Engine,
-        lock: Any,
-        run_id: int,
-        pending: list[Revision],
-        beat: journal.Heartbeat,
+        self, engine: Engine, lock: Any, run_id: int, target: str, pending: list[Revision]
     ) -> list[str]:
+        """One Alembic pass to `target`, journalled step by step as Alembic applies them."""
         cfg = migration_config(Path(self.settings.migrations), engine.url)
-        sqlite = engine.url.get_backend_name() == "sqlite"
-        applied: list[str] = []
-        total = len(pending)
-        for position, revision in enumerate(pending, start=1):
-            try:
-                lock.check()
-            except LockLost as exc:
-                raise MigrationFailed(f"stopped before step {position} of {total}: {exc}") from exc
-            step_id = journal.start_step(
-                engine,
-                self.tables,
-                run_id,
-                position,
-                revision.id,
-                revision.message,
-                self.settings.lease_seconds,
-            )
-            self.progress(
-                "step",
-                {
-                    "position": position,
-                    "total": total,
-                    "revision": revision.id,
-                    "message": revision.message,
-                },
-            )
-            started = time.monotonic()
-            try:
-                with beat.paused() if sqlite else contextlib.nullcontext():
-                    apply_revision(cfg, revision.id, self.app())
-                if revision.id not in self._current_revisions(engine):
-                    raise RuntimeError(
-                        "the migration ran but alembic_version was not updated: the "
-                        "application's env.py did not commit (is its connection already in "
-                        "a transaction?)"
+        graph = self.code.graph
+        script = graph.script if graph and graph.script else ScriptDirectory.from_config(cfg)
+        plan = plan_upgrade(script, target, self._current_revisions(engine))
+        steps = _Steps(self, engine, lock, run_id, plan, len(pending))
+        try:
+            run_upgrade(cfg, target, steps, self.app(), script)
+        except Stopped:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                raise Stopped("Ctrl-C (SIGINT)") from exc
+            raise MigrationFailed(steps.failed(exc)) from exc
+        wanted = (graph.heads if graph else ()) if target == "heads" else (target,)
+        if graph and graph.ancestry(wanted) - graph.ancestry(self._current_revisions(engine)):
+            raise MigrationFailed(
+                steps.failed(
+                    RuntimeError(
+                        "the migrations ran but alembic_version does not show them: the "
+                        "application's env.py did not commit (is its connection already in a "
+                        "transaction?)"
                     )
-            except Exception as exc:
-                duration = time.monotonic() - started
-                journal.finish_step(engine, self.tables, step_id, "failed", duration)
-                raise MigrationFailed(
-                    self._failure(engine, position, total, revision, exc)
-                ) from exc
-            duration = time.monotonic() - started
-            journal.finish_step(engine, self.tables, step_id, "succeeded", duration)
-            applied.append(revision.id)
-            self.progress(
-                "step_done",
-                {
-                    "position": position,
-                    "total": total,
-                    "revision": revision.id,
-                    "duration": duration,
-                },
+                )
             )
-        return applied
+        return steps.done
 
     def _failure(
-        self, engine: Engine, position: int, total: int, revision: Revision, exc: BaseException
+        self, engine: Engine, position: int, total: int, revision: str | None, exc: BaseException
     ) -> str:
-        message = (
-            f"step {position} of {total} ({revision.id}: {revision.message}) failed: "
-            f"{describe_error(exc, engine.url)}"
+        graph = self.code.graph
+        node = graph.revisions.get(revision) if graph and revision else None
+        where = (
+            f"step {position} of {total} ({revision}: {node.message if node else ''})"
+            if revision
+            else "before the first revision ran"
         )
-        if engine.url.get_backend_name() in ("mysql", "mariadb"):
+        message = f"{where} failed: {describe_error(exc, engine.url)}"
+        if revision and engine.url.get_backend_name() in ("mysql", "mariadb"):
             message += (
-                f". MariaDB/MySQL commits schema changes as they run, so revision {revision.id} "
-                "may be partly applied: compare the tables it touches with its migration file "
-                "before retrying, or restore the backup taken before this run"
+                f". MariaDB/MySQL commits schema changes as they run, so revision {revision} "
+                "may be partly applied"
             )
         return redact(message, engine.url)
 
@@ -374,18 +366,20 @@ class Runner:
 
     def install(self, *, release: str | None = None, trigger: str = "cli") -> Outcome:
         code = self.code
-        if code.graph is None or len(code.heads) != 1:
-            raise Refused(
-                f"the code's migrations cannot be used: {code.error or code.heads}",
-                EXIT_REFUSED_AHEAD,
+        if code.graph is None or not code.graph.revisions or code.graph.splits:
+            problem = code.error or (
+                f"heads {', '.join(code.heads)} split one branch"
+                if code.graph and code.graph.splits
+                else "no revisions"
             )
+            raise Refused(f"the code's migrations cannot be used: {problem}", EXIT_REFUSED_AHEAD)
         version, target = self._release_target(release)
         with self._engine() as engine:
             self._refuse_non_empty(engine)
             with self._locked(engine) as lock:
                 self._refuse_non_empty(engine)
                 d = self.diagnose(engine)
-                wanted = code.graph.ancestry([target])
+                wanted = code.graph.ancestry(code.heads if target == "heads" else [target])
                 pending = [r for r in code.graph.pending(()) if r.id in wanted]
                 harmful = [r.id for r in pending if r.drops & code.guard_tables]
                 if harmful:
@@ -399,6 +393,7 @@ class Runner:
                     lock,
                     d,
                     pending,
+                    target,
                     backup=False,
                     trigger=trigger,
                     kind="install",
@@ -407,9 +402,8 @@ class Runner:
 
     def _release_target(self, release: str | None) -> tuple[str, str]:
         code_version = self.code.version.raw
-        head = self.code.heads[0]
         if release is None or release == code_version:
-            return code_version, head
+            return code_version, "heads"
         parsed = parse_version(release)
         if not parsed.valid:
             raise Refused(f"--release: {parsed.error}")
@@ -541,6 +535,42 @@ class Runner:
                     )
             return f"alembic_version now holds {', '.join(after) or 'nothing'}"
 
+    # ---------------------------------------------------------------- repair
+
+    def repair(self, trigger: str = "cli") -> str:
+        """Drop the copies an interrupted batch migration left (`_alembic_tmp_<table>`),
+        only where `<table>` itself is still there: then the copy holds nothing the
+        database lacks. Under the lock, so never beside a running migration."""
+        with self._engine() as engine, self._locked(engine):
+            d = self.diagnose(engine)
+            names = set(inspect(engine).get_table_names())
+            leftovers = sorted(t for t in names if t.startswith(LEFTOVER))
+            safe = [t for t in leftovers if t[len(LEFTOVER) :] in names]
+            unsafe = sorted(set(leftovers) - set(safe))
+            if unsafe:
+                raise Refused(
+                    f"{', '.join(unsafe)} may hold the only copy of its table's rows (the "
+                    "original is gone): restore the backup taken before the upgrade instead"
+                )
+            if not safe:
+                return "nothing to repair: no table left by an interrupted batch migration"
+            with engine.begin() as conn:
+                for table in safe:
+                    name = conn.dialect.identifier_preparer.quote(table)
+                    conn.execute(text(f"DROP TABLE {name}"))
+                if inspect(conn).has_table(self.tables.runs.name):
+                    storage.journal_entry(
+                        conn,
+                        self.tables,
+                        kind="repair",
+                        trigger=trigger,
+                        from_version=d.schema_version,
+                        to_version=d.schema_version or "-",
+                        revisions=d.database_revisions,
+                        note=f"dropped {', '.join(safe)}, left by an interrupted batch migration",
+                    )
+            return f"dropped {', '.join(safe)}; run the upgrade again"
+
     # ---------------------------------------------------------------- unlock
 
     def unlock(self, *, force: bool = False) -> str:
@@ -556,10 +586,8 @@ class Runner:
                     "process holds the lock). Wait for it, or use --force if you are sure "
                     "that process is gone"
                 )
-            if alive:
-                # Never while another process really holds the lock: that one is alive.
-                with self._locked(engine):
-                    pass
+            with self._locked(engine):  # never while another process really holds the lock
+                ended = self._end_session(engine, run.db_session)
             journal.finish_run(
                 engine,
                 self.tables,
@@ -567,7 +595,180 @@ class Runner:
                 "aborted",
                 note="cleared by `upgrader unlock`" + (" --force" if force else ""),
             )
-            return f"run #{run.id} is closed; run the upgrade again to finish it"
+            return f"run #{run.id} is closed{ended}; run the upgrade again to finish it"
+
+    def _end_session(self, engine: Engine, session: str | None) -> str:
+        """End the dead run's statement still running in the server (it would hold its
+        locks, and the next run's backup would wait behind it)."""
+        if not session:
+            return ""
+        with engine.connect() as conn:
+            if lingering_statement(conn, session) is None:
+                return ""
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": int(session)})
+            else:
+                conn.execute(text(f"KILL {int(session)}"))
+            conn.commit()
+        return f", and its database session {session} was ended"
+
+
+LEFTOVER = "_alembic_tmp_"
+"""The prefix of the copies Alembic's batch mode makes (SQLite's move-and-copy)."""
+
+
+class Stopped(EngineError):
+    """The run was stopped from outside (Ctrl-C, SIGTERM): it is journalled as interrupted."""
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """While a run is open, SIGTERM (a service stop, `kill`) raises Stopped like Ctrl-C, so
+    the journal says "interrupted" before the process ends. Only the main thread can."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        raise Stopped("Ctrl-C (SIGINT)") from exc
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Steps:
+    """The migration hooks: step k of n journalled as Alembic applies each revision.
+
+    On SQLite the journal is written on the migration's own connection, inside its
+    transaction: another connection could not write while the migration holds the write
+    lock. Elsewhere a connection of upgrader's own commits at once, so every node sees
+    the progress as it happens.
+    """
+
+    def __init__(
+        self, runner: Runner, engine: Engine, lock: Any, run_id: int, plan: list[str], steps: int
+    ) -> None:
+        self.runner, self.engine, self.lock, self.run_id = runner, engine, lock, run_id
+        self.tables = runner.tables
+        self.sqlite = engine.url.get_backend_name() == "sqlite"
+        self.lease = None if self.sqlite else runner.settings.lease_seconds
+        self.plan = plan
+        self.done: list[str] = []
+        self.step_id: int | None = None
+        self.started = time.monotonic()
+        # The first step is journalled before Alembic holds any lock, so even on SQLite
+        # others see "step 1 of n" while it runs; later steps commit with the one before.
+        with engine.begin() as conn:
+            if len(plan) != steps:
+                self._set_steps(conn)
+            self._start(conn)
+
+    def _set_steps(self, conn: Connection) -> None:
+        runs = self.tables.runs
+        conn.execute(runs.update().where(runs.c.id == self.run_id).values(steps=len(self.plan)))
+
+    def _writing(self, conn: Connection | None) -> contextlib.AbstractContextManager[Connection]:
+        if self.sqlite and conn is not None:
+            return contextlib.nullcontext(conn)
+        return self.engine.begin()
+
+    def _message(self, revision: str) -> str:
+        graph = self.runner.code.graph
+        node = graph.revisions.get(revision) if graph else None
+        return node.message if node else ""
+
+    def configured(self, connection: Connection | None) -> None:
+        """Note the migration connection's server session: if this process dies, its
+        statement may live on in the server, and `status` can then name it."""
+        if self.sqlite or connection is None:
+            return
+        query = "SELECT pg_backend_pid()" if self.engine.dialect.name == "postgresql" else None
+        query = query or "SELECT CONNECTION_ID()"
+        with contextlib.suppress(Exception):
+            session = connection.exec_driver_sql(query).scalar()
+            journal.update_run(self.engine, self.tables, self.run_id, db_session=str(session))
+
+    def planned(self, revisions: list[str], connection: Connection | None) -> None:
+        """Alembic's plan, from the version table it just read: ours unless another process
+        moved the database in between (it cannot while we hold the lock, but say so if so)."""
+        if revisions == self.plan:
+            return
+        self.plan = revisions
+        with self._writing(connection) as conn:
+            self._set_steps(conn)
+            if self.step_id is not None:
+                journal.finish_step(conn, self.tables, self.step_id, "replanned", 0.0)
+            self._start(conn)
+
+    def _start(self, conn: Connection) -> None:
+        position = len(self.done)
+        if position >= len(self.plan):
+            self.step_id = None
+            return
+        revision = self.plan[position]
+        message = self._message(revision)
+        self.step_id = journal.start_step(
+            conn, self.tables, self.run_id, position + 1, revision, message, self.lease
+        )
+        self.started = time.monotonic()
+        self.runner.progress(
+            "step",
+            {
+                "position": position + 1,
+                "total": len(self.plan),
+                "revision": revision,
+                "message": message,
+            },
+        )
+
+    def applied(self, revision: str, connection: Connection | None) -> None:
+        try:
+            self.lock.check()
+        except LockLost as exc:
+            raise MigrationFailed(f"stopped after {revision}: {exc}") from exc
+        duration = time.monotonic() - self.started
+        with self._writing(connection) as conn:
+            if self.step_id is not None:
+                journal.finish_step(conn, self.tables, self.step_id, "succeeded", duration)
+            self.done.append(revision)
+            self.runner.progress(
+                "step_done",
+                {
+                    "position": len(self.done),
+                    "total": len(self.plan),
+                    "revision": revision,
+                    "duration": duration,
+                },
+            )
+            self._start(conn)
+
+    def failed(self, exc: BaseException) -> str:
+        """Journal the failed step (the migration's transaction is gone: on our own
+        connection now), mark steps a rollback undid, and say what happened."""
+        engine, position = self.engine, len(self.done) + 1
+        revision = self.plan[position - 1] if position <= len(self.plan) else None
+        with contextlib.suppress(Exception), engine.begin() as conn:
+            values: dict[str, Any] = {"step": position if revision else len(self.done)}
+            if revision:
+                values.update(revision=revision, message=self._message(revision))
+            conn.execute(
+                self.tables.runs.update()
+                .where(self.tables.runs.c.id == self.run_id)
+                .values(**values)
+            )
+            if self.step_id is not None:
+                duration = time.monotonic() - self.started
+                journal.finish_step(conn, self.tables, self.step_id, "failed", duration)
+        with contextlib.suppress(Exception):
+            graph = self.runner.code.graph
+            kept = graph.ancestry(self.runner._current_revisions(engine)) if graph else set()
+            journal.undo_steps(engine, self.tables, self.run_id, kept)
+        return self.runner._failure(engine, position, len(self.plan), revision, exc)
 
 
 def foreign_tables(engine: Engine, settings: Settings) -> list[str]:
