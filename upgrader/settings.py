@@ -21,7 +21,6 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.machinery
-import importlib.metadata
 import inspect
 import os
 import re
@@ -176,6 +175,8 @@ class Settings:
 
     def resolved_code_version(self) -> str:
         """The code version: configured, or read from the distribution's metadata."""
+        import importlib.metadata
+
         if self.code_version:
             return self.code_version
         if self.distribution:
@@ -391,6 +392,8 @@ class Application:
     def _version(self) -> tuple[str, str] | None:
         """The installed distribution that provides the application's package, or its
         `__version__`."""
+        import importlib.metadata
+
         if not self.module_name:
             return None
         top = self.module_name.split(".")[0]

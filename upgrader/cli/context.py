@@ -8,12 +8,15 @@ from functools import cached_property
 from typing import Any
 
 import click
+from sqlalchemy.exc import DBAPIError
 
-from upgrader.core.database import redact
+from upgrader.core.database import describe_error, redact
 from upgrader.settings import ConfigError, Settings, resolve
 
 EXIT_USAGE = 64
+EXIT_UNAVAILABLE = 69
 EXIT_INTERNAL = 70
+EXIT_BUSY = 75
 
 
 class CliContext:
@@ -50,6 +53,17 @@ def exit_status(call: Callable[[], Any]) -> int:
     except ConfigError as exc:
         click.echo(f"Error: {exc}", err=True)
         return EXIT_USAGE
+    except DBAPIError as exc:  # the database went away, or is not one: say so, not "internal"
+        reason = describe_error(exc)
+        if "database is locked" in reason:
+            click.echo(
+                "Error: the database is busy: an upgrade holds it (SQLite lets one writer in "
+                f"at a time). Try again when it has finished. ({reason})",
+                err=True,
+            )
+            return EXIT_BUSY
+        click.echo(f"Error: the database cannot be reached or read: {reason}", err=True)
+        return EXIT_UNAVAILABLE
     except Exception as exc:
         if os.environ.get("UPGRADER_DEBUG"):
             raise

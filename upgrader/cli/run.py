@@ -25,8 +25,9 @@ class Printer:
     def __call__(self, event: str, data: dict[str, Any]) -> None:
         elapsed = f"{time.monotonic() - self.started:6.1f}s"
         if event == "run":
+            start = data["from"] or "not recorded"
             click.echo(
-                f"{elapsed}  run #{data['run_id']}: {data['from'] or 'empty'} → {data['to']}, "
+                f"{elapsed}  run #{data['run_id']}: {start} → {data['to']}, "
                 f"{data['steps']} revision(s)"
             )
         elif event == "backup":
@@ -62,6 +63,12 @@ def upgrade(
     settings = obj.settings
     runner = Runner(settings, progress=Printer())
     d = runner.diagnose()
+    if d.state is State.DATABASE_UNAVAILABLE:
+        click.secho(f"Error: the database cannot be reached: {'; '.join(d.details)}", err=True)
+        return 69
+    if d.state is State.NOT_INSTALLED:
+        click.echo(f"Nothing is installed yet: {d.fix}", err=True)
+        return 4
     if d.code == "Err3":
         click.secho(f"{d.headline}: {'; '.join(d.details)}", fg="red", err=True)
         click.echo(f"Nothing was changed. {d.fix}", err=True)

@@ -9,11 +9,14 @@ import click
 
 from upgrader.cli.context import CliContext, pass_cli
 from upgrader.settings import load_app
-from upgrader.web.middleware import UpgraderMiddleware
 
 
 def guarded(app: Any, obj: CliContext) -> Any:
     """The WSGI callable to serve: the app itself if it already embeds the guard."""
+    from upgrader.web.middleware import UpgraderMiddleware
+
+    if isinstance(app, UpgraderMiddleware):
+        return app
     extensions = getattr(app, "extensions", {})
     if "upgrader" in extensions or isinstance(getattr(app, "wsgi_app", None), UpgraderMiddleware):
         return app

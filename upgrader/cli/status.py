@@ -9,7 +9,6 @@ import click
 
 from upgrader.cli.context import CliContext, pass_cli
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
-from upgrader.core.report import doctor as doctor_report
 
 
 @click.command()
@@ -31,6 +30,8 @@ def status(obj: CliContext, as_json: bool) -> int:
 @pass_cli
 def doctor(obj: CliContext, as_json: bool, runs: int) -> int:
     """The report to paste into a support ticket. Read-only; holds no password."""
+    from upgrader.core.report import doctor as doctor_report
+
     diagnosis, report = doctor_report(obj.settings, runs)
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -121,6 +122,16 @@ def render_doctor(d: Diagnosis, report: dict[str, Any]) -> str:
         for key in ("error", "backup_path", "note"):
             if run.get(key):
                 out.append(f"      {key}: {run[key]}")
+    if report.get("sessions"):
+        out += ["", f"== Other database sessions ({len(report['sessions'])})"]
+        for s in report["sessions"]:
+            if "error" in s:
+                out.append(f"  cannot list them: {s['error']}")
+                continue
+            out.append(
+                f"  {s['session']} {s['user']} {s['state']} {s['seconds']}s: {s['statement']}"
+                + (f"  [locks: {s['locks']}]" if s.get("locks") else "")
+            )
     inst = report["installer"]
     out += ["", "== Installer", f"  {'present' if inst['present'] else 'absent'}: {inst['path']}"]
     return "\n".join(out)

@@ -551,7 +551,9 @@ def _attempt(
     rerun's, which may hold the half-done revision.
     """
     run = db.last_run
-    if run is None or run.status not in ("running", "failed") or run.kind != "upgrade":
+    if run is None or run.status not in ("running", "interrupted", "failed"):
+        return None
+    if run.kind != "upgrade":
         return None
     alive = db.lock_held if db.lock_held is not None else run.lease_live(now)
     if run.status == "running" and alive:
@@ -560,7 +562,7 @@ def _attempt(
         return None  # nothing was migrated: the upgrade is simply pending
     revs = ", ".join(db.revisions) or "none"
     progress = _progress(run)
-    state = State.UPGRADE_INTERRUPTED if run.status == "running" else State.UPGRADE_FAILED
+    state = State.UPGRADE_FAILED if run.status == "failed" else State.UPGRADE_INTERRUPTED
     clean = _clean_backup(db.recent_runs)
     applied = graph.ancestry(db.revisions)
     cut = run.revision if run.step and run.revision and run.revision not in applied else None
@@ -570,7 +572,9 @@ def _attempt(
     details: list[str] = []
     if state is State.UPGRADE_INTERRUPTED:
         how = (
-            "no process holds its upgrade lock any more"
+            run.note or "it was stopped"
+            if run.status == "interrupted"
+            else "no process holds its upgrade lock any more"
             if db.lock_held is False
             else f"its lease expired at {storage.iso(run.lease_expires_at)}"
         )

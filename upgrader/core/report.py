@@ -16,7 +16,13 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from upgrader.core import storage
-from upgrader.core.database import describe_error, guard_engine, missing_sqlite_file, safe_url
+from upgrader.core.database import (
+    describe_error,
+    guard_engine,
+    missing_sqlite_file,
+    redact,
+    safe_url,
+)
 from upgrader.core.diagnosis import Diagnosis, diagnose, load_code_facts
 from upgrader.settings import Settings
 
@@ -100,6 +106,53 @@ def database_info(engine: Engine) -> dict[str, Any]:
     return info
 
 
+def sessions(engine: Engine) -> list[dict[str, Any]]:
+    """Other sessions on this database, and the table locks they hold or wait for
+    (PostgreSQL): what a stuck upgrade or backup waits behind. Statements are cut to their
+    first words, so no data (nor a secret in it) reaches the report."""
+    backend = engine.dialect.name
+    found: list[dict[str, Any]] = []
+    try:
+        with engine.connect() as conn:
+            if backend == "postgresql":
+                rows = conn.execute(
+                    text(
+                        "SELECT a.pid, a.usename, a.state, a.wait_event_type, "
+                        "EXTRACT(EPOCH FROM now() - a.query_start)::int, a.query, "
+                        "(SELECT string_agg(c.relname || ' ' || l.mode || "
+                        "CASE WHEN l.granted THEN '' ELSE ' (waiting)' END, ', ') "
+                        " FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                        " WHERE l.pid = a.pid AND c.relkind = 'r') "
+                        "FROM pg_stat_activity a WHERE a.datname = current_database() "
+                        "AND a.pid <> pg_backend_pid() ORDER BY a.pid"
+                    )
+                )
+            elif backend in ("mysql", "mariadb"):
+                rows = conn.execute(
+                    text(
+                        "SELECT ID, USER, COMMAND, STATE, TIME, INFO, NULL "
+                        "FROM information_schema.PROCESSLIST "
+                        "WHERE DB = DATABASE() AND ID <> CONNECTION_ID() ORDER BY ID"
+                    )
+                )
+            else:
+                return []
+            for session, user, state, waiting, seconds, query, locks in rows:
+                found.append(
+                    {
+                        "session": str(session),
+                        "user": user,
+                        "state": " ".join(str(x) for x in (state, waiting) if x),
+                        "seconds": seconds,
+                        "statement": redact(" ".join(str(query or "").split()[:6])),
+                        "locks": locks,
+                    }
+                )
+    except SQLAlchemyError as exc:
+        return [{"error": describe_error(exc, engine.url)}]
+    return found
+
+
 def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any]]:
     """Diagnose without writing anything, and gather the whole report."""
     code = load_code_facts(settings)
@@ -114,11 +167,13 @@ def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any
                     history = [r.to_dict() for r in storage.recent_runs(conn, tables, runs)]
             except (SQLAlchemyError, ValueError, TypeError) as exc:
                 history = [{"error": describe_error(exc, engine.url)}]
+        unavailable = diagnosis.state.value == "database_unavailable"
         database = (
             {"url": safe_url(engine.url), "dialect": engine.dialect.name}
-            if diagnosis.state.value == "database_unavailable"
+            if unavailable
             else database_info(engine)
         )
+        others = [] if unavailable else sessions(engine)
     finally:
         engine.dispose()
     installer = settings.installer_dir
@@ -137,6 +192,7 @@ def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any
             {"revision": r.id, "message": r.message} for r in diagnosis.pending_revisions
         ],
         "runs": history,
+        "sessions": others,
         "installer": {
             "present": diagnosis.installer_present,
             "path": None if installer is None else str(installer),

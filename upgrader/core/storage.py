@@ -60,7 +60,9 @@ class Tables:
     steps: Table
 
 
+@functools.cache
 def define_tables(prefix: str = "upgrader_") -> Tables:
+    """upgrader's tables, made once per prefix (every caller shares the same objects)."""
     md = MetaData()
     state = Table(
         f"{prefix}state",

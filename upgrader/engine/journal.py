@@ -75,7 +75,7 @@ def finish_run(engine: Engine, tables: Tables, run_id: int, status: str, **value
     )
 
 
-def start_step(
+def at_step(
     conn: Connection,
     tables: Tables,
     run_id: int,
@@ -83,8 +83,8 @@ def start_step(
     revision: str,
     message: str,
     lease_seconds: float | None,
-) -> int:
-    """Journal the step about to run; with `lease_seconds`, renew the lease as a heartbeat."""
+) -> None:
+    """The run is now at step `position`; with `lease_seconds`, renew the lease too."""
     now = utcnow()
     lease = {}
     if lease_seconds is not None:
@@ -97,26 +97,31 @@ def start_step(
         .where(tables.runs.c.id == run_id)
         .values(step=position, revision=revision, message=message, **lease)
     )
-    result = conn.execute(
+
+
+def record_step(
+    conn: Connection,
+    tables: Tables,
+    run_id: int,
+    position: int,
+    revision: str,
+    message: str,
+    status: str,
+    started_at: dt.datetime,
+    duration: float,
+) -> None:
+    """One row per step once it ended (succeeded or failed), with its duration."""
+    conn.execute(
         tables.steps.insert().values(
             run_id=run_id,
             position=position,
             revision=revision,
             message=message,
-            status="running",
-            started_at=now,
+            status=status,
+            started_at=started_at,
+            finished_at=utcnow(),
+            duration=round(duration, 3),
         )
-    )
-    return int(result.inserted_primary_key[0])  # type: ignore[index]
-
-
-def finish_step(
-    conn: Connection, tables: Tables, step_id: int, status: str, duration: float
-) -> None:
-    conn.execute(
-        tables.steps.update()
-        .where(tables.steps.c.id == step_id)
-        .values(status=status, finished_at=utcnow(), duration=round(duration, 3))
     )
 
 

@@ -151,8 +151,10 @@ def offline_sql(migrations: Path, url: URL, start: str | None, app: Any = None) 
         reached = re.findall(r"-- Running upgrade (\S*) -> (\S+)", partial)
         at = f"revision {reached[-1][1]}" if reached else "the first revision"
         raise OfflineSQLError(
-            f"{at} cannot be written out as SQL ({type(exc).__name__}: {exc}); "
-            "migrations that read data must run online (`upgrader upgrade`)",
+            f"{at} cannot be written out as SQL ({type(exc).__name__}: {exc}). Alembic's "
+            "offline mode cannot run what needs the live database: migrations that read "
+            "data, and batch operations on SQLite (they reflect the table first). Run the "
+            "upgrade online instead",
             partial,
         ) from exc
     return buffer.getvalue()

@@ -190,7 +190,13 @@ class Runner:
         if run is None or run.status != "running":
             return "an upgrade is already running (the upgrade lock is held)"
         where = f"on {run.host} (pid {run.pid})" if run.host else ""
-        progress = f", at step {run.step} of {run.steps}" if run.steps else ""
+        progress = (
+            f", at step {run.step} of {run.steps}"
+            if run.step
+            else ", backing up the database"
+            if run.steps
+            else ""
+        )
         return (
             f"an upgrade is already running: run #{run.id} ({run.kind}) started by "
             f"{run.actor or 'unknown'} {where} at {storage.iso(run.started_at)}{progress}"
@@ -620,6 +626,8 @@ LEFTOVER = "_alembic_tmp_"
 class Stopped(EngineError):
     """The run was stopped from outside (Ctrl-C, SIGTERM): it is journalled as interrupted."""
 
+    exit_code = 130  # as a shell reports a command ended by SIGINT
+
 
 @contextlib.contextmanager
 def _stopped_by_signals() -> Iterator[None]:
@@ -647,7 +655,8 @@ class _Steps:
     On SQLite the journal is written on the migration's own connection, inside its
     transaction: another connection could not write while the migration holds the write
     lock. Elsewhere a connection of upgrader's own commits at once, so every node sees
-    the progress as it happens.
+    the progress as it happens. Two statements per step: the step's row, and the run's
+    move to the next step.
     """
 
     def __init__(
@@ -659,8 +668,8 @@ class _Steps:
         self.lease = None if self.sqlite else runner.settings.lease_seconds
         self.plan = plan
         self.done: list[str] = []
-        self.step_id: int | None = None
         self.started = time.monotonic()
+        self.started_at = storage.utcnow()
         # The first step is journalled before Alembic holds any lock, so even on SQLite
         # others see "step 1 of n" while it runs; later steps commit with the one before.
         with engine.begin() as conn:
@@ -701,21 +710,16 @@ class _Steps:
         self.plan = revisions
         with self._writing(connection) as conn:
             self._set_steps(conn)
-            if self.step_id is not None:
-                journal.finish_step(conn, self.tables, self.step_id, "replanned", 0.0)
             self._start(conn)
 
     def _start(self, conn: Connection) -> None:
         position = len(self.done)
         if position >= len(self.plan):
-            self.step_id = None
             return
         revision = self.plan[position]
         message = self._message(revision)
-        self.step_id = journal.start_step(
-            conn, self.tables, self.run_id, position + 1, revision, message, self.lease
-        )
-        self.started = time.monotonic()
+        journal.at_step(conn, self.tables, self.run_id, position + 1, revision, message, self.lease)
+        self.started, self.started_at = time.monotonic(), storage.utcnow()
         self.runner.progress(
             "step",
             {
@@ -726,15 +730,29 @@ class _Steps:
             },
         )
 
+    def _record(self, conn: Connection, revision: str, status: str) -> float:
+        duration = time.monotonic() - self.started
+        position = len(self.done) + 1
+        journal.record_step(
+            conn,
+            self.tables,
+            self.run_id,
+            position,
+            revision,
+            self._message(revision),
+            status,
+            self.started_at,
+            duration,
+        )
+        return duration
+
     def applied(self, revision: str, connection: Connection | None) -> None:
         try:
             self.lock.check()
         except LockLost as exc:
             raise MigrationFailed(f"stopped after {revision}: {exc}") from exc
-        duration = time.monotonic() - self.started
         with self._writing(connection) as conn:
-            if self.step_id is not None:
-                journal.finish_step(conn, self.tables, self.step_id, "succeeded", duration)
+            duration = self._record(conn, revision, "succeeded")
             self.done.append(revision)
             self.runner.progress(
                 "step_done",
@@ -756,14 +774,9 @@ class _Steps:
             values: dict[str, Any] = {"step": position if revision else len(self.done)}
             if revision:
                 values.update(revision=revision, message=self._message(revision))
-            conn.execute(
-                self.tables.runs.update()
-                .where(self.tables.runs.c.id == self.run_id)
-                .values(**values)
-            )
-            if self.step_id is not None:
-                duration = time.monotonic() - self.started
-                journal.finish_step(conn, self.tables, self.step_id, "failed", duration)
+                self._record(conn, revision, "failed")
+            runs = self.tables.runs
+            conn.execute(runs.update().where(runs.c.id == self.run_id).values(**values))
         with contextlib.suppress(Exception):
             graph = self.runner.code.graph
             kept = graph.ancestry(self.runner._current_revisions(engine)) if graph else set()
@@ -833,7 +846,7 @@ def start_detached(
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
     env.update(settings_environment(settings))
     try:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             argv,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -844,3 +857,6 @@ def start_detached(
         )
     finally:
         log.close()
+    # Reap it when it ends (a web server lives on: no zombie left behind per run).
+    threading.Thread(target=process.wait, name="upgrader-reaper", daemon=True).start()
+    return process

@@ -1,0 +1,195 @@
+"""upgrader on a long chain, against plain Alembic, measured in interleaved pairs.
+
+1. A synthetic chain of 64 revisions (tables created with rows, columns added and filled,
+   indexes, data rewritten), from its 4th revision to its head, on a fresh database per
+   measurement, through Alembic's generic env.py:
+   - `upgrader upgrade --yes --no-backup` against `alembic upgrade heads`;
+   - `upgrader upgrade --yes` (verified backup first) against the raw dump tool followed
+     by `alembic upgrade heads`.
+   Each round runs A then B (and the next round B then A), each pair on databases made
+   the same way; the figure is the median of the per-pair ratios B/A, with their spread.
+   Target: <= 1.10.
+2. Linearity: chains of 10, 100 and 500 trivial revisions, all pending, upgrader against
+   Alembic, so a cost per revision that grows with the chain would show.
+
+    .venv/bin/python benchmarks/chain_overhead.py [--rounds 15] [--rows 2000]
+        [--backends sqlite,postgresql,mysql] [--sizes 10,100,500] [--size-rounds 5]
+
+PostgreSQL and MariaDB are reached through TEST_POSTGRESQL_URL / TEST_MYSQL_URL
+(defaults: this machine's servers). The machine is noisy: only ratios of pairs measured
+side by side mean anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+from benchmarks.upgrade_overhead import raw_backup  # noqa: E402
+from tests.chains import environment, long_chain, write_revision  # noqa: E402
+from tests.conftest import fresh_server_database  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        path = workdir / f"{uuid.uuid4().hex[:8]}.db"
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    yield from fresh_server_database(backend)
+
+
+def run(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{argv} failed:\n{done.stdout}\n{done.stderr}")
+    return elapsed
+
+
+def environ(url: str, chain: Path, workdir: Path, base: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    env.update(
+        UPGRADER_DATABASE_URL=url,
+        UPGRADER_MIGRATIONS=str(chain),
+        UPGRADER_CODE_VERSION="2.0.0",
+        UPGRADER_RELEASES=f"1.0.0={base}",
+        UPGRADER_BACKUP_DIR=str(workdir / "backups"),
+        UPGRADER_INSTALLER_DIR=str(workdir / "none"),
+    )
+    return env
+
+
+def install_base(url: str, chain: Path, workdir: Path, base: str) -> None:
+    """The database at release 1.0.0 (revision `base`), recorded by upgrader."""
+    run(
+        [str(BIN / "upgrader"), "install", "--release", "1.0.0", "--yes"],
+        environ(url, chain, workdir, base),
+    )
+
+
+def alembic(url: str, chain: Path, workdir: Path) -> list[str]:
+    ini = workdir / f"alembic-{uuid.uuid4().hex[:6]}.ini"
+    ini.write_text(
+        f"[alembic]\nscript_location = {chain}\n"
+        f"sqlalchemy.url = {make_url(url).render_as_string(hide_password=False)}\n"
+    )
+    return [str(BIN / "alembic"), "-c", str(ini), "upgrade", "heads"]
+
+
+def pair(
+    backend: str, chain: Path, base: str, workdir: Path, backup: bool, swap: bool
+) -> tuple[float, float]:
+    """(plain, upgrader) seconds, each on a fresh database made the same way."""
+    times: dict[str, float] = {}
+    for which in ("upgrader", "plain") if swap else ("plain", "upgrader"):
+        with fresh_database(backend, workdir) as url:
+            install_base(url, chain, workdir, base)
+            env = environ(url, chain, workdir, base)
+            if which == "upgrader":
+                argv = [str(BIN / "upgrader"), "upgrade", "--yes"]
+                times[which] = run(argv if backup else [*argv, "--no-backup"], env)
+            else:
+                started = time.perf_counter()
+                if backup:
+                    raw_backup(url, workdir / "raw.backup")()
+                run(alembic(url, chain, workdir), env)
+                times[which] = time.perf_counter() - started
+        shutil.rmtree(workdir / "backups", ignore_errors=True)
+    return times["plain"], times["upgrader"]
+
+
+def summary(pairs: list[tuple[float, float]]) -> str:
+    ratios = sorted(b / a for a, b in pairs)
+    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 4 else [ratios[0], 0, ratios[-1]]
+    plain = statistics.median(a for a, _ in pairs)
+    ours = statistics.median(b for _, b in pairs)
+    return (
+        f"{plain:>8.2f}s {ours:>8.2f}s  ratio {statistics.median(ratios):.3f} "
+        f"(IQR {q[0]:.3f}-{q[2]:.3f}, range {ratios[0]:.3f}-{ratios[-1]:.3f}, n={len(ratios)})"
+    )
+
+
+def trivial_chain(root: Path, count: int) -> Path:
+    versions = environment(root) / "versions"
+    down = None
+    for i in range(1, count + 1):
+        body = (
+            'op.create_table("seed", sa.Column("id", sa.Integer, primary_key=True))\n'
+            if i == 1
+            else 'op.execute("UPDATE seed SET id = id")\n'
+        )
+        write_revision(versions, f"v{i:04d}", down, body)
+        down = f"v{i:04d}"
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--backends", default="sqlite,postgresql,mysql")
+    parser.add_argument("--sizes", default="10,100,500")
+    parser.add_argument("--size-rounds", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="upgrader-chain-") as tmp:
+        workdir = Path(tmp)
+        chain = long_chain(workdir / "chain", 64, rows=args.rows)
+        print(
+            f"64-revision chain, 60 pending, {args.rows} rows per table; "
+            f"{args.rounds} interleaved pairs per line"
+        )
+        print(f"{'backend':<11} {'what':<36} {'plain':>9} {'upgrader':>9}")
+        for backend in args.backends.split(","):
+            for backup in (False, True):
+                pairs = [
+                    pair(backend, chain, "l004", workdir, backup, swap=i % 2 == 1)
+                    for i in range(args.rounds)
+                ]
+                what = (
+                    "upgrade + verified backup vs dump+alembic" if backup else "upgrade vs alembic"
+                )
+                print(f"{backend:<11} {what:<36} {summary(pairs)}   target <= 1.10")
+        print()
+        print(f"Linearity: trivial revisions, all pending; {args.size_rounds} pairs per line")
+        for backend in args.backends.split(","):
+            for size in (int(s) for s in args.sizes.split(",")):
+                chain = trivial_chain(workdir / f"trivial-{size}", size)
+                pairs = [
+                    pair(backend, chain, "v0001", workdir, False, swap=i % 2 == 1)
+                    for i in range(args.size_rounds)
+                ]
+                per = statistics.median(b for _, b in pairs) / size * 1000
+                print(
+                    f"{backend:<11} {f'{size} revisions':<36} {summary(pairs)}   "
+                    f"{per:.1f} ms per revision"
+                )
+
+
+if __name__ == "__main__":
+    main()

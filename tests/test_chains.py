@@ -1,0 +1,293 @@
+"""Real migration chains, on SQLite, PostgreSQL and MariaDB: declared branches and plugins,
+an accidental split, a long chain, and a SIGKILL inside every step of a chain whose env.py
+leaves what real ones leave, each followed by the fix `status` prints, pasted as it is."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.chains import RECOVERY, branched, long_chain, recovery_chain
+from tests.helpers import run_cli
+
+
+def config(url: str, migrations: Path, version: str) -> list[str]:
+    return ["--database-url", url, "--migrations", str(migrations), "--code-version", version]
+
+
+def status(url: str, migrations: Path, version: str) -> dict[str, Any]:
+    return dict(json.loads(run_cli(*config(url, migrations, version), "status", "--json").output))
+
+
+def rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(query))]
+    finally:
+        engine.dispose()
+
+
+def test_branches_and_plugins_upgrade_together(db_url: str, tmp_path: Path) -> None:
+    old = branched(tmp_path / "1.0.0", core=3, plugin=False)
+    new = branched(tmp_path / "2.0.0")
+    installed = run_cli(*config(db_url, old, "1.0.0"), "install", "--yes")
+    assert installed.exit_code == 0, installed.output
+    pending = status(db_url, new, "2.0.0")
+    assert pending["state"] == "upgrade_pending", pending
+    assert sorted(pending["code_heads"]) == ["c06", "p03"]
+    order = [p["revision"] for p in pending["pending_revisions"]]
+    # What `alembic upgrade heads` applies: nothing the database has, the plugin after the
+    # core revision it depends on.
+    assert sorted(order) == ["c04", "c05", "c06", "p01", "p02", "p03"]
+    assert order.index("p01") < order.index("p02") < order.index("p03")
+    upgraded = run_cli(*config(db_url, new, "2.0.0"), "upgrade", "--yes", "--no-backup")
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "[6/6]" in upgraded.output
+    done = status(db_url, new, "2.0.0")
+    assert (done["state"], sorted(done["database_revisions"])) == ("ok", ["c06", "p03"])
+    assert rows(db_url, "SELECT id, core_id, text FROM plugin_notes ORDER BY id") == [
+        (1, 1, "hello"),
+        (2, 2, "hello"),
+    ]
+    split = branched(tmp_path / "2.1.0", split=True)
+    broken = status(db_url, split, "2.1.0")
+    assert (broken["state"], broken["code"]) == ("schema_unknown", "Err3")
+    assert "alembic merge -m merge s1 s2" in broken["fix"], broken["fix"]
+    refused = run_cli(*config(db_url, split, "2.1.0"), "upgrade", "--yes")
+    assert refused.exit_code == 3
+
+
+def test_a_long_chain_in_one_pass(db_url: str, tmp_path: Path) -> None:
+    chain = long_chain(tmp_path / "long", 64)
+    env = {"UPGRADER_RELEASES": "1.0.0=l004", "UPGRADER_BACKUP_DIR": str(tmp_path / "b")}
+    base = run_cli(
+        *config(db_url, chain, "2.0.0"), "install", "--release", "1.0.0", "--yes", env=env
+    )
+    assert base.exit_code == 0, base.output
+    assert len(status(db_url, chain, "2.0.0")["pending_revisions"]) == 60
+    upgraded = run_cli(*config(db_url, chain, "2.0.0"), "upgrade", "--yes", env=env)
+    assert upgraded.exit_code == 0, upgraded.output
+    assert status(db_url, chain, "2.0.0")["state"] == "ok"
+    steps = rows(
+        db_url,
+        "SELECT position, status FROM upgrader_steps WHERE run_id = "
+        "(SELECT MAX(id) FROM upgrader_runs) ORDER BY position",
+    )
+    assert steps == [(i, "succeeded") for i in range(1, 61)]
+    assert rows(db_url, "SELECT COUNT(*), MIN(n), MAX(twice) FROM t16") == [(200, 1001, 400)]
+
+
+def test_sqlite_long_upgrade_with_a_short_lease(tmp_path: Path) -> None:
+    """No lease is written during a SQLite run, so none can collide with a migration."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    chain = long_chain(tmp_path / "long", 120)
+    env = {"UPGRADER_RELEASES": "1.0.0=l001", "UPGRADER_LEASE_SECONDS": "1"}
+    base = run_cli(*config(url, chain, "2.0.0"), "install", "--release", "1.0.0", "--yes", env=env)
+    assert base.exit_code == 0, base.output
+    upgraded = run_cli(*config(url, chain, "2.0.0"), "upgrade", "--yes", "--no-backup", env=env)
+    assert upgraded.exit_code == 0, upgraded.output
+    assert status(url, chain, "2.0.0")["state"] == "ok"
+
+
+# ------------------------------------------------------------------ killed runs
+
+
+def spawn(
+    url: str, migrations: Path, tmp_path: Path, sleep_at: str, *extra: str
+) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    env.update(
+        CHAIN_SLEEP_AT=sleep_at,
+        UPGRADER_BACKUP_DIR=str(tmp_path / "backups"),
+        UPGRADER_INSTALLER_DIR=str(tmp_path / "none"),
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "upgrader",
+            *config(url, migrations, "2.0.0"),
+            "upgrade",
+            "--yes",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def kill_inside(url: str, process: subprocess.Popen[str], revision: str) -> None:
+    """SIGKILL while `revision` sleeps between its two halves."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            found = rows(url, "SELECT revision, status FROM upgrader_runs ORDER BY id DESC")
+        except Exception:
+            found = []
+        if found and found[0] == (revision, "running"):
+            break
+        assert process.poll() is None, process.communicate()[0]
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"the run never reached {revision}")
+    time.sleep(0.8)  # past the revision's first half, asleep before its second
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def follow(fix: str, cwd: Path) -> None:
+    """Run the commands the fix names, in order, up to the upgrade, as pasted."""
+    for command in re.findall(r"`([^`]+)`", fix):
+        if command.startswith("kill "):
+            continue
+        done = subprocess.run(
+            ["sh", "-c", command],
+            cwd=cwd,
+            input="y\n",
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")},
+        )
+        assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+        if command.endswith(" upgrade"):
+            return
+    raise AssertionError(f"the fix names no upgrade: {fix}")
+
+
+def seeded(url: str, tmp_path: Path) -> Path:
+    base = recovery_chain(tmp_path / "1.0.0", upto=1)
+    installed = run_cli(*config(url, base, "1.0.0"), "install", "--yes")
+    assert installed.exit_code == 0, installed.output
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for i in range(1, 31):
+            conn.execute(
+                text("INSERT INTO items (id, name) VALUES (:i, :n)"), {"i": i, "n": f"item {i}"}
+            )
+    engine.dispose()
+    return recovery_chain(tmp_path / "2.0.0")
+
+
+def assert_intact(url: str) -> None:
+    items = rows(url, "SELECT id, name, price FROM items ORDER BY id")
+    assert items == [(i, f"item {i}", i * 10) for i in range(1, 31)]
+    assert rows(url, "SELECT COUNT(*), SUM(total) FROM orders") == [(30, sum(range(10, 310, 10)))]
+    assert rows(url, "SELECT COUNT(*) FROM orders WHERE note = 'ok'") == [(30,)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("position", range(2, len(RECOVERY) + 1))
+def test_sigkill_inside_each_step_then_the_printed_fix(
+    position: int, db_url: str, tmp_path: Path
+) -> None:
+    full = seeded(db_url, tmp_path)
+    revision = RECOVERY[position - 1][0]
+    kill_inside(db_url, spawn(db_url, full, tmp_path, revision), revision)
+    after = status(db_url, full, "2.0.0")
+    assert after["state"] == "upgrade_interrupted", after
+    assert any(f"step {position - 1} of 6 ({revision}" in d for d in after["details"]), after
+    first_backup = after["run"]["backup_path"]
+    if not db_url.startswith("postgresql"):
+        # a half-done revision is possible here: the way back is the clean backup
+        assert f"restore {first_backup} --yes" in after["fix"], after["fix"]
+    follow(after["fix"], tmp_path)
+    assert status(db_url, full, "2.0.0")["state"] == "ok"
+    assert_intact(db_url)
+
+
+@pytest.mark.slow
+def test_a_failed_rerun_still_names_the_first_backup(db_url: str, tmp_path: Path) -> None:
+    """The issue's MariaDB case: killed after a revision's first half, the rerun fails on
+    what that half left ("already exists"); its own backup holds that half, so the fix
+    must name the backup taken before the first attempt."""
+    full = seeded(db_url, tmp_path)
+    kill_inside(db_url, spawn(db_url, full, tmp_path, "r03"), "r03")
+    first = status(db_url, full, "2.0.0")["run"]["backup_path"]
+    rerun = spawn(db_url, full, tmp_path, "none")
+    output = rerun.communicate(timeout=120)[0]
+    if db_url.startswith("postgresql"):  # the cut revision was rolled back: the rerun resumes
+        assert rerun.returncode == 0, output
+    else:
+        assert rerun.returncode == 1 and "already exists" in output, output
+        failed = status(db_url, full, "2.0.0")
+        assert failed["state"] == "upgrade_failed"
+        assert failed["run"]["backup_path"] != first  # the rerun took a backup of its own
+        assert f"restore {first} --yes" in failed["fix"], failed["fix"]
+        follow(failed["fix"], tmp_path)
+    assert status(db_url, full, "2.0.0")["state"] == "ok"
+    assert_intact(db_url)
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_journalled_as_interrupted(db_url: str, tmp_path: Path) -> None:
+    full = seeded(db_url, tmp_path)
+    process = spawn(db_url, full, tmp_path, "r03")
+    deadline = time.monotonic() + 60
+    while rows(db_url, "SELECT revision FROM upgrader_runs ORDER BY id DESC")[0] != ("r03",):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 130, output
+    assert rows(db_url, "SELECT status FROM upgrader_runs ORDER BY id DESC")[0] == ("interrupted",)
+    after = status(db_url, full, "2.0.0")
+    assert after["state"] == "upgrade_interrupted", after
+    follow(after["fix"], tmp_path)
+    assert_intact(db_url)
+
+
+@pytest.mark.slow
+def test_a_dead_runs_statement_is_named_and_ended(server_db_url: str, tmp_path: Path) -> None:
+    """SIGKILL while the migration's ALTER waits for a table lock: the server keeps the
+    statement; status names its session and `unlock` ends it."""
+    url = server_db_url
+    full = seeded(url, tmp_path)
+    engine = create_engine(url)
+    blocker = engine.connect()
+    blocker.begin()
+    if url.startswith("postgresql"):
+        blocker.execute(text("LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))
+    else:
+        blocker.execute(text("SELECT COUNT(*) FROM items"))  # holds the table's metadata lock
+    try:
+        process = spawn(url, full, tmp_path, "none", "--no-backup")
+        deadline = time.monotonic() + 60
+        while True:
+            found = rows(url, "SELECT revision, db_session FROM upgrader_runs ORDER BY id DESC")
+            if found and found[0][0] == "r02" and found[0][1]:
+                break
+            assert time.monotonic() < deadline, found
+            time.sleep(0.1)
+        time.sleep(1)  # its ALTER is waiting for the lock now
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        after = status(url, full, "2.0.0")
+        assert after["state"] == "upgrade_interrupted"
+        assert any("still working in the server" in d for d in after["details"]), after
+        unlock = next(c for c in re.findall(r"`([^`]+)`", after["fix"]) if c.endswith(" unlock"))
+        done = subprocess.run(["sh", "-c", unlock], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "was ended" in done.stdout, done.stdout + done.stderr
+    finally:
+        blocker.rollback()
+        blocker.close()
+        engine.dispose()
+    again = status(url, full, "2.0.0")
+    assert not any("still working" in d for d in again["details"])
+    rerun = run_cli(*config(url, full, "2.0.0"), "upgrade", "--yes", "--no-backup")
+    assert rerun.exit_code == 0, rerun.output
+    assert_intact(url)
