@@ -218,3 +218,13 @@ def wait_for_port(port: int, timeout: float = 20) -> None:
         except OSError:
             time.sleep(0.1)
     raise AssertionError(f"nothing listens on {port}")
+
+
+def journal_of(url: str) -> list[dict[str, Any]]:
+    """The journal, newest first, as `history --json` gives it."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [r.to_dict() for r in storage.recent_runs(conn, storage.define_tables(), 50)]
+    finally:
+        engine.dispose()

@@ -1,7 +1,7 @@
 """Backups with each database's native tool, verified before anyone relies on them.
 
 - SQLite: the online backup API in one step (a consistent snapshot), checked
-  with `PRAGMA integrity_check`;
+  with `PRAGMA quick_check`;
 - PostgreSQL: `pg_dump --format=custom`, checked with `pg_restore --list`;
 - MariaDB/MySQL: `mariadb-dump`/`mysqldump --single-transaction`, checked for
   its "Dump completed" trailer.
@@ -154,9 +154,11 @@ def create_backup(
     label: str = "backup",
     schema_version: str | None = None,
     revisions: list[str] | None = None,
+    checked: bool = False,
 ) -> Backup:
-    """Write, verify and checksum a backup of the whole database."""
-    problems = preflight(engine, backup_dir)
+    """Write, verify and checksum a backup of the whole database. `checked`: the caller ran
+    the pre-flight a moment ago."""
+    problems = [] if checked else preflight(engine, backup_dir)
     if problems:
         raise BackupError("; ".join(problems))
     url = engine.url
@@ -164,7 +166,12 @@ def create_backup(
     tables = sorted(inspect(engine).get_table_names())
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     ext = {"sqlite": "sqlite", "postgresql": "pgdump"}.get(backend, "sql")
-    final = backup_dir / f"{_safe(database_name(url))}-{stamp}-{_safe(label)}.{ext}"
+    name = f"{_safe(database_name(url))}-{stamp}-{_safe(label)}"
+    final = backup_dir / f"{name}.{ext}"
+    for n in range(2, 1000):  # two backups within one second keep both
+        if not final.exists():
+            break
+        final = backup_dir / f"{name}-{n}.{ext}"
     partial = final.with_name(final.name + ".partial")
     try:
         if backend == "sqlite":
@@ -223,7 +230,10 @@ def _sqlite_backup(source: Path, target: Path) -> None:
 def _verify_sqlite(path: Path, tables: list[str]) -> None:
     conn = sqlite3.connect(path)
     try:
-        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        # quick_check reads every page and checks the b-trees, which is what a copy made by
+        # the backup API can get wrong; integrity_check also re-derives every index entry
+        # from its table, which would only find damage the source already had.
+        result = conn.execute("PRAGMA quick_check").fetchone()[0]
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
         conn.close()

@@ -79,8 +79,8 @@ def _environment(cfg: Config, script: ScriptDirectory, fn: Any, target: str, hoo
         theirs = kwargs.get("on_version_apply") or ()
         callbacks = [theirs] if callable(theirs) else list(theirs)
         kwargs["on_version_apply"] = [*callbacks, applied]
-        configure(*args, **kwargs)
         quiet_alembic()  # after the env.py's fileConfig(): progress is upgrader's to print
+        configure(*args, **kwargs)
         hooks.configured(environment.get_context().connection)
 
     environment.configure = configure_with_hook  # type: ignore[method-assign]

@@ -264,6 +264,7 @@ class Runner:
                         label=f"before-{to_version}",
                         schema_version=d.schema_version,
                         revisions=list(d.database_revisions),
+                        checked=True,  # upgrade() ran the pre-flight before taking the lock
                     )
                     journal.update_run(
                         engine,
@@ -457,6 +458,7 @@ class Runner:
                         label="manual",
                         schema_version=d.schema_version,
                         revisions=list(d.database_revisions),
+                        checked=True,
                     )
                 except BackupError as exc:
                     raise EngineError(str(exc)) from exc

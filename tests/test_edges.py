@@ -1,0 +1,229 @@
+"""The smaller promises of the engine and the CLI, each on the case that broke it once."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from tests.helpers import (
+    CURRENT,
+    MIGRATIONS,
+    cli_args,
+    execute,
+    install,
+    journal_of,
+    run_cli,
+    status_of,
+)
+from upgrader.engine import backup as backup_module
+
+
+def test_the_factory_is_called_once_per_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application whose factory cannot run twice in one process (it registers
+    something global) still upgrades: upgrader reuses the application it loaded."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    install(url, "1.0.0")
+    (tmp_path / "once_probe.py").write_text(
+        textwrap.dedent(
+            f"""
+            from flask import Flask
+            made = []
+
+            def create_app():
+                if made:
+                    raise RuntimeError("create_app() ran twice in one process")
+                made.append(1)
+                app = Flask(__name__)
+                app.config.update(
+                    SQLALCHEMY_DATABASE_URI={url!r},
+                    UPGRADER_MIGRATIONS={str(MIGRATIONS)!r},
+                    UPGRADER_CODE_VERSION={CURRENT!r},
+                )
+                return app
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    done = run_cli("--app", "once_probe:create_app", "upgrade", "--yes", "--no-backup")
+    assert done.exit_code == 0, done.output
+    assert "Alembic" not in done.output and "INFO" not in done.output  # progress is ours
+
+
+def test_a_migrations_directory_without_revisions_says_so(tmp_path: Path) -> None:
+    empty = tmp_path / "migrations"
+    (empty / "versions").mkdir(parents=True)
+    shutil.copy(MIGRATIONS / "env.py", empty / "env.py")
+    args = ["--database-url", f"sqlite:///{tmp_path}/x.db", "--migrations", str(empty)]
+    result = run_cli(*args, "--code-version", "1.0", "status", "--json")
+    status = json.loads(result.output)
+    assert result.exit_code == 3
+    assert "holds no revisions" in " ".join(status["details"])
+
+
+def test_restore_uses_exactly_the_file_it_verified(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    install(url, "1.0.0")
+    args = [*cli_args(url), "--code-version", CURRENT]
+    env = {"UPGRADER_BACKUP_DIR": str(tmp_path / "backups")}
+    first = run_cli(*args, "backup", env=env).output.splitlines()[0]
+    assert run_cli(*args, "upgrade", "--yes", env=env).exit_code == 0
+    second = run_cli(*args, "backup", env=env).output.splitlines()[0]
+    moved = tmp_path / "kept" / "before.sqlite"
+    moved.parent.mkdir()
+    shutil.copy(first, moved)
+    shutil.copy(first + ".json", str(moved) + ".json")
+    shutil.copy(second, first)  # another file now sits where the first was recorded
+    restored = run_cli(*args, "restore", str(moved), "--yes", env=env)
+    assert restored.exit_code == 0, restored.output
+    assert status_of(url, tmp_path)["database_revisions"] == ["0001_initial"]
+
+
+def test_a_full_disk_during_the_backup_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    install(url, "1.0.0")
+
+    def full(source: Path, target: Path) -> None:
+        target.write_bytes(b"half")
+        Path(f"{target}-journal").write_bytes(b"x")
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(backup_module, "_sqlite_backup", full)
+    env = {"UPGRADER_BACKUP_DIR": str(tmp_path / "backups")}
+    result = run_cli(*cli_args(url), "upgrade", "--yes", env=env)
+    assert result.exit_code == 73, result.output
+    assert "disk is full" in result.output
+    assert list((tmp_path / "backups").iterdir()) == []  # no partial file, no journal left
+    status = status_of(url, tmp_path)
+    assert status["state"] == "upgrade_pending"  # not "failed": nothing was changed
+    assert any("changed nothing" in d for d in status["details"]), status["details"]
+
+
+def test_a_file_that_is_not_a_database_is_reported_not_crashed(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    path.write_bytes(b"this is not a database" * 100)
+    args = cli_args(f"sqlite:///{path}")
+    for command in (("history",), ("backup",), ("maintenance", "on")):
+        result = run_cli(*args, *command, env={"UPGRADER_BACKUP_DIR": str(tmp_path / "b")})
+        assert result.exit_code in (69, 73), (command, result.output)
+        assert "[SQL:" not in result.output and "Traceback" not in result.output
+        assert "internal error" not in result.output
+
+
+def test_an_unreachable_database_gives_69_not_an_invented_plan(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    args = [*cli_args(url), "--code-version", CURRENT]
+    plan = run_cli(*args, "upgrade", "--plan")
+    assert plan.exit_code == 69 and "pending" not in plan.output, plan.output
+    for command in (("history",), ("maintenance", "on"), ("backup",)):
+        result = run_cli(*args, *command, env={"UPGRADER_BACKUP_DIR": str(tmp_path / "b")})
+        assert result.exit_code == 69, (command, result.output)
+        assert "internal error" not in result.output
+
+
+def test_the_stamp_fix_works_when_pasted(db_url: str, tmp_path: Path) -> None:
+    install(db_url, CURRENT)
+    execute(db_url, "DELETE FROM alembic_version")
+    status = status_of(db_url, tmp_path)
+    assert status["state"] == "schema_unknown"
+    (command,) = [c for c in re.findall(r"`([^`]+)`", status["fix"]) if " stamp " in c]
+    done = subprocess.run(
+        ["sh", "-c", command + " --yes"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert status_of(db_url, tmp_path)["state"] == "ok"
+    assert journal_of(db_url)[0]["kind"] == "stamp"
+
+
+def test_backups_reach_postgresql_through_its_socket(server_db_url: str, tmp_path: Path) -> None:
+    url = make_url(server_db_url)
+    if url.get_backend_name() != "postgresql" or not Path("/var/run/postgresql").is_dir():
+        pytest.skip("a PostgreSQL Unix socket is needed")
+    install(server_db_url, CURRENT)
+    socket = url.set(host=None, port=None, query={"host": "/var/run/postgresql"})
+    result = run_cli(
+        *cli_args(socket.render_as_string(hide_password=False)),
+        "backup",
+        env={"UPGRADER_BACKUP_DIR": str(tmp_path / "b")},
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_the_wizards_runs_leave_no_zombie(tmp_path: Path) -> None:
+    from tests.helpers import settings
+    from upgrader.engine.runner import start_detached
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    install(url, "1.0.0")
+    process = start_detached(settings(url, tmp_path), backup=False)
+    deadline = time.monotonic() + 60
+    while journal_of(url) == [] or journal_of(url)[0]["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1)
+    stat = Path(f"/proc/{process.pid}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] != "Z"
+
+
+def test_a_locked_sqlite_database_reads_as_the_running_upgrade(tmp_path: Path) -> None:
+    """A long SQLite migration holds the write lock: readers cannot read, and must say the
+    upgrade is running (its process holds the lock), not that the database is gone."""
+    from tests.helpers import code_with, extra_revision
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    install(url, CURRENT)
+    code = code_with(
+        tmp_path,
+        "code-2.1.0",
+        extra=extra_revision(
+            '    op.create_table("big", sa.Column("id", sa.Integer, primary_key=True),\n'
+            '                    sa.Column("pad", sa.String(200)))\n'
+            '    op.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n '
+            "WHERE i < 300000) INSERT INTO big SELECT i, printf('%0200d', i) FROM n\")\n"
+            "    import time\n    time.sleep(6)"
+        ),
+    )
+    args = ["--database-url", url, "--migrations", str(code), "--code-version", "2.1.0"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    upgrade = subprocess.Popen(
+        [sys.executable, "-m", "upgrader", *args, "upgrade", "--yes", "--no-backup"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        seen = set()
+        while upgrade.poll() is None and time.monotonic() < deadline:
+            result = run_cli(*args, "status", "--json", env={"UPGRADER_CONNECT_TIMEOUT": "1"})
+            seen.add(json.loads(result.output)["state"])
+            time.sleep(0.3)
+        assert "database_unavailable" not in seen, seen
+        assert "upgrade_running" in seen, seen
+    finally:
+        output = upgrade.communicate(timeout=60)[0]
+    assert upgrade.returncode == 0, output
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT COUNT(*) FROM big")) == 300000
+    engine.dispose()
