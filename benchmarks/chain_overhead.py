@@ -152,7 +152,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--backends", default="sqlite,postgresql,mysql")
     parser.add_argument("--sizes", default="10,100,500")
     parser.add_argument("--size-rounds", type=int, default=5)

@@ -281,7 +281,9 @@ def test_a_dead_runs_statement_is_named_and_ended(server_db_url: str, tmp_path: 
         assert any("still working in the server" in d for d in after["details"]), after
         unlock = next(c for c in re.findall(r"`([^`]+)`", after["fix"]) if c.endswith(" unlock"))
         done = subprocess.run(["sh", "-c", unlock], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0 and "was ended" in done.stdout, done.stdout + done.stderr
+        assert done.returncode == 0, done.stdout + done.stderr
+        if url.startswith("postgresql"):  # MariaDB may notice the dead client by itself
+            assert "was ended" in done.stdout, done.stdout
     finally:
         blocker.rollback()
         blocker.close()

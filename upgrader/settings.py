@@ -80,6 +80,17 @@ def _options(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
 def _path(value: Any) -> Path:
     return Path(str(value)).expanduser()
 
@@ -110,6 +121,8 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "retry_after": (_positive, 120.0),
     "template_dir": (_path, None),
     "static_dir": (_path, None),
+    "secret_key": (str, None),
+    "public_versions": (_flag, False),
 }
 _PATHS = ("migrations", "installer_dir", "backup_dir", "template_dir", "static_dir")
 _ORDER = ("flag", "env", "app config", "default")
@@ -140,6 +153,8 @@ class Settings:
     retry_after: float = 120.0
     template_dir: Path | None = None
     static_dir: Path | None = None
+    secret_key: str | None = field(default=None, repr=False, compare=False)  # signs cookies
+    public_versions: bool = False  # show code and schema versions to anonymous callers
     app: str | None = None  # the import string that reaches the application (--app)
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     flags: dict[str, str] = field(default_factory=dict, compare=False)  # given on the command line
@@ -172,6 +187,25 @@ class Settings:
                 value = _without_password(value)
             words += [f"--{name.replace('_', '-')}", value]
         return shlex.join(words)
+
+    @cached_property
+    def short_cli(self) -> str:
+        """The prefix without any server path, for pages anonymous visitors may see: the
+        command as it is typed in the project's directory with its environment active."""
+        words = shlex.split(self.cli)
+        short = [Path(words[0]).name, *words[1:]]
+        if "--app" in short:
+            i = short.index("--app") + 1
+            module, _, attr = short[i].rpartition(":") if ":" in short[i] else (short[i], "", "")
+            if _looks_like_path(module):
+                name = Path(module)
+                module = name.parent.name if name.stem == "__init__" else name.stem
+            short[i] = f"{module}:{attr}" if attr else module
+        for flag in ("--migrations", "-d", "--database-url"):
+            while flag in short:  # paths and URLs: for the server's own shell only
+                i = short.index(flag)
+                del short[i : i + 2]
+        return shlex.join(short)
 
     def resolved_code_version(self) -> str:
         """The code version: configured, or read from the distribution's metadata."""
@@ -240,6 +274,12 @@ def resolve(
             raise ConfigError(f"{label} ({source}): {raw!r} is not usable: {exc}") from exc
         values[name] = _absolute(value, anchors) if name in _PATHS else value
         layer_of[name] = source
+    if layer_of.get("engine_options") == "app config" and layer_of.get("database_url") != (
+        "app config"
+    ):
+        # The application's engine options are for the application's database; another
+        # database named by a flag or the environment may be another driver altogether.
+        del values["engine_options"], layer_of["engine_options"]
     if "code_version" in values and "distribution" in values:
         # The higher layer decides how the version is found; on a tie the explicit version wins.
         ranks = {n: _ORDER.index(layer_of[n]) for n in ("code_version", "distribution")}
@@ -361,6 +401,7 @@ class Application:
         for name, key in (
             ("database_url", "SQLALCHEMY_DATABASE_URI"),
             ("engine_options", "SQLALCHEMY_ENGINE_OPTIONS"),
+            ("secret_key", "SECRET_KEY"),  # Flask's: the same on every node of the site
         ):
             if name not in values and config.get(key):
                 values[name], self.labels[name] = config[key], f"application config {key}"

@@ -8,6 +8,8 @@ would read as Err2, so they are mapped to 64 here.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from typing import Any
 
@@ -86,4 +88,11 @@ for command in (*COMMANDS, serve.serve, serve.demo):
 
 
 def main() -> None:
+    level = os.environ.get("UPGRADER_LOG_LEVEL", "").upper()
+    if level:
+        logging.basicConfig(
+            level=getattr(logging, level, logging.INFO),
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
     cli.main()

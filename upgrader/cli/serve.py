@@ -42,8 +42,15 @@ def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
         f"Serving {settings.app_ref} on http://{host}:{port}/ "
         f"(status: http://{host}:{port}{settings.status_path})"
     )
+    # waitress drops X-Forwarded-* from peers it does not trust, and trusts one address at
+    # most; with UPGRADER_TRUSTED_PROXIES set, the guard decides whom to believe instead.
     waitress.serve(
-        guarded(settings.app_object, obj), host=host, port=port, threads=threads, ident="upgrader"
+        guarded(settings.app_object, obj),
+        host=host,
+        port=port,
+        threads=threads,
+        ident="upgrader",
+        clear_untrusted_proxy_headers=not settings.trusted_proxies,
     )
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -132,6 +133,7 @@ class Diagnosis:
     version_to_record: str | None = None  # a release without migrations, not yet recorded
     state_row_id: int | None = None
     outside_change: tuple[str, str] | None = None  # revisions moved without upgrader: (from, to)
+    missing_file: str | None = None  # SQLite: the database file is not there
 
     @property
     def code(self) -> str | None:
@@ -308,15 +310,25 @@ def decide(
             f"a session of the killed run is still working in the server: {db.lingering}"
             if db.lingering
             else "",
-            summary=f"{SUMMARIES[State.UPGRADE_RUNNING]} ({progress})" if progress else None,
+            # for visitors: how far, never which revision (that is for administrators)
+            summary=f"{SUMMARIES[State.UPGRADE_RUNNING]} (step {run.step} of {run.steps})"
+            if run.step and run.steps
+            else None,
         )
 
     # 4. Never installed, or never seen by upgrader.
     if db.missing_file:
+        # A first installation, or a database file that was moved or whose volume is not
+        # mounted: nothing here can tell them apart, so nothing is created without a person
+        # confirming the path, and visitors are not sent to the installer.
         return result(
             State.NOT_INSTALLED,
-            install_now,
-            f"the database file {db.missing_file} does not exist yet",
+            f"If this site was installed before, its database file is missing: put it back "
+            f"at {db.missing_file} (or mount its volume), and nothing else is needed. If this "
+            f"is a new installation, {install[0].lower() + install[1:]}: it creates the file.",
+            f"the database file {db.missing_file} does not exist",
+            summary="This site cannot find its database. An administrator needs to look at it.",
+            missing_file=db.missing_file,
         )
     if not db.states and not db.revisions:
         foreign = [t for t in db.tables if t != "alembic_version"]
@@ -565,7 +577,12 @@ def _attempt(
     state = State.UPGRADE_FAILED if run.status == "failed" else State.UPGRADE_INTERRUPTED
     clean = _clean_backup(db.recent_runs)
     applied = graph.ancestry(db.revisions)
-    cut = run.revision if run.step and run.revision and run.revision not in applied else None
+    cut = None
+    if run.step and run.revision and run.revision not in applied:
+        cut = run.revision
+    elif run.step:  # the journal's progress may lag a moment behind: the next one, then
+        following = graph.pending(db.revisions)
+        cut = following[0].id if following else None
     partial_possible = db.dialect in ("sqlite", "mysql", "mariadb")
     leftovers = sorted(t for t in db.tables if t.startswith("_alembic_tmp_"))
     repairable = [t for t in leftovers if t[len("_alembic_tmp_") :] in db.tables]
@@ -701,8 +718,41 @@ def load_code_facts(settings: Settings) -> CodeFacts:
     return CodeFacts(version, graph, None, settings.releases, ours)
 
 
-def read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
-    """Read the database's facts; an unreachable or vanishing database is a fact too."""
+def read_database(
+    engine: Engine, settings: Settings, deadline: float | None = None
+) -> DatabaseFacts:
+    """Read the database's facts; an unreachable or vanishing database is a fact too.
+
+    With `deadline` (seconds), a database server that does not answer in time is
+    unavailable, whatever its driver's own timeouts do (PyMySQL reads the handshake with
+    its read timeout, libpq retries every address): the read goes on in a thread of its
+    own, which those timeouts end. Not for SQLite: a local file, whose "busy" while an
+    upgrade writes is an answer of its own.
+    """
+    if deadline is None or engine.url.get_backend_name() == "sqlite":
+        return _read_database(engine, settings)
+    box: list[DatabaseFacts | BaseException] = []
+
+    def work() -> None:
+        try:
+            box.append(_read_database(engine, settings))
+        except BaseException as exc:  # handed to the caller below
+            box.append(exc)
+
+    worker = threading.Thread(target=work, name="upgrader-read", daemon=True)
+    worker.start()
+    worker.join(deadline)
+    if not box:
+        return DatabaseFacts(
+            reachable=False,
+            error=f"{safe_url(engine.url)}: no answer within {deadline:g} s",
+        )
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
+def _read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
     url = engine.url
     missing = missing_sqlite_file(url)
     if missing is not None:
@@ -791,6 +841,14 @@ def lingering_statement(conn: Connection, session: str) -> str | None:
     return f"session {session} ({row[0]}, {row[1]} s): {query}"
 
 
+def provisional(settings: Settings, why: str) -> Diagnosis:
+    """Err1 without asking the database: for requests that cannot wait for an answer
+    (a process that has none yet, or a refresh that is taking too long)."""
+    version = parse_version(settings.code_version or "0")
+    facts = DatabaseFacts(reachable=False, error=why)
+    return decide(CodeFacts(version, None), facts, now=utcnow(), cli=settings.cli)
+
+
 def _where(engine: Engine) -> str:
     return f"{safe_url(engine.url)}: "
 
@@ -812,7 +870,7 @@ def diagnose(
     own_engine = engine is None
     engine = engine or guard_engine(settings)
     try:
-        facts = read_database(engine, settings)
+        facts = read_database(engine, settings, deadline=settings.connect_timeout)
         installer = settings.installer_dir is not None and Path(settings.installer_dir).is_dir()
         diagnosis = decide(
             code, facts, now=now or utcnow(), cli=settings.cli, installer_present=installer

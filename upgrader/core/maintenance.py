@@ -3,7 +3,9 @@
 Two levels: `block` (visitors get the maintenance page) and `banner` (the site
 stays usable, shows a banner, and only new background work is refused). A
 window (`start`, `end`) announces itself with the banner before it begins and
-ends on its own. The bypass secret is stored only as a salted hash.
+ends on its own. The bypass secret is stored only as a keyed hash: it is a random
+token (`--generate-secret`), so a slow password hash would add nothing but a cheap way
+to burn the server's CPU with wrong guesses.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import secrets as secrets_module
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 
 from upgrader.core.storage import Tables, utcnow
+
+log = logging.getLogger("upgrader")
 
 
 class MaintenanceError(Exception):
@@ -35,23 +40,35 @@ class MaintenanceRequest:
     secret_hash: str | None = None
 
 
+MAX_SECRET = 256
+"""Longer bypass secrets are refused unread: generated ones are 32 characters."""
+
+
 def hash_secret(secret: str) -> str:
-    """A salted PBKDF2 hash; the salt also keys the bypass cookie's signature."""
+    """HMAC-SHA256 of the secret under a random salt."""
     salt = secrets_module.token_hex(16)
-    digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt), 100_000).hex()
-    return f"pbkdf2${salt}${digest}"
+    digest = hmac.new(bytes.fromhex(salt), secret.encode(), hashlib.sha256).hexdigest()
+    return f"hmac-sha256${salt}${digest}"
 
 
 def check_secret(secret: str, stored: str | None) -> bool:
-    """Compare in constant time with what `hash_secret` stored."""
+    """Compare in constant time with what `hash_secret` stored (or an older release's
+    PBKDF2 hash). Whatever is stored, a wrong value is False, never an exception."""
+    if not secret or len(secret) > MAX_SECRET:
+        return False
     try:
         scheme, salt, digest = (stored or "").split("$")
-        if scheme != "pbkdf2":
+        key = bytes.fromhex(salt)
+        data = secret.encode("utf-8", "surrogateescape")
+        if scheme == "hmac-sha256":
+            candidate = hmac.new(key, data, hashlib.sha256).hexdigest()
+        elif scheme == "pbkdf2":
+            candidate = hashlib.pbkdf2_hmac("sha256", data, key, 100_000).hex()
+        else:
             return False
-        candidate = hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt), 100_000)
-    except ValueError:
+    except (ValueError, UnicodeError):
         return False
-    return hmac.compare_digest(candidate.hex(), digest)
+    return hmac.compare_digest(candidate.encode(), digest.encode("utf-8", "replace"))
 
 
 def new_secret() -> str:
@@ -84,6 +101,13 @@ def switch_on(engine: Engine, tables: Tables, request: MaintenanceRequest, who: 
         if request.secret_hash is not None:
             values["maintenance_secret"] = request.secret_hash
         conn.execute(tables.state.update().values(**values))
+    log.warning(
+        "maintenance on (%s) by %s%s%s",
+        request.level,
+        who,
+        f", window {request.start} to {request.end}" if request.start or request.end else "",
+        ", new bypass secret" if request.secret_hash else "",
+    )
 
 
 def switch_off(engine: Engine, tables: Tables, who: str) -> None:
@@ -100,3 +124,4 @@ def switch_off(engine: Engine, tables: Tables, who: str) -> None:
                 maintenance_set_at=utcnow(),
             )
         )
+    log.warning("maintenance off by %s", who)

@@ -288,10 +288,10 @@ def read_facts(
     states: list[StateRow] = []
     if tables.state.name in names:
         for row in conn.execute(select(tables.state).order_by(tables.state.c.id)).mappings():
-            states.append(_state_row(row, problems))
+            states.append(_state_row(typed(tables.state, row, problems), problems))
     runs: list[Run] = []
     if tables.runs.name in names:
-        runs = recent_runs(conn, tables, RECENT, checked=True)
+        runs = recent_runs(conn, tables, RECENT, checked=True, problems=problems)
     return DatabaseFacts(
         tables=names,
         has_version_table=version_table in names,
@@ -311,7 +311,13 @@ RECENT = 8
 def read_revisions(conn: Connection, version_table: str = "alembic_version") -> tuple[str, ...]:
     """The rows of Alembic's version table, sorted; the caller knows the table exists."""
     rows = conn.execute(text(f"SELECT version_num FROM {_quote(conn, version_table)}")).scalars()
-    return tuple(sorted(str(r) for r in rows if r is not None))
+    return tuple(
+        sorted(
+            r.decode("utf-8", "replace") if isinstance(r, bytes) else str(r)
+            for r in rows
+            if r is not None
+        )
+    )
 
 
 def _state_row(row: Any, problems: list[str]) -> StateRow:
@@ -381,7 +387,12 @@ def identity() -> dict[str, Any]:
 
 
 def recent_runs(
-    conn: Connection, tables: Tables, limit: int = 10, *, checked: bool = False
+    conn: Connection,
+    tables: Tables,
+    limit: int = 10,
+    *,
+    checked: bool = False,
+    problems: list[str] | None = None,
 ) -> list[Run]:
     """The newest runs first. Reads only the columns the table has: an older upgrader made
     it, and only a writer adds the columns added since (`ensure_tables`)."""
@@ -389,7 +400,71 @@ def recent_runs(
         return []
     columns = [c for c in tables.runs.c if c.name in _columns(conn, tables.runs.name)]
     rows = conn.execute(select(*columns).order_by(tables.runs.c.id.desc()).limit(limit)).mappings()
-    return [Run(**dict(r)) for r in rows]
+    found = problems if problems is not None else []
+    return [Run(**typed(tables.runs, r, found)) for r in rows]
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def typed(table: Table, row: Any, problems: list[str]) -> dict[str, Any]:
+    """A row as the model expects it, whatever was written into the database by hand, by
+    a broken tool or by a restore: a value that is not of its column's type becomes None
+    (or a neutral value where the column may not be empty) and a named problem, never an
+    exception further on. Text that is not text is decoded."""
+    values: dict[str, Any] = {}
+    for key, value in dict(row).items():
+        column = table.c.get(key)
+        if column is None or value is None:
+            values[key] = value
+            continue
+        good, fixed = _coerce(column.type.python_type, value)
+        if not good:
+            shown = repr(value)[:40]
+            problems.append(
+                f"{table.name} row {row.get('id')}: {key} holds {shown}, which is not a "
+                f"{column.type.python_type.__name__}: ignored"
+            )
+            if fixed is None and not column.nullable:
+                fixed = _EPOCH if column.type.python_type is dt.datetime else 0
+        values[key] = fixed
+    return values
+
+
+def _coerce(kind: type, value: Any) -> tuple[bool, Any]:
+    if kind is str:
+        if isinstance(value, str):
+            return True, value
+        if isinstance(value, bytes | bytearray | memoryview):
+            return True, bytes(value).decode("utf-8", "replace")
+        return True, str(value)
+    if kind is dt.datetime:
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is not None:
+                value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            return True, value
+        try:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            return True, dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00")).replace(
+                tzinfo=None
+            )
+        except (ValueError, UnicodeError):
+            return False, None
+    if kind is int:
+        if isinstance(value, bool):
+            return False, None
+        if isinstance(value, int):
+            return True, value
+        try:
+            return True, int(str(value).strip())
+        except ValueError:
+            return False, None
+    if kind is float:
+        try:
+            return True, float(value)
+        except (TypeError, ValueError):
+            return False, None
+    return True, value
 
 
 _COLUMNS: dict[tuple[str, str], frozenset[str]] = {}

@@ -7,11 +7,15 @@
   its "Dump completed" trailer.
 
 Every check also confirms the backup holds each table the database had.
-Passwords reach the tools through a temporary 0600 file (PGPASSFILE, or
---defaults-extra-file), never through the command line. A backup is written
-under a temporary name and renamed when verified, so a half-written file never
-looks like a backup. Beside it, `<file>.json` says which database it is of,
-when, at which version, and its SHA-256.
+Passwords reach the tools through a 0600 file (PGPASSFILE, or
+--defaults-extra-file) in a private 0700 directory, never through the command
+line; a run killed before it could remove that file has it removed by the next.
+The tools die with upgrader (PR_SET_PDEATHSIG, through util-linux's `setpriv`).
+A backup is written under a temporary name and renamed when verified, so a
+half-written file never looks like a backup; backups are 0600 in a 0700
+directory, since they hold everything the application stores. Beside each,
+`<file>.json` says which database it is of, when, at which version, and its
+SHA-256.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ def preflight(engine: Engine, backup_dir: Path) -> list[str]:
     elif backend == "sqlite" and not Path(engine.url.database or "").is_file():
         problems.append(f"the database file {engine.url.database} does not exist")
     try:
-        backup_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(backup_dir)
         with tempfile.NamedTemporaryFile(dir=backup_dir, prefix=".write-test-"):
             pass
     except OSError as exc:
@@ -104,6 +108,45 @@ def preflight(engine: Engine, backup_dir: Path) -> list[str]:
     if backend == "postgresql" and not problems:
         problems += _pg_version_problem(engine)
     return problems
+
+
+def private_directory(path: Path) -> None:
+    """Make `path` (and its missing parents) and keep it readable by its owner only."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_uid == os.getuid():
+        path.chmod(0o700)
+
+
+@contextlib.contextmanager
+def _secrets_dir() -> Iterator[Path]:
+    """A 0700 directory for the dump tools' credentials, removed afterwards. Each is named
+    by its process; those of processes that are gone (killed runs) are removed here."""
+    base = Path(tempfile.gettempdir()) / f"upgrader-{os.getuid()}"
+    try:
+        private_directory(base)
+        if base.is_symlink() or base.stat().st_uid != os.getuid():
+            raise OSError("not ours")
+    except OSError:
+        base = Path(tempfile.mkdtemp(prefix="upgrader-"))
+    for stale in base.iterdir():
+        owner = stale.name.split("-")[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(stale, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def estimated_size(engine: Engine) -> int | None:
@@ -166,6 +209,8 @@ def create_backup(
     tables = sorted(inspect(engine).get_table_names())
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     ext = {"sqlite": "sqlite", "postgresql": "pgdump"}.get(backend, "sql")
+    for stale in backup_dir.glob("*.partial*"):  # a killed backup's; we hold the upgrade lock
+        stale.unlink(missing_ok=True)
     name = f"{_safe(database_name(url))}-{stamp}-{_safe(label)}"
     final = backup_dir / f"{name}.{ext}"
     for n in range(2, 1000):  # two backups within one second keep both
@@ -183,6 +228,7 @@ def create_backup(
         else:
             _mysql_dump(url, partial)
             _verify_mysql(partial, tables)
+        partial.chmod(0o600)
         os.replace(partial, final)
     except (OSError, sqlite3.Error) as exc:  # a full disk, above all
         raise BackupError(f"writing {final} failed: {redact(str(exc), url)}") from exc
@@ -201,7 +247,9 @@ def create_backup(
         schema_version=schema_version,
         revisions=revisions,
     )
-    backup.sidecar.write_text(json.dumps(asdict(backup), indent=2))
+    fd = os.open(backup.sidecar, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(asdict(backup), indent=2))
     return backup
 
 
@@ -266,9 +314,9 @@ def _pg_env(url: URL) -> Iterator[tuple[list[str], dict[str, str]]]:
     sslmode = url.query.get("sslmode")
     if isinstance(sslmode, str):
         env["PGSSLMODE"] = sslmode
-    with tempfile.TemporaryDirectory(prefix="upgrader-") as tmp:
+    with _secrets_dir() as tmp:
         if url.password:
-            passfile = Path(tmp) / "pgpass"
+            passfile = tmp / "pgpass"
             fields = [
                 "*",
                 "*",
@@ -285,6 +333,9 @@ def _pg_env(url: URL) -> Iterator[tuple[list[str], dict[str, str]]]:
 
 
 def _run(argv: list[str], env: dict[str, str], url: URL, what: str, **kw: Any) -> str:
+    guard = shutil.which("setpriv")
+    if guard:  # the tool dies with us, rather than dump on after a kill -9
+        argv = [guard, "--pdeathsig", "SIGKILL", "--", *argv]
     try:
         done = subprocess.run(
             argv, env=env, capture_output=True, text=True, timeout=DUMP_TIMEOUT, check=False, **kw
@@ -346,13 +397,12 @@ def _mysql_options(url: URL) -> Iterator[str]:
     ]
     if url.password:
         lines.append(f"password={quoted(url.password)}")
-    fd, name = tempfile.mkstemp(prefix="upgrader-", suffix=".cnf")
-    try:
+    with _secrets_dir() as tmp:
+        name = str(tmp / "client.cnf")
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write("\n".join(lines) + "\n")
         yield name
-    finally:
-        os.unlink(name)
 
 
 def _mysql_dump(url: URL, target: Path) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, true
@@ -99,9 +100,7 @@ def at_step(
     )
 
 
-def record_step(
-    conn: Connection,
-    tables: Tables,
+def step_row(
     run_id: int,
     position: int,
     revision: str,
@@ -109,20 +108,23 @@ def record_step(
     status: str,
     started_at: dt.datetime,
     duration: float,
-) -> None:
-    """One row per step once it ended (succeeded or failed), with its duration."""
-    conn.execute(
-        tables.steps.insert().values(
-            run_id=run_id,
-            position=position,
-            revision=revision,
-            message=message,
-            status=status,
-            started_at=started_at,
-            finished_at=utcnow(),
-            duration=round(duration, 3),
-        )
-    )
+) -> dict[str, Any]:
+    """One row of `steps`: a step once it ended (succeeded or failed), with its duration."""
+    return {
+        "run_id": run_id,
+        "position": position,
+        "revision": revision,
+        "message": message,
+        "status": status,
+        "started_at": started_at,
+        "finished_at": utcnow(),
+        "duration": round(duration, 3),
+    }
+
+
+def record_steps(conn: Connection, tables: Tables, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(tables.steps.insert(), rows)
 
 
 def undo_steps(engine: Engine, tables: Tables, run_id: int, kept: set[str]) -> None:
@@ -149,18 +151,22 @@ def steps_of(engine: Engine, tables: Tables, run_id: int) -> list[dict[str, Any]
 
 
 class Heartbeat:
-    """Renews the run's lease while long steps run, so others see it alive.
+    """Renews the run's lease while long steps run, so others see it alive, and writes
+    the run's progress (`tick`, set by the migration's hooks) at most every TICK seconds.
 
     Not on SQLite: a write from another connection while a migration holds the
     database's write lock fails that migration ("database is locked"). There the
     OS lock file tells liveness instead (core/lockfile.py), and no lease is written
     during a run at all."""
 
+    TICK = 0.5
+
     def __init__(self, engine: Engine, tables: Tables, run_id: int, lease_seconds: float) -> None:
         self._engine, self._tables, self._run_id = engine, tables, run_id
         self._lease = lease_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="upgrader-heartbeat", daemon=True)
+        self.tick: Callable[[], None] | None = None
         self.failures = 0
 
     def __enter__(self) -> Heartbeat:
@@ -172,17 +178,22 @@ class Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
-        interval = max(0.5, self._lease / 3)
-        while not self._stop.wait(interval):
-            now = utcnow()
+        renew_every = max(self.TICK, self._lease / 3)
+        renewed = time.monotonic()
+        while not self._stop.wait(self.TICK):
             try:
-                update_run(
-                    self._engine,
-                    self._tables,
-                    self._run_id,
-                    heartbeat_at=now,
-                    lease_expires_at=now + dt.timedelta(seconds=self._lease),
-                )
+                if self.tick is not None:
+                    self.tick()
+                if time.monotonic() - renewed >= renew_every:
+                    now = utcnow()
+                    update_run(
+                        self._engine,
+                        self._tables,
+                        self._run_id,
+                        heartbeat_at=now,
+                        lease_expires_at=now + dt.timedelta(seconds=self._lease),
+                    )
+                    renewed = time.monotonic()
             except Exception:
                 # The database may be briefly away; if it stays away the lease
                 # expires and others see the run as interrupted, which is true.

@@ -17,6 +17,7 @@ diagnosis says "interrupted", and a rerun resumes from the database's revision.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -50,6 +51,7 @@ from upgrader.engine.migrate import migration_config, plan_upgrade, run_upgrade,
 from upgrader.settings import Settings, load_app
 
 Progress = Callable[[str, dict[str, Any]], None]
+log = logging.getLogger("upgrader")
 
 # Exit statuses of the commands that run (docs/cli.md).
 EXIT_FAILED = 1
@@ -247,6 +249,20 @@ class Runner:
             "run",
             {"run_id": run_id, "steps": len(pending), "from": d.schema_version, "to": to_version},
         )
+        who = storage.identity()
+        log.warning(
+            "run #%d (%s, %s) started by %s@%s pid %s: %s to %s, %d revision(s)%s",
+            run_id,
+            kind,
+            trigger,
+            who["actor"],
+            who["host"],
+            who["pid"],
+            d.schema_version or "-",
+            to_version,
+            len(pending),
+            "" if backup else ", no backup",
+        )
         saved: Backup | None = None
         sqlite = engine.url.get_backend_name() == "sqlite"
         beat = (
@@ -275,9 +291,10 @@ class Runner:
                         backup_size=saved.size,
                     )
                     self.progress("backup_done", {"path": saved.path, "size": saved.size})
-                applied = self._apply(engine, lock, run_id, target, pending)
+                applied = self._apply(engine, lock, run_id, target, pending, beat)
                 self._close(engine, run_id, to_version)
             except BackupError as exc:
+                log.error("run #%d: the backup failed, nothing was migrated: %s", run_id, exc)
                 journal.finish_run(
                     engine,
                     self.tables,
@@ -287,20 +304,29 @@ class Runner:
                 )
                 raise PreflightFailed(f"the backup failed, so nothing was migrated: {exc}") from exc
             except MigrationFailed as exc:
+                log.error("run #%d failed: %s", run_id, exc)
                 journal.finish_run(engine, self.tables, run_id, "failed", error=str(exc))
                 raise
             except Stopped as exc:
+                log.error("run #%d stopped by %s", run_id, exc)
                 journal.finish_run(
                     engine, self.tables, run_id, "interrupted", note=f"stopped by {exc}"
                 )
                 raise
         verb = "installed" if kind == "install" else "upgraded"
+        log.warning("run #%d succeeded: %s to %s", run_id, verb, to_version)
         return Outcome(
             kind, f"{verb} to {to_version}", run_id, d.schema_version, to_version, applied, saved
         )
 
     def _apply(
-        self, engine: Engine, lock: Any, run_id: int, target: str, pending: list[Revision]
+        self,
+        engine: Engine,
+        lock: Any,
+        run_id: int,
+        target: str,
+        pending: list[Revision],
+        beat: Any,
     ) -> list[str]:
         """One Alembic pass to `target`, journalled step by step as Alembic applies them."""
         cfg = migration_config(Path(self.settings.migrations), engine.url)
@@ -308,6 +334,8 @@ class Runner:
         script = graph.script if graph and graph.script else ScriptDirectory.from_config(cfg)
         plan = plan_upgrade(script, target, self._current_revisions(engine))
         steps = _Steps(self, engine, lock, run_id, plan, len(pending))
+        if isinstance(beat, journal.Heartbeat):
+            beat.tick = steps.tick  # the progress, written from the heartbeat's thread
         try:
             run_upgrade(cfg, target, steps, self.app(), script)
         except Stopped:
@@ -316,6 +344,10 @@ class Runner:
             if isinstance(exc, KeyboardInterrupt):
                 raise Stopped("Ctrl-C (SIGINT)") from exc
             raise MigrationFailed(steps.failed(exc)) from exc
+        finally:
+            if isinstance(beat, journal.Heartbeat):
+                beat.tick = None
+        steps.flush()  # the last steps' rows, on a server
         wanted = (graph.heads if graph else ()) if target == "heads" else (target,)
         if graph and graph.ancestry(wanted) - graph.ancestry(self._current_revisions(engine)):
             raise MigrationFailed(
@@ -656,10 +688,14 @@ class _Steps:
 
     On SQLite the journal is written on the migration's own connection, inside its
     transaction: another connection could not write while the migration holds the write
-    lock. Elsewhere a connection of upgrader's own commits at once, so every node sees
-    the progress as it happens. Two statements per step: the step's row, and the run's
-    move to the next step.
+    lock; and there a statement costs no round trip. On a server the heartbeat's thread
+    writes the progress and the finished steps' rows on upgrader's own connection, at
+    most every Heartbeat.TICK seconds: every node sees "step k of n" within that, also
+    while one long revision runs, and a chain of quick revisions costs the migration no
+    round trip per revision. The upgrade lock is checked at the same pace.
     """
+
+    CHECK_EVERY = 0.5
 
     def __init__(
         self, runner: Runner, engine: Engine, lock: Any, run_id: int, plan: list[str], steps: int
@@ -670,28 +706,56 @@ class _Steps:
         self.lease = None if self.sqlite else runner.settings.lease_seconds
         self.plan = plan
         self.done: list[str] = []
-        self.started = time.monotonic()
+        self.rows: list[dict[str, Any]] = []  # finished steps not written yet
+        self.dirty = False
+        self.mutex = threading.Lock()  # the migration's thread and the heartbeat's
+        self.started = self.checked = time.monotonic()
         self.started_at = storage.utcnow()
         # The first step is journalled before Alembic holds any lock, so even on SQLite
         # others see "step 1 of n" while it runs; later steps commit with the one before.
         with engine.begin() as conn:
             if len(plan) != steps:
                 self._set_steps(conn)
-            self._start(conn)
+            self._at_step(conn)
+        self._announce()
 
     def _set_steps(self, conn: Connection) -> None:
         runs = self.tables.runs
         conn.execute(runs.update().where(runs.c.id == self.run_id).values(steps=len(self.plan)))
 
-    def _writing(self, conn: Connection | None) -> contextlib.AbstractContextManager[Connection]:
-        if self.sqlite and conn is not None:
-            return contextlib.nullcontext(conn)
-        return self.engine.begin()
-
     def _message(self, revision: str) -> str:
         graph = self.runner.code.graph
         node = graph.revisions.get(revision) if graph else None
         return node.message if node else ""
+
+    def _at_step(self, conn: Connection) -> None:
+        """Write the finished steps' rows and where the run is now (holding the mutex)."""
+        journal.record_steps(conn, self.tables, self.rows)
+        self.rows, self.dirty = [], False
+        position = len(self.done)
+        if position < len(self.plan):  # the one running now
+            revision, position = self.plan[position], position + 1
+        elif self.done:  # all done: the last one
+            revision = self.done[-1]
+        else:
+            return
+        journal.at_step(
+            conn, self.tables, self.run_id, position, revision, self._message(revision), self.lease
+        )
+
+    def _announce(self) -> None:
+        position = len(self.done)
+        if position < len(self.plan):
+            revision = self.plan[position]
+            self.runner.progress(
+                "step",
+                {
+                    "position": position + 1,
+                    "total": len(self.plan),
+                    "revision": revision,
+                    "message": self._message(revision),
+                },
+            )
 
     def configured(self, connection: Connection | None) -> None:
         """Note the migration connection's server session: if this process dies, its
@@ -709,63 +773,65 @@ class _Steps:
         moved the database in between (it cannot while we hold the lock, but say so if so)."""
         if revisions == self.plan:
             return
-        self.plan = revisions
-        with self._writing(connection) as conn:
-            self._set_steps(conn)
-            self._start(conn)
+        with self.mutex:
+            self.plan = revisions
+        self.flush(connection)
 
-    def _start(self, conn: Connection) -> None:
-        position = len(self.done)
-        if position >= len(self.plan):
-            return
-        revision = self.plan[position]
-        message = self._message(revision)
-        journal.at_step(conn, self.tables, self.run_id, position + 1, revision, message, self.lease)
-        self.started, self.started_at = time.monotonic(), storage.utcnow()
-        self.runner.progress(
-            "step",
-            {
-                "position": position + 1,
-                "total": len(self.plan),
-                "revision": revision,
-                "message": message,
-            },
-        )
-
-    def _record(self, conn: Connection, revision: str, status: str) -> float:
+    def applied(self, revision: str, connection: Connection | None) -> None:
         duration = time.monotonic() - self.started
-        position = len(self.done) + 1
-        journal.record_step(
-            conn,
-            self.tables,
+        row = journal.step_row(
             self.run_id,
-            position,
+            len(self.done) + 1,
             revision,
             self._message(revision),
-            status,
+            "succeeded",
             self.started_at,
             duration,
         )
-        return duration
-
-    def applied(self, revision: str, connection: Connection | None) -> None:
-        try:
-            self.lock.check()
-        except LockLost as exc:
-            raise MigrationFailed(f"stopped after {revision}: {exc}") from exc
-        with self._writing(connection) as conn:
-            duration = self._record(conn, revision, "succeeded")
+        with self.mutex:
+            self.rows.append(row)
             self.done.append(revision)
-            self.runner.progress(
-                "step_done",
-                {
-                    "position": len(self.done),
-                    "total": len(self.plan),
-                    "revision": revision,
-                    "duration": duration,
-                },
-            )
-            self._start(conn)
+            self.dirty = True
+        log.info(
+            "run #%d: step %d of %d, %s, done in %.2fs",
+            self.run_id,
+            len(self.done),
+            len(self.plan),
+            revision,
+            duration,
+        )
+        self.runner.progress(
+            "step_done",
+            {
+                "position": len(self.done),
+                "total": len(self.plan),
+                "revision": revision,
+                "duration": duration,
+            },
+        )
+        if self.sqlite or time.monotonic() - self.checked >= self.CHECK_EVERY:
+            try:
+                self.lock.check()
+            except LockLost as exc:
+                raise MigrationFailed(f"stopped after {revision}: {exc}") from exc
+            self.checked = time.monotonic()
+        if self.sqlite:
+            self.flush(connection)
+        self.started, self.started_at = time.monotonic(), storage.utcnow()
+        self._announce()
+
+    def tick(self) -> None:
+        """From the heartbeat's thread: write what changed since the last tick."""
+        if self.dirty:
+            self.flush()
+
+    def flush(self, connection: Connection | None = None) -> None:
+        with self.mutex:
+            if self.sqlite and connection is not None:
+                self._at_step(connection)
+            else:
+                with self.engine.begin() as conn:
+                    self._at_step(conn)
 
     def failed(self, exc: BaseException) -> str:
         """Journal the failed step (the migration's transaction is gone: on our own
@@ -776,7 +842,21 @@ class _Steps:
             values: dict[str, Any] = {"step": position if revision else len(self.done)}
             if revision:
                 values.update(revision=revision, message=self._message(revision))
-                self._record(conn, revision, "failed")
+                duration = time.monotonic() - self.started
+                self.rows.append(
+                    journal.step_row(
+                        self.run_id,
+                        position,
+                        revision,
+                        self._message(revision),
+                        "failed",
+                        self.started_at,
+                        duration,
+                    )
+                )
+            with self.mutex:
+                journal.record_steps(conn, self.tables, self.rows)
+                self.rows = []
             runs = self.tables.runs
             conn.execute(runs.update().where(runs.c.id == self.run_id).values(**values))
         with contextlib.suppress(Exception):
@@ -847,6 +927,7 @@ def start_detached(
         argv.append("--no-backup")
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
     env.update(settings_environment(settings))
+    env["UPGRADER_LOG_LEVEL"] = "INFO"  # the run's log, in upgrade.log beside its output
     try:
         process = subprocess.Popen(
             argv,

@@ -15,7 +15,7 @@ from flask import Flask, abort, render_template
 from sqlalchemy import Engine, create_engine, func, select
 
 from upgrader.sample import schema
-from upgrader.sample.config import shelf_config
+from upgrader.sample.config import engine_options, shelf_config
 from upgrader.sample.releases import CURRENT
 from upgrader.web.flask import Upgrader
 
@@ -27,7 +27,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(shelf_config(app.instance_path))
     if test_config:
         app.config.update(test_config)
-    engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], pool_pre_ping=True)
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(url))
+    engine = create_engine(url, **options)
     if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
         Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
     app.extensions["shelf.engine"] = engine

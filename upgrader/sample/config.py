@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from upgrader.sample.releases import CURRENT, RELEASES
 
@@ -30,6 +33,20 @@ INSTALLER_FILES = _shipped("install")
 DATABASE_ENV = "SHELF_DATABASE_URL"
 """The sample reads its database URL here, as applications usually do (else a file in its
 instance folder)."""
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """Timeouts for the application's own connections, as docs/embedding.md advises: a
+    database that stops answering must make a request fail, not hang a worker for ever."""
+    backend = make_url(url).get_backend_name()
+    connect_args: dict[str, Any] = {}
+    if backend == "postgresql":
+        connect_args = {"connect_timeout": 5, "options": "-c statement_timeout=30000"}
+    elif backend in ("mysql", "mariadb"):
+        connect_args = {"connect_timeout": 5, "read_timeout": 30, "write_timeout": 30}
+    elif backend == "sqlite":
+        connect_args = {"timeout": 5}
+    return {"pool_pre_ping": True, "pool_timeout": 5, "connect_args": connect_args}
 
 
 def shelf_config(instance_path: str) -> dict[str, object]:

@@ -9,14 +9,27 @@ and sees the change at once; every other process sees it within the TTL.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from sqlalchemy import Engine
 
 from upgrader.core.database import guard_engine
-from upgrader.core.diagnosis import CodeFacts, Diagnosis, State, diagnose, load_code_facts
+from upgrader.core.diagnosis import (
+    CodeFacts,
+    Diagnosis,
+    State,
+    diagnose,
+    load_code_facts,
+    provisional,
+)
 from upgrader.settings import Settings
+
+log = logging.getLogger("upgrader")
+
+SLOW = 1.0
+"""Seconds a request waits for a refresh under way before it gets a provisional Err1."""
 
 
 class DiagnosisCache:
@@ -33,22 +46,41 @@ class DiagnosisCache:
         # `open` says the site is simply up: state ok, no maintenance, no installer left.
         self.fast: tuple[float, bool] = (0.0, False)
         self._refreshing = threading.Lock()
+        self._refresh_started = 0.0
 
     def get(self) -> Diagnosis:
+        """The cached diagnosis; past its TTL one thread refreshes it (bounded by the
+        connect timeout: diagnose() gives Err1 when the server does not answer in time).
+
+        Meanwhile other requests do not queue behind that refresh: they get the previous
+        answer, or, when there is none yet (a process started during an outage) or the
+        refresh is taking longer than SLOW, a provisional Err1. A stale "ok" would send
+        every worker thread into the application, to hang on its own connection."""
         value = self._value
         if value is not None and time.monotonic() < self._expires:
             return value
-        if self._refreshing.acquire(blocking=value is None):
+        # With an answer to give meanwhile, do not wait for another thread's refresh; with
+        # none (a process just started), wait a little for it.
+        if self._refreshing.acquire(timeout=SLOW if value is None else 0):
             try:
                 if self._value is None or time.monotonic() >= self._expires:
-                    value = diagnose(self.settings, code=self.code, engine=self.engine)
+                    self._refresh_started = time.monotonic()
+                    try:
+                        fresh = diagnose(self.settings, code=self.code, engine=self.engine)
+                    finally:
+                        self._refresh_started = 0.0
                     expires = time.monotonic() + self.ttl
-                    self._value, self._expires = value, expires
-                    self.fast = (expires, _open(value))
+                    _log_change(self._value, fresh)
+                    self._value, self._expires = fresh, expires
+                    self.fast = (expires, _open(fresh))
             finally:
                 self._refreshing.release()
-        assert self._value is not None
-        return self._value
+            assert self._value is not None
+            return self._value
+        started = self._refresh_started
+        if value is None or (started and time.monotonic() - started > SLOW):
+            return provisional(self.settings, "the database has not answered yet; checking")
+        return value
 
     @property
     def code(self) -> CodeFacts:
@@ -69,6 +101,15 @@ class DiagnosisCache:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+
+def _log_change(before: Diagnosis | None, now: Diagnosis) -> None:
+    """One line per change of state this process sees (not per refresh)."""
+    if before is not None and before.state is now.state:
+        return
+    was = f" (was {before.state.value})" if before is not None else ""
+    level = logging.INFO if now.state in (State.OK, State.MAINTENANCE) else logging.WARNING
+    log.log(level, "site state: %s%s%s", now.state.value, f" {now.code}" if now.code else "", was)
 
 
 def _open(d: Diagnosis) -> bool:

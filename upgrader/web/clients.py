@@ -12,8 +12,11 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from upgrader.core.maintenance import check_secret
@@ -22,6 +25,7 @@ __all__ = ["check_secret"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 COOKIE = "upgrader_bypass"
+log = logging.getLogger("upgrader")
 
 
 def networks(entries: Iterable[str]) -> tuple[Network, ...]:
@@ -69,39 +73,79 @@ def allowed(address: str | None, nets: tuple[Network, ...]) -> bool:
     return parsed is not None and _within(parsed, nets)
 
 
-# ------------------------------------------------------------- bypass secret
+# ------------------------------------------------------------- the site's key
+
+KEY_FILE = ".upgrader-key"
 
 
-def _signature(stored: str, expires: int) -> str:
-    key = hashlib.sha256(b"upgrader-bypass-cookie:" + stored.encode()).digest()
-    mac = hmac.new(key, str(expires).encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+def site_key(secret: str | None, directory: Path) -> bytes:
+    """The key that signs bypass cookies: from the configured secret (UPGRADER_SECRET_KEY,
+    or Flask's SECRET_KEY; the same on every node), else from a 0600 file made on first
+    use in a 0700 directory (one node). Never derived from anything in the database."""
+    if secret:
+        return hashlib.sha256(b"upgrader-site-key:" + secret.encode()).digest()
+    path = directory / KEY_FILE
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        pass
+    key = os.urandom(32)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key.hex() + "\n")
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())  # another process made it first
+    except OSError:
+        log.warning(
+            "cannot write %s: bypass cookies are valid in this process only; set "
+            "UPGRADER_SECRET_KEY",
+            path,
+        )
+    return key
 
 
-def make_cookie(stored: str, lifetime: float, now: float | None = None) -> tuple[str, int]:
+# ------------------------------------------------------------- bypass cookie
+
+
+def _signature(key: bytes, stored: str, expires: int) -> str:
+    """Keyed by the site's secret key (never stored in the database, so a copy of the
+    database or a backup cannot forge a cookie) and by the stored secret's hash (so a new
+    bypass secret retires every cookie made for the old one)."""
+    material = b"upgrader-bypass-cookie:" + stored.encode("utf-8", "replace")
+    per_secret = hmac.new(key, material, hashlib.sha256).digest()
+    mac = hmac.new(per_secret, str(expires).encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+
+def make_cookie(
+    key: bytes, stored: str, lifetime: float, now: float | None = None
+) -> tuple[str, int]:
     expires = int((now or time.time()) + lifetime)
-    return f"{expires}.{_signature(stored, expires)}", expires
+    return f"{expires}.{_signature(key, stored, expires)}", expires
 
 
-def cookie_valid(value: str | None, stored: str | None, now: float | None = None) -> bool:
-    if not value or not stored:
+def cookie_valid(
+    key: bytes, value: str | None, stored: str | None, now: float | None = None
+) -> bool:
+    """Whatever a client sends, an answer: never an exception."""
+    if not value or not stored or len(value) > 100:
         return False
     expires_text, _, signature = value.partition(".")
-    if not expires_text.isdigit():
+    if not expires_text.isdigit() or len(expires_text) > 12:
         return False
     expires = int(expires_text)
     if expires < (now or time.time()):
         return False
-    return hmac.compare_digest(signature, _signature(stored, expires))
+    expected = _signature(key, stored, expires)
+    return hmac.compare_digest(signature.encode("utf-8", "replace"), expected.encode())
 
 
 def read_cookie(environ: Mapping[str, Any], name: str = COOKIE) -> str | None:
-    from http.cookies import CookieError, SimpleCookie
+    """The cookie as browsers send it, parsed as werkzeug parses it: a malformed cookie
+    of another application beside ours must not hide ours."""
+    from werkzeug.http import parse_cookie
 
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(str(environ.get("HTTP_COOKIE", "")))
-    except CookieError:
-        return None
-    morsel = jar.get(name)
-    return morsel.value if morsel else None
+    value = parse_cookie(str(environ.get("HTTP_COOKIE", ""))).get(name)
+    return value if isinstance(value, str) else None

@@ -16,9 +16,11 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import json
+import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
+from pathlib import Path
 from time import monotonic as _monotonic
 from typing import Any
 from urllib.parse import parse_qs
@@ -30,6 +32,9 @@ from upgrader.core.storage import utcnow
 from upgrader.settings import Settings, resolve
 from upgrader.web import clients
 from upgrader.web.cache import DiagnosisCache
+from upgrader.web.throttle import Throttle
+
+log = logging.getLogger("upgrader")
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -42,8 +47,10 @@ ERR2 = (
 )
 
 
-def public_status(d: Diagnosis) -> dict[str, Any]:
-    """What any anonymous caller may see (Nextcloud's status.php in spirit)."""
+def public_status(d: Diagnosis, versions: bool = False) -> dict[str, Any]:
+    """What any anonymous caller may see (Nextcloud's status.php in spirit): the state, a
+    calm summary and when to come back. Versions (which tell an attacker what to try) only
+    with UPGRADER_PUBLIC_VERSIONS; administrators get everything."""
     m = d.maintenance
     active = m is not None and m.active(d.checked_at)
     body: dict[str, Any] = {
@@ -53,8 +60,9 @@ def public_status(d: Diagnosis) -> dict[str, Any]:
         "maintenance": d.state is State.MAINTENANCE or active,
         "needs_upgrade": d.state in ERR2,
         "summary": d.summary,
-        "versions": {"code": d.code_version, "schema": d.schema_version},
     }
+    if versions:
+        body["versions"] = {"code": d.code_version, "schema": d.schema_version}
     if m is not None and m.mode != "off" and (active or m.upcoming(d.checked_at)):
         body["window"] = {
             "level": m.mode,
@@ -63,8 +71,6 @@ def public_status(d: Diagnosis) -> dict[str, Any]:
             "until": _iso(m.until),
             "message": m.message,
         }
-    if d.state is State.UPGRADE_RUNNING and d.run is not None:
-        body["progress"] = {"step": d.run.step, "steps": d.run.steps}
     return body
 
 
@@ -80,6 +86,12 @@ class Pages:
         if template_dir:
             loaders.insert(0, FileSystemLoader(str(template_dir)))
         self.env = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape())
+
+    def admin(self, d: Diagnosis, *, installer: str | None, error: str | None, go_on: str) -> str:
+        """What an administrator sees while the database does not fit the code."""
+        return self.env.get_template("admin.html").render(
+            d=d, installer=installer, error=error, go_on=go_on
+        )
 
     def blocked(
         self, d: Diagnosis, *, settings: Settings, poll_seconds: float, refresh: int
@@ -121,6 +133,9 @@ class UpgraderMiddleware:
         self.trusted = clients.networks(self.settings.trusted_proxies)
         self.allow = clients.networks(self.settings.allow_ips)
         self.pages = Pages(self.settings.template_dir)
+        self.key = clients.site_key(self.settings.secret_key, Path(self.settings.backup_dir))
+        self.bypass_throttle = Throttle()
+        self._page: tuple[Diagnosis, int, bytes] | None = None  # the blocked page, rendered once
         self._status_path = self.settings.status_path
         self._wizard: WSGIApp | None = None
         self._maintenance_allow: tuple[tuple[str, ...], tuple[clients.Network, ...]] = ((), ())
@@ -153,15 +168,99 @@ class UpgraderMiddleware:
         banner = self.banner(d, admin)
         if banner:
             environ["upgrader.banner"] = banner
-        if d.state is State.OK or self._exempt(path) or admin:
+        if d.state is State.OK or self._exempt(path):
             return self.app(environ, start_response)
-        if d.state is State.NOT_INSTALLED and d.installer_present:
+        if admin:
+            return self._for_admin(environ, start_response, d)
+        if d.state is State.NOT_INSTALLED and d.installer_present and not d.missing_file:
             start_response(
                 "303 See Other",
                 [("Location", self.settings.installer_path), ("Cache-Control", "no-store")],
             )
             return [b""]
         return self.blocked(environ, start_response, d)
+
+    # --------------------------------------------------------- administrators
+
+    def _for_admin(
+        self, environ: dict[str, Any], start_response: StartResponse, d: Diagnosis
+    ) -> Iterable[bytes]:
+        """During maintenance an administrator simply gets the site. While the database
+        does not fit the code, they first get a page with the state, its fix and the way
+        to the installer, and may go on to the application from there; if the application
+        then fails (it is running against the wrong schema), that page again, with the
+        error, never a bare 500."""
+        if d.state is State.MAINTENANCE or wants_json(environ):
+            return self.app(environ, start_response)
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        if CONTINUE in query:
+            location = environ.get("SCRIPT_NAME", "") + (environ.get("PATH_INFO") or "/")
+            start_response(
+                "303 See Other",
+                [
+                    ("Location", location),
+                    ("Set-Cookie", f"{CONTINUE}=1; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"),
+                    ("Cache-Control", "no-store"),
+                ],
+            )
+            return [b""]
+        if not _has_cookie(environ, CONTINUE):
+            return self._admin_page(environ, start_response, d, None)
+        return self._guarded_call(environ, start_response, d)
+
+    def _guarded_call(
+        self, environ: dict[str, Any], start_response: StartResponse, d: Diagnosis
+    ) -> Iterable[bytes]:
+        captured: list[Any] = []
+
+        def capture(status: str, headers: list[Any], exc_info: Any = None) -> Any:
+            captured[:] = [status, headers, exc_info]
+            return lambda data: None  # write() is not for this path
+
+        try:
+            body = self.app(environ, capture)
+            chunks = iter(body)
+            first = next(chunks, b"") if not captured else None
+        except Exception as exc:
+            log.warning("the application failed for an administrator in %s: %r", d.state, exc)
+            return self._admin_page(environ, start_response, d, f"{type(exc).__name__}: {exc}")
+        status = str(captured[0]) if captured else "500 Internal Server Error"
+        if status[:1] == "5":
+            if hasattr(body, "close"):
+                body.close()
+            return self._admin_page(
+                environ, start_response, d, f"the application answered {status}"
+            )
+        start_response(captured[0], captured[1], captured[2])
+        if first is None:
+            return body
+        return _chain(first, chunks, body)
+
+    def _admin_page(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        d: Diagnosis,
+        error: str | None,
+    ) -> Iterable[bytes]:
+        html = self.pages.admin(
+            d,
+            installer=self.settings.installer_path if d.installer_present else None,
+            error=error,
+            go_on=f"?{CONTINUE}",
+        ).encode()
+        status = self.settings.blocked_status
+        start_response(
+            f"{status} {_reason(status)}",
+            [
+                ("Content-Type", "text/html; charset=utf-8"),
+                ("Content-Length", str(len(html))),
+                ("Cache-Control", "no-store"),
+                ("X-Upgrader-State", d.state.value),
+                *SECURITY_HEADERS,
+            ],
+        )
+        return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [html]
 
     def _exempt(self, path: str) -> bool:
         return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.settings.allow_paths)
@@ -203,7 +302,7 @@ class UpgraderMiddleware:
             return True
         m = d.maintenance
         secret = m.secret_hash if m is not None else None
-        return clients.cookie_valid(clients.read_cookie(environ), secret)
+        return clients.cookie_valid(self.key, clients.read_cookie(environ), secret)
 
     def _db_allow(self, d: Diagnosis) -> tuple[clients.Network, ...]:
         entries = d.maintenance.allow if d.maintenance is not None else ()
@@ -261,6 +360,7 @@ class UpgraderMiddleware:
             ("Retry-After", str(retry)),
             ("Cache-Control", "no-store"),
             ("X-Upgrader-State", d.state.value),
+            *SECURITY_HEADERS,
         ]
         if wants_json(environ):
             problem = {
@@ -275,22 +375,31 @@ class UpgraderMiddleware:
             body = json.dumps(problem).encode()
             headers.append(("Content-Type", "application/problem+json"))
         else:
-            html = self.pages.blocked(
-                d,
-                settings=self.settings,
-                poll_seconds=self.poll_seconds,
-                refresh=min(retry, 60),
-            )
-            body = html.encode()
+            body = self._blocked_page(d, min(retry, 60))
             headers.append(("Content-Type", "text/html; charset=utf-8"))
         headers.append(("Content-Length", str(len(body))))
         start_response(f"{status} {_reason(status)}", headers)
         return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
+    def _blocked_page(self, d: Diagnosis, refresh: int) -> bytes:
+        """Rendered once per diagnosis (so once per refresh at most), then served from
+        memory: during an outage every request is a blocked one."""
+        page = self._page
+        if page is not None and page[0] is d and page[1] == refresh:
+            return page[2]
+        html = self.pages.blocked(
+            d, settings=self.settings, poll_seconds=self.poll_seconds, refresh=refresh
+        )
+        self._page = (d, refresh, html.encode())
+        return self._page[2]
+
     def _status(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         d = self.cache.get()
-        body: dict[str, Any] = public_status(d)
-        if self.is_admin(environ, d):
+        admin = self.is_admin(environ, d)
+        body: dict[str, Any] = public_status(d, versions=admin or self.settings.public_versions)
+        if admin:
+            if d.state is State.UPGRADE_RUNNING and d.run is not None:
+                body["progress"] = {"step": d.run.step, "steps": d.run.steps}
             body["diagnosis"] = d.to_dict()
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         ready = d.state is State.OK
@@ -303,6 +412,7 @@ class UpgraderMiddleware:
                 ("Cache-Control", "no-store"),
                 ("X-Upgrader-State", d.state.value),
                 ("Content-Length", str(len(payload))),
+                *SECURITY_HEADERS,
             ],
         )
         return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [payload]
@@ -313,9 +423,17 @@ class UpgraderMiddleware:
         secret = path[len(self.settings.bypass_path) :]
         m = d.maintenance
         stored = m.secret_hash if m is not None else None
-        if not secret or not clients.check_secret(secret, stored):
+        client = clients.client_address(environ, self.trusted) or "unknown"
+        if self.bypass_throttle.wait(client) > 0:
+            log.warning("bypass refused to %s: too many wrong secrets", client)
             return self.blocked(environ, start_response, d)  # reveals nothing
-        value, _ = clients.make_cookie(stored or "", self.bypass_lifetime)
+        if not secret or not clients.check_secret(secret, stored):
+            count = self.bypass_throttle.failed(client)
+            log.warning("bypass refused to %s: wrong secret (%d in a row)", client, count)
+            return self.blocked(environ, start_response, d)  # reveals nothing
+        self.bypass_throttle.succeeded(client)
+        log.info("bypass granted to %s (cookie for %ds)", client, self.bypass_lifetime)
+        value, _ = clients.make_cookie(self.key, stored or "", self.bypass_lifetime)
         secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
         cookie = (
             f"{clients.COOKIE}={value}; Path=/; Max-Age={int(self.bypass_lifetime)}; "
@@ -326,6 +444,31 @@ class UpgraderMiddleware:
             [("Location", "/"), ("Set-Cookie", cookie), ("Cache-Control", "no-store")],
         )
         return [b""]
+
+
+SECURITY_HEADERS = (
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+)
+"""upgrader's own pages are never framed (clickjacking) nor sniffed."""
+
+
+CONTINUE = "upgrader-continue"
+"""An administrator who chose to go on to the application while its database does not fit."""
+
+
+def _has_cookie(environ: dict[str, Any], name: str) -> bool:
+    return clients.read_cookie(environ, name) is not None
+
+
+def _chain(first: bytes, rest: Iterator[bytes], body: Iterable[bytes]) -> Iterator[bytes]:
+    try:
+        yield first
+        yield from rest
+    finally:
+        if hasattr(body, "close"):
+            body.close()
 
 
 def _plain(start_response: StartResponse, status: str, text: str) -> list[bytes]:

@@ -1,9 +1,10 @@
-"""Proof of server access: the upgrade key, the session key, and throttling wrong guesses.
+"""Proof of server access: the upgrade key and the session key.
 
 The upgrade key is written on first use into `install/.upgrade-key` with mode
 0600: only someone who can read files on the server can read it (or run
 `upgrader install-key`). It is compared in constant time, never put in a page,
-a URL or a log, and wrong guesses are throttled per client address.
+a URL or a log, and wrong guesses are throttled per client address (web/throttle.py,
+counted in `install/.throttle`, so a restart does not reset them).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-import threading
-import time
 from pathlib import Path
 
 KEY_FILE = ".upgrade-key"
@@ -53,27 +52,7 @@ def key_matches(given: str, installer_dir: Path) -> bool:
     return hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
-class Throttle:
-    """Five wrong keys, then a wait that doubles with each further wrong key (max 1 h)."""
-
-    def __init__(self, free: int = 5, base: float = 30.0) -> None:
-        self.free, self.base = free, base
-        self._failures: dict[str, tuple[int, float]] = {}
-        self._lock = threading.Lock()
-
-    def wait(self, client: str) -> float:
-        """Seconds this client must wait before trying again (0: it may try)."""
-        with self._lock:
-            _, until = self._failures.get(client, (0, 0.0))
-        return max(0.0, until - time.monotonic())
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            count, _ = self._failures.get(client, (0, 0.0))
-            count += 1
-            delay = 0.0 if count < self.free else min(3600.0, self.base * 2 ** (count - self.free))
-            self._failures[client] = (count, time.monotonic() + delay)
-
-    def succeeded(self, client: str) -> None:
-        with self._lock:
-            self._failures.pop(client, None)
+def key_fingerprint(installer_dir: Path) -> str:
+    """Which key a session was opened with: a new key retires every session."""
+    key = _secret_file(installer_dir, KEY_FILE, make=False) or ""
+    return hmac.new(b"upgrader-session", key.encode(), "sha256").hexdigest()[:16]

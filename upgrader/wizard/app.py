@@ -16,12 +16,14 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import logging
 import secrets
 import time
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, abort, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.wrappers import Response
 
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
@@ -31,7 +33,19 @@ from upgrader.engine.backup import preflight
 from upgrader.engine.runner import foreign_tables, start_detached
 from upgrader.settings import Settings
 from upgrader.web import clients
-from upgrader.wizard.access import Throttle, key_matches, session_key, upgrade_key
+from upgrader.web.middleware import SECURITY_HEADERS
+from upgrader.web.throttle import Throttle
+from upgrader.wizard.access import key_fingerprint, key_matches, session_key, upgrade_key
+
+log = logging.getLogger("upgrader")
+
+
+class _Sessions(SecureCookieSessionInterface):
+    """Secure cookies whenever the request came over https (behind a trusted proxy too)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(request.is_secure) or super().get_cookie_secure(app)
+
 
 UPGRADABLE = (State.UPGRADE_PENDING, State.UPGRADE_INTERRUPTED, State.UPGRADE_FAILED)
 DEFAULT_EULA = (
@@ -44,6 +58,7 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
     installer = Path(settings.installer_dir or "install")
     app = Flask(__name__)
     app.secret_key = session_key(installer)
+    app.session_interface = _Sessions()
     app.config.update(
         SESSION_COOKIE_NAME="upgrader_wizard",
         SESSION_COOKIE_HTTPONLY=True,
@@ -51,7 +66,7 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
         SESSION_COOKIE_PATH=settings.installer_path,
         PERMANENT_SESSION_LIFETIME=2 * 3600,
     )
-    throttle = Throttle()
+    throttle = Throttle(path=installer / ".throttle")  # survives restarts; per real client
     trusted = clients.networks(settings.trusted_proxies)
 
     def current() -> Diagnosis:
@@ -72,15 +87,26 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
 
     @app.context_processor
     def common() -> dict[str, Any]:
+        authed = bool(session.get("authed"))
         return {
             "brand": branding(),
             "csrf_token": session.get("csrf", ""),
-            "installer_dir": str(installer.resolve()),
-            "cli": settings.cli,
+            # server paths and commands only for who proved access to the server
+            "installer_dir": str(installer.resolve()) if authed else "",
+            "cli": settings.cli if authed else settings.short_cli,
+            "authed": authed,
         }
 
     @app.before_request
     def guard() -> Response | None:
+        # A session belongs to the key it was opened with, and the session key in force:
+        # deleting .session-key or rotating the upgrade key logs everybody out at once.
+        current = session_key(installer)
+        if current != app.secret_key:
+            app.secret_key = current
+            session.clear()
+        if session.get("authed") and session.get("key") != key_fingerprint(installer):
+            session.clear()
         session.permanent = True
         if "csrf" not in session:
             session["csrf"] = secrets.token_urlsafe(24)
@@ -91,6 +117,13 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
         if request.endpoint not in ("key", "static") and not session.get("authed"):
             return redirect(url_for("key"))
         return None
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS:
+            response.headers[name] = value
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     @app.errorhandler(400)
     @app.errorhandler(404)
@@ -138,11 +171,14 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
                 {"Retry-After": str(int(wait) + 1)},
             )
         if not key_matches(request.form.get("key", ""), installer):
-            throttle.failed(client)
+            count = throttle.failed(client)
+            log.warning("installer: wrong upgrade key from %s (%d in a row)", client, count)
             return render_template("wizard/key.html", error="That is not the upgrade key."), 403
         throttle.succeeded(client)
+        log.info("installer: upgrade key accepted from %s", client)
         session.clear()
         session["authed"] = True
+        session["key"] = key_fingerprint(installer)
         session["csrf"] = secrets.token_urlsafe(24)
         return redirect(url_for("index"))
 
@@ -202,8 +238,17 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
         backup = request.form.get("backup", "auto") == "auto"
         if not fresh and not backup and request.form.get("have_backup") != "yes":
             return redirect(url_for("checks"))
-        start_detached(
-            settings, command="install" if fresh else "upgrade", backup=backup, trigger="web"
+        if fresh and d.missing_file and request.form.get("create_at") != d.missing_file:
+            return redirect(url_for("checks"))  # a missing file is created only when confirmed
+        command = "install" if fresh else "upgrade"
+        process = start_detached(settings, command=command, backup=backup, trigger="web")
+        client = clients.client_address(request.environ, trusted) or "unknown"
+        log.warning(
+            "installer: %s started from the web by %s (process %d, %s)",
+            command,
+            client,
+            process.pid,
+            "with a backup" if backup else "without a backup",
         )
         session["started"] = time.time()
         session["after_run"] = d.run.id if d.run is not None else 0  # runs after it are ours
