@@ -121,22 +121,29 @@ def private_directory(path: Path) -> None:
 def _secrets_dir() -> Iterator[Path]:
     """A 0700 directory for the dump tools' credentials, removed afterwards. Each is named
     by its process; those of processes that are gone (killed runs) are removed here."""
+    base = _secrets_base()
+    path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _secrets_base() -> Path:
+    """The private directory of this user's credential files; entries of processes that are
+    gone (killed runs) are removed here, by every backup, whatever its database."""
     base = Path(tempfile.gettempdir()) / f"upgrader-{os.getuid()}"
     try:
         private_directory(base)
         if base.is_symlink() or base.stat().st_uid != os.getuid():
             raise OSError("not ours")
     except OSError:
-        base = Path(tempfile.mkdtemp(prefix="upgrader-"))
+        return Path(tempfile.mkdtemp(prefix="upgrader-"))
     for stale in base.iterdir():
         owner = stale.name.split("-")[0]
         if owner.isdigit() and not _alive(int(owner)):
             shutil.rmtree(stale, ignore_errors=True)
-    path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    return base
 
 
 def _alive(pid: int) -> bool:
@@ -211,6 +218,7 @@ def create_backup(
     ext = {"sqlite": "sqlite", "postgresql": "pgdump"}.get(backend, "sql")
     for stale in backup_dir.glob("*.partial*"):  # a killed backup's; we hold the upgrade lock
         stale.unlink(missing_ok=True)
+    _secrets_base()  # and a killed backup's credentials
     name = f"{_safe(database_name(url))}-{stamp}-{_safe(label)}"
     final = backup_dir / f"{name}.{ext}"
     for n in range(2, 1000):  # two backups within one second keep both
