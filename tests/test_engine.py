@@ -24,6 +24,7 @@ from tests.helpers import (
     execute,
     extra_revision,
     install,
+    journal_of,
     run_cli,
     status_of,
 )
@@ -45,13 +46,7 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {"UPGRADER_BACKUP_DIR": str(tmp_path / "backups"), **extra}
 
 
-def journal(url: str) -> list[dict[str, Any]]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [r.to_dict() for r in storage.recent_runs(conn, storage.define_tables(), 50)]
-    finally:
-        engine.dispose()
+journal = journal_of
 
 
 def steps(url: str) -> list[dict[str, Any]]:

@@ -494,21 +494,17 @@ class Runner:
                     )
                 except BackupError as exc:
                     raise EngineError(str(exc)) from exc
-                if inspect(engine).has_table(self.tables.runs.name):
-                    with engine.begin() as conn:
-                        storage.journal_entry(
-                            conn,
-                            self.tables,
-                            kind="backup",
-                            trigger=trigger,
-                            from_version=d.schema_version,
-                            to_version=d.schema_version or "-",
-                            revisions=d.database_revisions,
-                            note="backup verified",
-                            backup_path=saved.path,
-                            backup_checksum=saved.sha256,
-                            backup_size=saved.size,
-                        )
+                with engine.begin() as conn:
+                    self._journal(
+                        conn,
+                        d,
+                        "backup",
+                        trigger,
+                        "backup verified",
+                        backup_path=saved.path,
+                        backup_checksum=saved.sha256,
+                        backup_size=saved.size,
+                    )
                 return saved
 
     def restore(self, path: Path, trigger: str = "cli") -> Backup:
@@ -559,21 +555,35 @@ class Runner:
             cfg = migration_config(Path(self.settings.migrations), engine.url)
             stamp_revisions(cfg, revisions, purge, self.app())
             after = self._current_revisions(engine)
-            if inspect(engine).has_table(self.tables.runs.name):
-                with engine.begin() as conn:
-                    storage.journal_entry(
-                        conn,
-                        self.tables,
-                        kind="stamp",
-                        trigger=trigger,
-                        from_version=d.schema_version,
-                        to_version=d.schema_version or "-",
-                        revisions=d.database_revisions,
-                        to_revisions=after,
-                        note=f"alembic_version set to {', '.join(after) or 'nothing'} "
-                        f"(was {', '.join(d.database_revisions) or 'nothing'}); no migration ran",
-                    )
+            with engine.begin() as conn:
+                self._journal(
+                    conn,
+                    d,
+                    "stamp",
+                    trigger,
+                    f"alembic_version set to {', '.join(after) or 'nothing'} "
+                    f"(was {', '.join(d.database_revisions) or 'nothing'}); no migration ran",
+                    to_revisions=after,
+                )
             return f"alembic_version now holds {', '.join(after) or 'nothing'}"
+
+    def _journal(
+        self, conn: Connection, d: Diagnosis, kind: str, trigger: str, note: str, **extra: Any
+    ) -> None:
+        """A journal entry for work done at once on the database `d` describes (where
+        upgrader's tables exist: a backup of a database never installed has none)."""
+        if inspect(conn).has_table(self.tables.runs.name):
+            storage.journal_entry(
+                conn,
+                self.tables,
+                kind=kind,
+                trigger=trigger,
+                from_version=d.schema_version,
+                to_version=d.schema_version or "-",
+                revisions=d.database_revisions,
+                note=note,
+                **extra,
+            )
 
     # ---------------------------------------------------------------- repair
 
@@ -598,17 +608,13 @@ class Runner:
                 for table in safe:
                     name = conn.dialect.identifier_preparer.quote(table)
                     conn.execute(text(f"DROP TABLE {name}"))
-                if inspect(conn).has_table(self.tables.runs.name):
-                    storage.journal_entry(
-                        conn,
-                        self.tables,
-                        kind="repair",
-                        trigger=trigger,
-                        from_version=d.schema_version,
-                        to_version=d.schema_version or "-",
-                        revisions=d.database_revisions,
-                        note=f"dropped {', '.join(safe)}, left by an interrupted batch migration",
-                    )
+                self._journal(
+                    conn,
+                    d,
+                    "repair",
+                    trigger,
+                    f"dropped {', '.join(safe)}, left by an interrupted batch migration",
+                )
             return f"dropped {', '.join(safe)}; run the upgrade again"
 
     # ---------------------------------------------------------------- unlock
