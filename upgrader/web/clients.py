@@ -9,6 +9,7 @@ been written by the client itself.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -33,7 +34,12 @@ def networks(entries: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(e.strip(), strict=False) for e in entries if e.strip())
 
 
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> Address | None:
+    """Parsed once per distinct string (a request's addresses repeat; the cache is bounded)."""
     text = text.strip()
     if text.startswith("[") and "]" in text:  # [v6]:port
         text = text[1 : text.index("]")]
@@ -52,20 +58,29 @@ def _within(address: Any, nets: tuple[Network, ...]) -> bool:
     return any(address.version == n.version and address in n for n in nets)
 
 
-def client_address(environ: Mapping[str, Any], trusted: tuple[Network, ...]) -> str | None:
+def client_ip(environ: Mapping[str, Any], trusted: tuple[Network, ...]) -> Address | None:
     remote = _address(str(environ.get("REMOTE_ADDR", "")))
     if remote is None:
         return None
     if not trusted or not _within(remote, trusted):
-        return str(remote)
+        return remote
     forwarded = str(environ.get("HTTP_X_FORWARDED_FOR", ""))
     for hop in reversed([h for h in forwarded.split(",") if h.strip()]):
         address = _address(hop)
         if address is None:
-            return str(remote)  # a garbled header from behind our own proxy: trust only the proxy
+            return remote  # a garbled header from behind our own proxy: trust only the proxy
         if not _within(address, trusted):
-            return str(address)
-    return str(remote)
+            return address
+    return remote
+
+
+def client_address(environ: Mapping[str, Any], trusted: tuple[Network, ...]) -> str | None:
+    address = client_ip(environ, trusted)
+    return None if address is None else str(address)
+
+
+def within(address: Address | None, nets: tuple[Network, ...]) -> bool:
+    return address is not None and _within(address, nets)
 
 
 def allowed(address: str | None, nets: tuple[Network, ...]) -> bool:

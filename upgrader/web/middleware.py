@@ -136,6 +136,8 @@ class UpgraderMiddleware:
         self.key = clients.site_key(self.settings.secret_key, Path(self.settings.backup_dir))
         self.bypass_throttle = Throttle()
         self._page: tuple[Diagnosis, int, bytes] | None = None  # the blocked page, rendered once
+        status = self.settings.blocked_status
+        self._blocked_line = f"{status} {_reason(status)}"
         self._status_path = self.settings.status_path
         self._wizard: WSGIApp | None = None
         self._maintenance_allow: tuple[tuple[str, ...], tuple[clients.Network, ...]] = ((), ())
@@ -297,11 +299,15 @@ class UpgraderMiddleware:
     # ----------------------------------------------------------------- who
 
     def is_admin(self, environ: dict[str, Any], d: Diagnosis) -> bool:
-        address = clients.client_address(environ, self.trusted)
-        if clients.allowed(address, self.allow) or clients.allowed(address, self._db_allow(d)):
-            return True
+        stored = self._db_allow(d)
+        if self.allow or stored:  # no address is even parsed where nobody is allow-listed
+            address = clients.client_ip(environ, self.trusted)
+            if clients.within(address, self.allow) or clients.within(address, stored):
+                return True
         m = d.maintenance
         secret = m.secret_hash if m is not None else None
+        if not secret or "HTTP_COOKIE" not in environ:
+            return False
         return clients.cookie_valid(self.key, clients.read_cookie(environ), secret)
 
     def _db_allow(self, d: Diagnosis) -> tuple[clients.Network, ...]:
@@ -356,6 +362,7 @@ class UpgraderMiddleware:
     ) -> Iterable[bytes]:
         status = self.settings.blocked_status
         retry = self.retry_after(d)
+        line = self._blocked_line
         headers = [
             ("Retry-After", str(retry)),
             ("Cache-Control", "no-store"),
@@ -378,7 +385,7 @@ class UpgraderMiddleware:
             body = self._blocked_page(d, min(retry, 60))
             headers.append(("Content-Type", "text/html; charset=utf-8"))
         headers.append(("Content-Length", str(len(body))))
-        start_response(f"{status} {_reason(status)}", headers)
+        start_response(line, headers)
         return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
     def _blocked_page(self, d: Diagnosis, refresh: int) -> bytes:
