@@ -293,3 +293,38 @@ def test_a_dead_runs_statement_is_named_and_ended(server_db_url: str, tmp_path: 
     rerun = run_cli(*config(url, full, "2.0.0"), "upgrade", "--yes", "--no-backup")
     assert rerun.exit_code == 0, rerun.output
     assert_intact(url)
+
+
+@pytest.mark.slow
+def test_a_migration_waits_for_a_table_lock_only_so_long(
+    server_db_url: str, tmp_path: Path
+) -> None:
+    """The application holds a lock on `items` (a long transaction): the migration that
+    alters it fails after UPGRADER_LOCK_TIMEOUT, and says why, instead of waiting for ever."""
+    url = server_db_url
+    full = seeded(url, tmp_path)
+    engine = create_engine(url)
+    blocker = engine.connect()
+    blocker.begin()
+    if url.startswith("postgresql"):
+        blocker.execute(text("LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))
+    else:
+        blocker.execute(text("SELECT COUNT(*) FROM items"))
+    try:
+        started = time.monotonic()
+        result = run_cli(
+            *config(url, full, "2.0.0"),
+            "upgrade",
+            "--yes",
+            "--no-backup",
+            env={"UPGRADER_LOCK_TIMEOUT": "2"},
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        blocker.rollback()
+        blocker.close()
+        engine.dispose()
+    assert result.exit_code == 1, result.output
+    assert "lock" in result.output.lower() and "r02" in result.output
+    assert elapsed < 30
+    assert status(url, full, "2.0.0")["state"] == "upgrade_failed"

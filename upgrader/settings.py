@@ -107,6 +107,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "backup_dir": (_path, None),
     "connect_timeout": (_positive, 5.0),
     "lease_seconds": (_positive, 60.0),
+    "lock_timeout": (_positive, 60.0),
     "releases": (_releases, {}),
     "engine_options": (_options, {}),
     # the request guard (docs/embedding.md)
@@ -140,6 +141,7 @@ class Settings:
     backup_dir: Path = Path("backups")
     connect_timeout: float = 5.0
     lease_seconds: float = 60.0
+    lock_timeout: float = 60.0  # how long a migration waits for a table lock
     releases: dict[str, str] = field(default_factory=dict)
     engine_options: dict[str, Any] = field(default_factory=dict, compare=False)
     cache_ttl: float = 2.0

@@ -764,12 +764,21 @@ class _Steps:
             )
 
     def configured(self, connection: Connection | None) -> None:
-        """Note the migration connection's server session: if this process dies, its
-        statement may live on in the server, and `status` can then name it."""
+        """Note the migration connection's server session (if this process dies, its
+        statement may live on in the server, and `status` can then name it), and bound how
+        long its statements wait for a table lock: a migration stuck behind the application's
+        traffic fails with a clear error rather than hold the site down without end."""
         if self.sqlite or connection is None:
             return
-        query = "SELECT pg_backend_pid()" if self.engine.dialect.name == "postgresql" else None
-        query = query or "SELECT CONNECTION_ID()"
+        seconds = self.runner.settings.lock_timeout
+        if self.engine.dialect.name == "postgresql":
+            query = "SELECT pg_backend_pid()"
+            limit = f"SET lock_timeout = {int(seconds * 1000)}"
+        else:
+            query = "SELECT CONNECTION_ID()"
+            limit = f"SET SESSION lock_wait_timeout = {max(1, int(seconds))}"
+        with contextlib.suppress(Exception):
+            connection.exec_driver_sql(limit)
         with contextlib.suppress(Exception):
             session = connection.exec_driver_sql(query).scalar()
             journal.update_run(self.engine, self.tables, self.run_id, db_session=str(session))
@@ -898,6 +907,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "UPGRADER_BACKUP_DIR": str(Path(settings.backup_dir).resolve()),
         "UPGRADER_CONNECT_TIMEOUT": str(settings.connect_timeout),
         "UPGRADER_LEASE_SECONDS": str(settings.lease_seconds),
+        "UPGRADER_LOCK_TIMEOUT": str(settings.lock_timeout),
     }
     if settings.code_version:
         env["UPGRADER_CODE_VERSION"] = settings.code_version

@@ -171,6 +171,8 @@ class UpgraderMiddleware:
         if banner:
             environ["upgrader.banner"] = banner
         if d.state is State.OK or self._exempt(path):
+            if banner:
+                return self._with_banner(environ, start_response)
             return self.app(environ, start_response)
         if admin:
             return self._for_admin(environ, start_response, d)
@@ -193,7 +195,7 @@ class UpgraderMiddleware:
         then fails (it is running against the wrong schema), that page again, with the
         error, never a bare 500."""
         if d.state is State.MAINTENANCE or wants_json(environ):
-            return self.app(environ, start_response)
+            return self._with_banner(environ, start_response)
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         if CONTINUE in query:
             location = environ.get("SCRIPT_NAME", "") + (environ.get("PATH_INFO") or "/")
@@ -213,30 +215,24 @@ class UpgraderMiddleware:
     def _guarded_call(
         self, environ: dict[str, Any], start_response: StartResponse, d: Diagnosis
     ) -> Iterable[bytes]:
-        captured: list[Any] = []
-
-        def capture(status: str, headers: list[Any], exc_info: Any = None) -> Any:
-            captured[:] = [status, headers, exc_info]
-            return lambda data: None  # write() is not for this path
-
         try:
-            body = self.app(environ, capture)
-            chunks = iter(body)
-            first = next(chunks, b"") if not captured else None
+            called = _Call(self.app, environ)
         except Exception as exc:
             log.warning("the application failed for an administrator in %s: %r", d.state, exc)
             return self._admin_page(environ, start_response, d, f"{type(exc).__name__}: {exc}")
-        status = str(captured[0]) if captured else "500 Internal Server Error"
-        if status[:1] == "5":
-            if hasattr(body, "close"):
-                body.close()
-            return self._admin_page(
-                environ, start_response, d, f"the application answered {status}"
-            )
-        start_response(captured[0], captured[1], captured[2])
-        if first is None:
-            return body
-        return _chain(first, chunks, body)
+        if called.status[:1] == "5":
+            called.close()
+            error = f"the application answered {called.status}"
+            return self._admin_page(environ, start_response, d, error)
+        return called.respond(start_response, environ)
+
+    def _with_banner(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """The application's response, with the banner after `<body>` of an HTML page (not in
+        fragments, nor where the page placed it with `upgrader_banner()`). Only while there is
+        a banner to show: the steady state never comes here."""
+        return _Call(self.app, environ).respond(start_response, environ)
 
     def _admin_page(
         self,
@@ -467,6 +463,64 @@ CONTINUE = "upgrader-continue"
 
 def _has_cookie(environ: dict[str, Any], name: str) -> bool:
     return clients.read_cookie(environ, name) is not None
+
+
+class _Call:
+    """The application called with a start_response of ours, for the rare paths that must
+    see its answer before passing it on (an administrator in a mismatch; a banner to
+    insert). HTML is read whole to insert the banner; anything else streams through."""
+
+    def __init__(self, app: WSGIApp, environ: dict[str, Any]) -> None:
+        self.captured: list[Any] = []
+
+        def capture(status: str, headers: list[Any], exc_info: Any = None) -> Any:
+            self.captured[:] = [status, list(headers), exc_info]
+            return lambda data: None  # write() is not for these paths
+
+        self.body = app(environ, capture)
+        self.chunks = iter(self.body)
+        # Most applications call start_response before returning; a generator calls it on
+        # its first chunk.
+        self.first: bytes | None = None if self.captured else next(self.chunks, b"")
+        if not self.captured:
+            self.captured[:] = ["500 Internal Server Error", [], None]
+
+    @property
+    def status(self) -> str:
+        return str(self.captured[0])
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
+
+    def respond(self, start_response: StartResponse, environ: dict[str, Any]) -> Iterable[bytes]:
+        status, headers, exc_info = self.captured
+        kind = next((v for k, v in headers if k.lower() == "content-type"), "")
+        if "upgrader.banner" in environ and kind.startswith("text/html"):
+            data = (self.first or b"") + b"".join(self.chunks)
+            self.close()
+            if not environ.get("upgrader.banner.rendered"):
+                data = _insert_banner(data, environ)
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            headers.append(("Content-Length", str(len(data))))
+            start_response(status, headers, exc_info)
+            return [data]
+        start_response(status, headers, exc_info)
+        if self.first is None:
+            return self.body
+        return _chain(self.first, self.chunks, self.body)
+
+
+def _insert_banner(data: bytes, environ: dict[str, Any]) -> bytes:
+    """After `<body …>` of a whole page; a fragment (HTMX, a health check) has none."""
+    at = data.find(b"<body")
+    if at == -1:
+        return data
+    end = data.find(b">", at)
+    if end == -1:
+        return data
+    return data[: end + 1] + banner_html(environ).encode() + data[end + 1 :]
 
 
 def _chain(first: bytes, rest: Iterator[bytes], body: Iterable[bytes]) -> Iterator[bytes]:
