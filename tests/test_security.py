@@ -54,6 +54,29 @@ def test_a_silent_server_is_err1_within_the_deadline(
     assert time.monotonic() - started < 3, "status waited past the deadline + 1 s"
 
 
+def test_commands_that_run_long_refuse_a_silent_server_at_once(
+    server_backend: str,
+    silent_port: int,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    url = url_with_password(server_backend, silent_port)
+    env = {"UPGRADER_CONNECT_TIMEOUT": "2", "UPGRADER_BACKUP_DIR": str(tmp_path / "b")}
+    dump = tmp_path / "some.sql"
+    dump.write_text("")
+    for command in (
+        ("backup",),
+        ("install", "--yes"),
+        ("unlock",),
+        ("upgrade", "--yes"),
+        ("restore", str(dump), "--yes"),
+    ):
+        started = time.monotonic()
+        result = run_cli(*cli_args(url), *command, env=env)
+        elapsed = time.monotonic() - started
+        assert result.exit_code in (1, 69), (command, result.output)
+        assert elapsed < 4, (command, elapsed)
+
+
 def test_a_cold_process_answers_everybody_during_an_outage(
     server_backend: str,
     silent_port: int,  # noqa: F811

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
 from sqlalchemy import URL, Engine, create_engine, make_url
@@ -85,6 +87,56 @@ def guard_engine(settings: Settings) -> Engine:
 def run_engine(settings: Settings) -> Engine:
     """The engine for runs (migrations, backups): a bounded connect, unbounded statements."""
     return make_engine(settings.database_url, settings.connect_timeout, **settings.engine_options)
+
+
+T = TypeVar("T")
+
+
+class NoAnswer(Exception):
+    """The database server did not answer within the deadline."""
+
+
+def within(seconds: float, work: Callable[[], T]) -> T:
+    """`work()`, or NoAnswer after `seconds`: one deadline above every driver's own idea of
+    a timeout (PyMySQL reads the handshake with its read timeout; libpq tries every
+    address). The work goes on in a daemon thread, which those timeouts end."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append((True, work()))
+        except BaseException as exc:  # handed to the caller below
+            box.append((False, exc))
+
+    worker = threading.Thread(target=run, name="upgrader-deadline", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not box:
+        raise NoAnswer(f"no answer within {seconds:g} s")
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def answers(engine: Engine, seconds: float) -> str | None:
+    """Why the database does not answer a trivial query within `seconds`, or None if it
+    does: the commands that then run long (backups, migrations) must not start against a
+    server that would leave them waiting without end."""
+    if engine.url.get_backend_name() == "sqlite":
+        return None
+
+    def probe() -> None:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    try:
+        within(seconds, probe)
+    except NoAnswer as exc:
+        return f"{safe_url(engine.url)}: {exc}"
+    except Exception as exc:
+        return f"{safe_url(engine.url)}: {describe_error(exc, engine.url)}"
+    return None
 
 
 def missing_sqlite_file(url: URL) -> Path | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,7 +21,14 @@ from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from upgrader.core import lockfile, storage
-from upgrader.core.database import describe_error, guard_engine, missing_sqlite_file, safe_url
+from upgrader.core.database import (
+    NoAnswer,
+    describe_error,
+    guard_engine,
+    missing_sqlite_file,
+    safe_url,
+    within,
+)
 from upgrader.core.revisions import Revision, RevisionGraph, load_graph
 from upgrader.core.storage import DatabaseFacts, Maintenance, Run, StateRow, utcnow
 from upgrader.core.versions import ParsedVersion, compare, parse_version
@@ -731,25 +737,10 @@ def read_database(
     """
     if deadline is None or engine.url.get_backend_name() == "sqlite":
         return _read_database(engine, settings)
-    box: list[DatabaseFacts | BaseException] = []
-
-    def work() -> None:
-        try:
-            box.append(_read_database(engine, settings))
-        except BaseException as exc:  # handed to the caller below
-            box.append(exc)
-
-    worker = threading.Thread(target=work, name="upgrader-read", daemon=True)
-    worker.start()
-    worker.join(deadline)
-    if not box:
-        return DatabaseFacts(
-            reachable=False,
-            error=f"{safe_url(engine.url)}: no answer within {deadline:g} s",
-        )
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
+    try:
+        return within(deadline, lambda: _read_database(engine, settings))
+    except NoAnswer as exc:
+        return DatabaseFacts(reachable=False, error=f"{safe_url(engine.url)}: {exc}")
 
 
 def _read_database(engine: Engine, settings: Settings) -> DatabaseFacts:

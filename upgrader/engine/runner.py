@@ -33,7 +33,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 
 from upgrader.core import storage
-from upgrader.core.database import describe_error, missing_sqlite_file, redact, run_engine
+from upgrader.core.database import (
+    answers,
+    describe_error,
+    missing_sqlite_file,
+    redact,
+    run_engine,
+)
 from upgrader.core.diagnosis import (
     CodeFacts,
     Diagnosis,
@@ -113,8 +119,13 @@ class Runner:
 
     @contextlib.contextmanager
     def _engine(self) -> Iterator[Engine]:
+        """The engine for a run; refused at once (69) when the server does not answer within
+        the connect timeout, since a dump or a migration against it would wait without end."""
         engine = run_engine(self.settings)
         try:
+            silent = answers(engine, self.settings.connect_timeout)
+            if silent:
+                raise Refused(f"the database cannot be reached: {silent}", EXIT_UNAVAILABLE)
             yield engine
         finally:
             engine.dispose()
