@@ -26,13 +26,10 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import make_url
@@ -42,32 +39,13 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
-from benchmarks.upgrade_overhead import raw_backup  # noqa: E402
+from benchmarks.upgrade_overhead import fresh_database, raw_backup, timed  # noqa: E402
 from tests.chains import environment, long_chain, write_revision  # noqa: E402
-from tests.conftest import fresh_server_database  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
 
-@contextmanager
-def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        path = workdir / f"{uuid.uuid4().hex[:8]}.db"
-        try:
-            yield f"sqlite:///{path}"
-        finally:
-            path.unlink(missing_ok=True)
-        return
-    yield from fresh_server_database(backend)
-
-
-def run(argv: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{argv} failed:\n{done.stdout}\n{done.stderr}")
-    return elapsed
+run = timed  # one command, timed; a failure stops the benchmark
 
 
 def environ(url: str, chain: Path, workdir: Path, base: str) -> dict[str, str]:

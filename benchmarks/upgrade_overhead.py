@@ -56,7 +56,11 @@ BIN = Path(sys.executable).parent
 def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
     """A database of its own per measurement, as the tests make them."""
     if backend == "sqlite":
-        yield f"sqlite:///{workdir / uuid.uuid4().hex[:8]}.db"
+        path = workdir / f"{uuid.uuid4().hex[:8]}.db"
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            path.unlink(missing_ok=True)
         return
     yield from fresh_server_database(backend)
 

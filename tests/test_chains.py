@@ -4,6 +4,7 @@ leaves what real ones leave, each followed by the fix `status` prints, pasted as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -251,20 +253,32 @@ def test_ctrl_c_is_journalled_as_interrupted(db_url: str, tmp_path: Path) -> Non
     assert_intact(db_url)
 
 
-@pytest.mark.slow
-def test_a_dead_runs_statement_is_named_and_ended(server_db_url: str, tmp_path: Path) -> None:
-    """SIGKILL while the migration's ALTER waits for a table lock: the server keeps the
-    statement; status names its session and `unlock` ends it."""
-    url = server_db_url
-    full = seeded(url, tmp_path)
+@contextlib.contextmanager
+def holding_items(url: str) -> Iterator[None]:
+    """The application's long transaction on `items`: PostgreSQL's table lock, or the
+    metadata lock any read takes on MariaDB. ALTER TABLE items waits behind it."""
     engine = create_engine(url)
     blocker = engine.connect()
     blocker.begin()
     if url.startswith("postgresql"):
         blocker.execute(text("LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))
     else:
-        blocker.execute(text("SELECT COUNT(*) FROM items"))  # holds the table's metadata lock
+        blocker.execute(text("SELECT COUNT(*) FROM items"))
     try:
+        yield
+    finally:
+        blocker.rollback()
+        blocker.close()
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_dead_runs_statement_is_named_and_ended(server_db_url: str, tmp_path: Path) -> None:
+    """SIGKILL while the migration's ALTER waits for a table lock: the server keeps the
+    statement; status names its session and `unlock` ends it."""
+    url = server_db_url
+    full = seeded(url, tmp_path)
+    with holding_items(url):
         process = spawn(url, full, tmp_path, "none", "--no-backup")
         deadline = time.monotonic() + 60
         while True:
@@ -284,10 +298,6 @@ def test_a_dead_runs_statement_is_named_and_ended(server_db_url: str, tmp_path: 
         assert done.returncode == 0, done.stdout + done.stderr
         if url.startswith("postgresql"):  # MariaDB may notice the dead client by itself
             assert "was ended" in done.stdout, done.stdout
-    finally:
-        blocker.rollback()
-        blocker.close()
-        engine.dispose()
     again = status(url, full, "2.0.0")
     assert not any("still working" in d for d in again["details"])
     rerun = run_cli(*config(url, full, "2.0.0"), "upgrade", "--yes", "--no-backup")
@@ -303,14 +313,7 @@ def test_a_migration_waits_for_a_table_lock_only_so_long(
     alters it fails after UPGRADER_LOCK_TIMEOUT, and says why, instead of waiting for ever."""
     url = server_db_url
     full = seeded(url, tmp_path)
-    engine = create_engine(url)
-    blocker = engine.connect()
-    blocker.begin()
-    if url.startswith("postgresql"):
-        blocker.execute(text("LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))
-    else:
-        blocker.execute(text("SELECT COUNT(*) FROM items"))
-    try:
+    with holding_items(url):
         started = time.monotonic()
         result = run_cli(
             *config(url, full, "2.0.0"),
@@ -320,10 +323,6 @@ def test_a_migration_waits_for_a_table_lock_only_so_long(
             env={"UPGRADER_LOCK_TIMEOUT": "2"},
         )
         elapsed = time.monotonic() - started
-    finally:
-        blocker.rollback()
-        blocker.close()
-        engine.dispose()
     assert result.exit_code == 1, result.output
     assert "lock" in result.output.lower() and "r02" in result.output
     assert elapsed < 30
