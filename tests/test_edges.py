@@ -12,10 +12,12 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
+from tests.conftest import SERVER_URLS, fresh_server_database
 from tests.helpers import (
     CURRENT,
     MIGRATIONS,
@@ -154,11 +156,17 @@ def test_the_stamp_fix_works_when_pasted(db_url: str, tmp_path: Path) -> None:
     assert journal_of(db_url)[0]["kind"] == "stamp"
 
 
-def test_backups_reach_postgresql_through_its_socket(server_db_url: str, tmp_path: Path) -> None:
-    url = make_url(server_db_url)
-    if url.get_backend_name() != "postgresql" or not Path("/var/run/postgresql").is_dir():
-        pytest.skip("a PostgreSQL Unix socket is needed")
-    install(server_db_url, CURRENT)
+@pytest.fixture
+def postgresql_url() -> Any:
+    if not SERVER_URLS["postgresql"]:
+        pytest.skip("TEST_POSTGRESQL_URL is not set")
+    yield from fresh_server_database("postgresql")
+
+
+def test_backups_reach_postgresql_through_its_socket(postgresql_url: str, tmp_path: Path) -> None:
+    """No host in the URL: libpq's default, the Unix socket (and PG* variables) apply."""
+    url = make_url(postgresql_url)
+    install(postgresql_url, CURRENT)
     socket = url.set(host=None, port=None, query={"host": "/var/run/postgresql"})
     result = run_cli(
         *cli_args(socket.render_as_string(hide_password=False)),
