@@ -28,10 +28,11 @@ from tests.helpers import (
 )
 from tests.test_guard import ADMIN_PAGE, guard
 from tests.test_unavailable import silent_port, url_with_password  # noqa: F401 (fixture)
-from tests.test_wizard_security import csrf, log_in, wizard  # noqa: F401 (fixture)
+from tests.test_wizard_security import app, csrf, log_in, site, wizard  # noqa: F401
 from upgrader.engine import backup as backup_module
 from upgrader.sample.releases import CURRENT
 from upgrader.web import clients
+from upgrader.web.middleware import UpgraderMiddleware
 from upgrader.wizard.access import KEY_FILE
 
 # ------------------------------------------------------------------------ outage
@@ -223,30 +224,8 @@ def test_a_new_key_or_session_key_logs_everybody_out(
 def test_the_key_throttle_survives_a_restart_and_counts_real_clients(
     db_url: str, tmp_path: Path
 ) -> None:
-    import shutil
-
-    from tests.helpers import ROOT
-    from upgrader.settings import resolve
-    from upgrader.web.middleware import UpgraderMiddleware
-
-    installer = tmp_path / "install"
-    shutil.copytree(ROOT / "install", installer, ignore=shutil.ignore_patterns(".*"))
     install(db_url, "1.0.0")
-    settings = resolve(
-        {
-            "database_url": db_url,
-            "migrations": str(MIGRATIONS),
-            "code_version": CURRENT,
-            "installer_dir": str(installer),
-            "backup_dir": str(tmp_path / "backups"),
-            "trusted_proxies": "127.0.0.1",
-        },
-        environ={},
-    )
-
-    def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        start_response("200 OK", [])
-        return [b"app"]
+    settings, installer = site(db_url, tmp_path, trusted_proxies="127.0.0.1")
 
     def attempt(client: Client, who: str, key: str) -> int:
         at = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": who}
@@ -255,10 +234,10 @@ def test_the_key_throttle_survives_a_restart_and_counts_real_clients(
             "/install/key", data={"key": key, "csrf_token": csrf(page.text)}, environ_base=at
         ).status_code
 
-    first = Client(UpgraderMiddleware(wsgi, settings))
+    first = Client(UpgraderMiddleware(app, settings))
     for _ in range(5):
         assert attempt(first, "198.51.100.1", "wrong") == 403
-    restarted = Client(UpgraderMiddleware(wsgi, settings))  # a new process, the same server
+    restarted = Client(UpgraderMiddleware(app, settings))  # a new process, the same server
     key = (installer / KEY_FILE).read_text().strip()
     assert attempt(restarted, "198.51.100.1", key) == 429
     assert attempt(restarted, "198.51.100.2", key) == 302  # the admin behind the same proxy
@@ -278,30 +257,9 @@ def test_wizard_pages_are_not_framed_secure_over_https_and_hide_server_paths(
 
 
 def test_a_missing_database_file_is_not_installed_unasked(tmp_path: Path) -> None:
-    import shutil
-
-    from tests.helpers import ROOT
-    from upgrader.settings import resolve
-    from upgrader.web.middleware import UpgraderMiddleware
-
-    installer = tmp_path / "install"
-    shutil.copytree(ROOT / "install", installer, ignore=shutil.ignore_patterns(".*"))
     missing = tmp_path / "volume" / "app.db"
-    settings = resolve(
-        {
-            "database_url": f"sqlite:///{missing}",
-            "migrations": str(MIGRATIONS),
-            "code_version": CURRENT,
-            "installer_dir": str(installer),
-        },
-        environ={},
-    )
-
-    def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        start_response("200 OK", [])
-        return [b"app"]
-
-    client = Client(UpgraderMiddleware(wsgi, settings))
+    settings, installer = site(f"sqlite:///{missing}", tmp_path)
+    client = Client(UpgraderMiddleware(app, settings))
     visitor = client.get("/")
     assert visitor.status_code == 503 and "cannot find its database" in visitor.text
     log_in(client, installer)

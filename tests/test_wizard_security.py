@@ -23,21 +23,27 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"the application"]
 
 
+def site(db_url: str, tmp_path: Path, **extra: Any) -> tuple[Any, Path]:
+    """A guarded application with the installer's files in tmp_path/install: the settings
+    are made once, so each call with them is another process of the same server."""
+    installer = tmp_path / "install"
+    if not installer.exists():
+        shutil.copytree(ROOT / "install", installer, ignore=shutil.ignore_patterns(".*"))
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "migrations": str(MIGRATIONS),
+        "code_version": CURRENT,
+        "installer_dir": str(installer),
+        "backup_dir": str(tmp_path / "backups"),
+        "cache_ttl": 0.1,
+        **extra,
+    }
+    return resolve(values, environ={}), installer
+
+
 @pytest.fixture
 def wizard(db_url: str, tmp_path: Path) -> tuple[Client, Path, str]:
-    installer = tmp_path / "install"
-    shutil.copytree(ROOT / "install", installer, ignore=shutil.ignore_patterns(".*"))
-    settings = resolve(
-        {
-            "database_url": db_url,
-            "migrations": str(MIGRATIONS),
-            "code_version": CURRENT,
-            "installer_dir": str(installer),
-            "backup_dir": str(tmp_path / "backups"),
-            "cache_ttl": 0.1,
-        },
-        environ={},
-    )
+    settings, installer = site(db_url, tmp_path)
     return Client(UpgraderMiddleware(app, settings)), installer, db_url
 
 

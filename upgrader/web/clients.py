@@ -83,11 +83,6 @@ def within(address: Address | None, nets: tuple[Network, ...]) -> bool:
     return address is not None and _within(address, nets)
 
 
-def allowed(address: str | None, nets: tuple[Network, ...]) -> bool:
-    parsed = _address(address) if address else None
-    return parsed is not None and _within(parsed, nets)
-
-
 # ------------------------------------------------------------- the site's key
 
 KEY_FILE = ".upgrader-key"

@@ -208,7 +208,7 @@ class UpgraderMiddleware:
                 ],
             )
             return [b""]
-        if not _has_cookie(environ, CONTINUE):
+        if clients.read_cookie(environ, CONTINUE) is None:
             return self._admin_page(environ, start_response, d, None)
         return self._guarded_call(environ, start_response, d)
 
@@ -459,10 +459,6 @@ SECURITY_HEADERS = (
 
 CONTINUE = "upgrader-continue"
 """An administrator who chose to go on to the application while its database does not fit."""
-
-
-def _has_cookie(environ: dict[str, Any], name: str) -> bool:
-    return clients.read_cookie(environ, name) is not None
 
 
 class _Call:
