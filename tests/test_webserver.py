@@ -9,7 +9,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,84 +20,241 @@ from tests.helpers import SAMPLE, cli_args, free_port, install, run_cli, wait_fo
 from upgrader.sample.releases import CURRENT
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
 
 
-def get(port: int, path: str = "/", source: str = "127.0.0.1") -> tuple[int, dict[str, str], str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=(source, 0))
+def get(
+    port: int, path: str = "/", source: str = "127.0.0.1", host: str = "127.0.0.1"
+) -> tuple[int, dict[str, str], str]:
+    conn = http.client.HTTPConnection(host, port, timeout=5, source_address=(source, 0))
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Accept": "text/html"})
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read().decode()
     finally:
         conn.close()
 
 
-@pytest.fixture
-def nginx_available() -> None:
-    if not os.path.exists(NGINX) and not os.environ.get("CI"):
-        pytest.skip("nginx is not installed (.ci/run installs it)")
-
-
-def test_nginx_serves_the_static_page_while_the_flag_exists(
-    nginx_available: None, tmp_path: Path
-) -> None:
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    install(url, CURRENT)
-    static = tmp_path / "static"
-    base = cli_args(url)
-    on = run_cli(
-        *base, "maintenance", "on", "--message", "New disks tonight", "--static", str(static)
-    )
-    assert on.exit_code == 0, on.output
-    assert (static / "maintenance.html").is_file() and (static / "maintenance.flag").is_file()
-    snippet = run_cli(*base, "webserver", "nginx", "--static", str(static), "--allow", "127.0.0.2")
-    assert snippet.exit_code == 0
-    http_part, server_part = snippet.output.split("# In the server { } block of the site:")
-    port = free_port()
-    temp = tmp_path / "nginx"
-    temp.mkdir()
-    (temp / "nginx.conf").write_text(f"""
+@contextlib.contextmanager
+def nginx(snippet: str, port: int, upstream: int, work: Path) -> Iterator[None]:
+    """A real nginx with the printed snippet, proxying to `upstream`."""
+    http_part, rest = snippet.split("# In the server { } block of the site:")
+    server_part, location_part = rest.split("# In the location that proxies")
+    location_part = location_part.split("\n", 1)[1]
+    (work / "nginx.conf").write_text(f"""
 user root;
 worker_processes 1;
 daemon off;
-pid {temp}/nginx.pid;
-error_log {temp}/error.log;
+pid {work}/nginx.pid;
+error_log {work}/error.log;
 events {{ worker_connections 64; }}
 http {{
     access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    types {{ text/html html; image/svg+xml svg; }}
     {http_part}
     server {{
         listen 127.0.0.1:{port};
+        listen [::1]:{port};
         {server_part}
-        location / {{ return 200 "the application\\n"; }}
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            {location_part}
+        }}
     }}
 }}
 """)
     server = subprocess.Popen(
-        [NGINX, "-p", str(temp), "-c", str(temp / "nginx.conf")],
+        [NGINX, "-p", str(work), "-c", str(work / "nginx.conf")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port)
-        status, headers, body = get(port, "/books/1")
-        assert status == 503
-        assert "Down for Maintenance" in body and "New disks tonight" in body
-        assert headers["Retry-After"] == "120"
-        assert headers["Cache-Control"] == "no-store"
-        status, _, body = get(port, "/books/1", source="127.0.0.2")  # allow-listed
-        assert (status, body) == (200, "the application\n")
-        off = run_cli(*base, "maintenance", "off", "--static", str(static))
-        assert off.exit_code == 0 and not (static / "maintenance.flag").exists()
-        assert get(port, "/")[0] == 200
+        yield
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def apache(snippet: str, port: int, upstream: int, work: Path) -> Iterator[None]:
+    """A real Apache httpd with the printed snippet, proxying to `upstream` (mod_proxy adds
+    X-Forwarded-For by itself). Its workers run as www-data, so `work` must be readable."""
+    needed = [
+        "mpm_event",
+        "authz_core",
+        "alias",
+        "rewrite",
+        "headers",
+        "proxy",
+        "proxy_http",
+        "mime",
+    ]
+    modules = "\n".join(f"LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so" for m in needed)
+    conf = work / "httpd.conf"
+    conf.write_text(f"""
+ServerRoot {work}
+ServerName localhost
+PidFile {work}/httpd.pid
+ErrorLog {work}/error.log
+DefaultRuntimeDir {work}
+Mutex file:{work}
+User www-data
+Group www-data
+{modules}
+TypesConfig /etc/mime.types
+Listen 127.0.0.1:{port}
+Listen [::1]:{port}
+<VirtualHost *:{port}>
+{snippet}
+ProxyPass / http://127.0.0.1:{upstream}/
+ProxyPassReverse / http://127.0.0.1:{upstream}/
+</VirtualHost>
+""")
+    started = subprocess.run(
+        [APACHE, "-f", str(conf), "-k", "start"], capture_output=True, text=True
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        wait_for_port(port)
+        yield
+    finally:
+        subprocess.run([APACHE, "-f", str(conf), "-k", "stop"], capture_output=True)
+        pid = work / "httpd.pid"
+        deadline = time.monotonic() + 10
+        while pid.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+SERVERS = {"nginx": (NGINX, nginx), "apache": (APACHE, apache)}
+
+
+@pytest.fixture
+def readable_dir() -> Iterator[Path]:
+    """A directory the web server's own user can read (pytest's tmp_path is private)."""
+    path = Path(tempfile.mkdtemp(prefix="upgrader-www-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("status", [503, 500])
+@pytest.mark.parametrize("server", ["nginx", "apache"])
+def test_the_web_server_serves_the_static_page(
+    server: str, status: int, tmp_path: Path, readable_dir: Path
+) -> None:
+    """The printed snippet in a real server: flag on → the page under the chosen status for
+    all but the allow-list (IPv4, IPv6, CIDR), its assets load; flag off → the application;
+    the application stopped → the page, saying what the guard last knew."""
+    binary, start_server = SERVERS[server]
+    if not os.path.exists(binary) and not os.environ.get("CI"):
+        pytest.skip(f"{server} is not installed (.ci/run installs it)")
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    install(url, CURRENT)
+    static, work = readable_dir / "static", readable_dir / "server"
+    work.mkdir()
+    templates = tmp_path / "templates"  # a custom page with an asset of its own
+    templates.mkdir()
+    (templates / "blocked.html").write_text(
+        '<!doctype html><title>{{ headline }}</title><img alt="logo" '
+        'src="/upgrader-maintenance/logo.svg"><h1>{{ headline }}</h1><p>{{ summary }}</p>'
+    )
+    allow = ["127.0.0.2", "::1", "127.0.0.4/31"]
+    base = cli_args(url)
+    snippet = run_cli(
+        *base, "webserver", server, "--static", str(static), "--status", str(status),
+        *[f"--allow={a}" for a in allow],
+    )  # fmt: skip
+    assert snippet.exit_code == 0, snippet.output
+
+    app_port, port = free_port(), free_port()
+    app_env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    app_env.update(
+        UPGRADER_APP=SAMPLE,
+        SHELF_DATABASE_URL=url,
+        UPGRADER_CACHE_TTL="0.5",
+        UPGRADER_STATIC_DIR=str(static),
+        UPGRADER_TEMPLATE_DIR=str(templates),
+        UPGRADER_TRUSTED_PROXIES="127.0.0.1,::1",
+        UPGRADER_INSTALLER_DIR=str(tmp_path / "none"),
+    )
+    app = subprocess.Popen(
+        [sys.executable, "-m", "upgrader", "serve", "--port", str(app_port)],
+        env=app_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(app_port)
+        with start_server(snippet.output, port, app_port, work):
+            assert get(port, "/books/1")[0] == 200  # no flag: the application
+
+            on = run_cli(
+                *base,
+                "maintenance", "on", "--message", "New disks tonight",
+                *[f"--allow={a}" for a in allow], "--static", str(static),
+                env={"UPGRADER_TEMPLATE_DIR": str(templates)},
+            )  # fmt: skip
+            assert on.exit_code == 0, on.output
+            (static / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+            # Flag on: the page, under the chosen status, for everyone not allow-listed.
+            for source in ("127.0.0.1", "127.0.0.6"):
+                code, headers, body = get(port, "/books/1", source=source)
+                assert code == status, (source, code, body)
+                assert "New disks tonight" in body
+                assert 'src="/upgrader-maintenance/logo.svg"' in body
+                assert headers["Retry-After"] == "120"
+                assert headers["Cache-Control"] == "no-store"
+                assert headers["X-Upgrader-State"] == "maintenance"
+            code, headers, _ = get(port, "/upgrader-maintenance/logo.svg")
+            assert (code, headers["Content-Type"]) == (200, "image/svg+xml")
+            # The allow-list gets through the web server, and the guard behind it believes
+            # the address the web server forwards: the application's own page.
+            for source, host in (("127.0.0.2", "127.0.0.1"), ("127.0.0.5", "127.0.0.1"),
+                                 ("::1", "::1")):  # fmt: skip
+                code, headers, body = get(port, "/", source=source, host=host)
+                assert code == 200 and "Shelf" in body, (source, code, body[:300])
+                assert "X-Upgrader-State" not in headers
+
+            # Maintenance changed elsewhere: the guard rewrites the page on its next refresh.
+            again = run_cli(
+                *base, "maintenance", "on", "--message", "Back at six",
+                *[f"--allow={a}" for a in allow],
+            )  # fmt: skip
+            assert again.exit_code == 0, again.output
+            deadline = time.monotonic() + 10
+            while "Back at six" not in (static / "maintenance.html").read_text():
+                assert time.monotonic() < deadline, "the guard never rewrote the static page"
+                get(port, "/", source="127.0.0.2")
+                time.sleep(0.2)
+            assert get(port, "/")[0] == status
+
+            # The flag removed by hand: requests reach the guard, whose own 503 passes.
+            (static / "maintenance.flag").unlink()
+            code, headers, body = get(port, "/books/1")
+            assert (code, headers.get("X-Frame-Options")) == (503, "DENY"), (code, headers)
+            assert "Back at six" in body
+            assert get(port, "/", source="127.0.0.2")[0] == 200
+
+            # The application stopped: the web server answers with the last page it has.
+            app.terminate()
+            app.wait(timeout=10)
+            code, headers, body = get(port, "/books/1")
+            assert code in (502, 503) and "X-Frame-Options" not in headers, (code, headers)
+            assert "Back at six" in body
+            assert headers["Retry-After"] == "120" and headers["Cache-Control"] == "no-store"
+    finally:
+        app.terminate()
+        app.wait(timeout=10)
 
 
 @pytest.mark.slow

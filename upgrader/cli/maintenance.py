@@ -194,10 +194,28 @@ def _who() -> str:
 @click.command()
 @click.argument("server", type=click.Choice(["nginx", "apache"]))
 @click.option("--static", "static_dir", type=click.Path(path_type=Path), help="Where the page is.")
-@click.option("--allow", multiple=True, metavar="ADDR", help="Addresses that get through.")
+@click.option(
+    "--allow",
+    multiple=True,
+    metavar="ADDR",
+    help="Addresses or CIDR ranges that get through (default: UPGRADER_ALLOW_IPS).",
+)
+@click.option(
+    "--status",
+    "status_code",
+    type=click.IntRange(400, 599),
+    help="The status of the page while the flag exists (default: UPGRADER_BLOCKED_STATUS, 503).",
+)
 @pass_cli
-def webserver(obj: CliContext, server: str, static_dir: Path | None, allow: tuple[str, ...]) -> int:
-    """Print a configuration snippet that serves the static page while the flag exists.
+def webserver(
+    obj: CliContext,
+    server: str,
+    static_dir: Path | None,
+    allow: tuple[str, ...],
+    status_code: int | None,
+) -> int:
+    """Print a configuration snippet that serves the static page while the flag exists,
+    and whenever the application behind the web server does not answer.
 
     For when the application cannot even start: the web server answers on its own.
     """
@@ -207,5 +225,6 @@ def webserver(obj: CliContext, server: str, static_dir: Path | None, allow: tupl
         raise click.UsageError("give --static DIR (or set UPGRADER_STATIC_DIR)")
     entries = _allow(allow) or list(settings.allow_ips)
     render = static.nginx if server == "nginx" else static.apache
-    click.echo(render(Path(static_dir).resolve(), entries, int(settings.retry_after)))
+    status_code = status_code or settings.blocked_status
+    click.echo(render(Path(static_dir).resolve(), entries, int(settings.retry_after), status_code))
     return 0

@@ -25,6 +25,7 @@ from upgrader.core.diagnosis import (
     provisional,
 )
 from upgrader.settings import Settings
+from upgrader.web.static import PageKeeper
 
 log = logging.getLogger("upgrader")
 
@@ -47,6 +48,7 @@ class DiagnosisCache:
         self.fast: tuple[float, bool] = (0.0, False)
         self._refreshing = threading.Lock()
         self._refresh_started = 0.0
+        self.static_page = PageKeeper(settings)
 
     def get(self) -> Diagnosis:
         """The cached diagnosis; past its TTL one thread refreshes it (bounded by the
@@ -71,6 +73,7 @@ class DiagnosisCache:
                         self._refresh_started = 0.0
                     expires = time.monotonic() + self.ttl
                     _log_change(self._value, fresh)
+                    self.static_page.update(fresh)
                     self._value, self._expires = fresh, expires
                     self.fast = (expires, _open(fresh))
             finally:
