@@ -175,20 +175,25 @@ class Settings:
         """The command prefix printed in fixes: pasted anywhere on the server, it reaches
         this same application (the configuration from the environment excepted, which
         the operator's shell carries)."""
+        return shlex.join(self.argv(printable=True))
+
+    def argv(self, *, printable: bool = False) -> list[str]:
+        """The same prefix as words, to run a fresh process of upgrader on this application
+        (one that reads the code as it is on disk now). Printed, it never holds a password."""
         ref = self.app_ref
         if ref and (self.via_flask or (self.app is None and _is_flask(self.app_object))):
             words = [*executable("flask"), "--app", ref, "upgrader"]
             if "migrations" in self.flags:
                 words += ["-d", self.flags["migrations"]]
-            return shlex.join(words)
+            return words
         words = executable("upgrader")
         if ref:
             words += ["--app", ref]
         for name, value in self.flags.items():
-            if name == "database_url":  # never a password in a page, a report or a log
+            if name == "database_url" and printable:  # never a password in a page or a log
                 value = _without_password(value)
             words += [f"--{name.replace('_', '-')}", value]
-        return shlex.join(words)
+        return words
 
     @cached_property
     def short_cli(self) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from upgrader.cli import adopt, journal, maintenance, run, serve, status
+from upgrader.cli import adopt, deploy, journal, maintenance, run, serve, status
 from upgrader.cli.context import CliContext, exit_status
 
 
@@ -79,6 +79,7 @@ COMMANDS = (
     adopt.adopt,
     maintenance.maintenance,
     maintenance.webserver,
+    deploy.deploy,
     serve.install_key,
 )
 """The commands that act on one application: `flask upgrader` carries these."""

@@ -12,10 +12,10 @@ import click
 from upgrader.cli.context import CliContext, pass_cli
 from upgrader.core import maintenance as mode
 from upgrader.core import storage
-from upgrader.core.database import guard_engine
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
 from upgrader.settings import Settings
 from upgrader.web import clients, static
+from upgrader.web import maintenance as switch
 
 _RELATIVE = re.compile(r"^\+(\d+)([mhd])$")
 
@@ -108,16 +108,11 @@ def on(
         allow=_allow(allow),
         secret_hash=mode.hash_secret(secret) if secret else None,
     )
-    engine = guard_engine(settings)
     try:
-        mode.switch_on(engine, storage.define_tables(settings.table_prefix), request, _who())
+        written = switch.switch_on(settings, request, who(), static_dir=static_dir)
     except mode.MaintenanceError as exc:
         raise click.ClickException(str(exc)) from exc
-    finally:
-        engine.dispose()
-    static_dir = static_dir or settings.static_dir
-    if static_dir:
-        written = static.write(static_dir, diagnose(settings, record=False), settings)
+    if written:
         click.echo(f"Static page written: {written} (the flag file beside it is on)")
     click.echo(f"Maintenance is on ({level}); every node follows within {settings.cache_ttl:g}s.")
     if generate_secret and secret:
@@ -135,16 +130,23 @@ def on(
 @pass_cli
 def off(obj: CliContext, static_dir: Path | None) -> int:
     """Switch maintenance off (the bypass secret is kept)."""
-    settings = obj.settings
-    engine = guard_engine(settings)
-    try:
-        mode.switch_off(engine, storage.define_tables(settings.table_prefix), _who())
-    finally:
-        engine.dispose()
-    static_dir = static_dir or settings.static_dir
-    if static_dir and static.remove_flag(static_dir):
-        click.echo(f"Removed {static.flag_path(static_dir)}")
+    removed = switch.switch_off(obj.settings, who(), static_dir=static_dir)
+    if removed:
+        click.echo(f"Removed {removed}")
     click.echo("Maintenance is off.")
+    return 0
+
+
+@maintenance.command("secret")
+@pass_cli
+def secret_command(obj: CliContext) -> int:
+    """Rotate the bypass secret and print its URL once (maintenance stays as it is)."""
+    try:
+        secret = switch.rotate_secret(obj.settings, who())
+    except mode.MaintenanceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Bypass URL (shown once; keep it private): {obj.settings.bypass_path}{secret}")
+    click.echo("Cookies given for the previous secret no longer let anybody through.")
     return 0
 
 
@@ -184,7 +186,8 @@ def describe(d: Diagnosis) -> str:
     return "\n".join(lines)
 
 
-def _who() -> str:
+def who() -> str:
+    """Who changes maintenance from a shell, for the log and `maintenance status`."""
     try:
         return f"{getpass.getuser()} (cli)"
     except Exception:

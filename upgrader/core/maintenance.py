@@ -17,8 +17,9 @@ import logging
 import secrets as secrets_module
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from upgrader.core.storage import Tables, utcnow
 
@@ -125,3 +126,52 @@ def switch_off(engine: Engine, tables: Tables, who: str) -> None:
             )
         )
     log.warning("maintenance off by %s", who)
+
+
+def set_secret(engine: Engine, tables: Tables, secret_hash: str, who: str) -> None:
+    """A new bypass secret (its hash), leaving the mode as it is: old cookies stop working."""
+    with engine.begin() as conn:
+        if conn.execute(select(tables.state.c.id)).first() is None:
+            raise MaintenanceError("nothing is installed yet, so there is no site to bypass")
+        conn.execute(tables.state.update().values(maintenance_secret=secret_hash))
+    log.warning("maintenance: bypass secret rotated by %s", who)
+
+
+SETTINGS = (
+    "maintenance_mode",
+    "maintenance_message",
+    "maintenance_until",
+    "maintenance_start",
+    "maintenance_end",
+    "maintenance_allow",
+    "maintenance_set_by",
+    "maintenance_set_at",
+)
+"""The columns a deploy saves and puts back (the bypass secret it never touches)."""
+
+
+def snapshot(engine: Engine | Connection, tables: Tables) -> dict[str, Any] | None:
+    """The maintenance settings as stored now; None when nothing is installed."""
+    query = select(*(tables.state.c[name] for name in SETTINGS)).order_by(tables.state.c.id)
+    if isinstance(engine, Connection):
+        row = engine.execute(query).first()
+    else:
+        with engine.connect() as conn:
+            row = conn.execute(query).first()
+    return None if row is None else dict(row._mapping)
+
+
+def restore(
+    engine: Engine, tables: Tables, saved: dict[str, Any], expected: dict[str, Any], who: str
+) -> bool:
+    """Put `saved` back, exactly, unless somebody changed the settings since they read
+    `expected`: then theirs stand (False), rather than being silently undone."""
+    with engine.begin() as conn:
+        if snapshot(conn, tables) != expected:
+            log.warning("maintenance: %s found the settings changed meanwhile; left as set", who)
+            return False
+        conn.execute(tables.state.update().values(**saved))
+    log.warning(
+        "maintenance: previous settings (%s) restored by %s", saved["maintenance_mode"], who
+    )
+    return True

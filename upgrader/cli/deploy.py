@@ -1,0 +1,232 @@
+"""`upgrader deploy -- CMD…`: the site in maintenance for exactly the length of a deploy.
+
+Maintenance goes on in the database and, where a static directory is known, at the
+web server; the operator's command runs; when it succeeds, pending migrations are
+applied; then the previous maintenance settings are put back, after success,
+failure or interruption (SIGINT, SIGTERM) alike. The command and the upgrade run
+as processes of their own: the upgrade must read the code as the deploy left it on
+disk, not as this process imported it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from upgrader.cli.context import CliContext, pass_cli
+from upgrader.cli.maintenance import when
+from upgrader.core import maintenance as mode
+from upgrader.core import storage
+from upgrader.core.database import guard_engine
+from upgrader.web import maintenance as switch
+from upgrader.web import static
+
+DEFAULT_MESSAGE = "The site is being updated. It will be back in a few minutes."
+
+
+class Children:
+    """Runs one child at a time in a process group of its own, and hands SIGINT and
+    SIGTERM to that whole group (a deploy script and everything it started) instead of
+    dying: the caller must live on to restore the settings. A second signal kills."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.child: subprocess.Popen[bytes] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Children:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._received)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _received(self, signum: int, frame: FrameType | None) -> None:
+        first = self.signal is None
+        self.signal = self.signal or signum
+        self._pass_on(signum if first else signal.SIGKILL)
+
+    def _pass_on(self, signum: int) -> None:
+        child = self.child
+        if child is not None and child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signum)
+
+    def run(self, argv: Sequence[str]) -> int:
+        """The child's exit status (128 + N when a signal ended it), or 128 + N at once when
+        a signal came before it could start."""
+        if self.signal is not None:
+            return 128 + self.signal
+        group: dict[str, Any] = (
+            {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+        )
+        self.child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, **group)
+        if self.signal is not None:  # it came while the child was being started
+            self._pass_on(self.signal)
+        status = self.child.wait()
+        return status if status >= 0 else 128 - status
+
+
+class StaticFiles:
+    """The web server's page and flag as they were, to be put back byte for byte."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self.page: bytes | None = None
+        self.flag: bytes | None = None
+        if directory is not None:
+            self.page = _read(Path(directory) / static.PAGE)
+            self.flag = _read(static.flag_path(directory))
+
+    def restore(self) -> None:
+        if self.directory is None:
+            return
+        if self.page is not None:
+            _write(Path(self.directory) / static.PAGE, self.page)
+        if self.flag is not None:
+            _write(static.flag_path(self.directory), self.flag)
+        else:
+            static.remove_flag(self.directory)
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _write(path: Path, data: bytes) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option("--message", default=DEFAULT_MESSAGE, show_default=True, help="What visitors read.")
+@click.option("--until", metavar="WHEN", help="Expected end (ISO or +30m): becomes Retry-After.")
+@click.option(
+    "--static",
+    "static_dir",
+    type=click.Path(path_type=Path),
+    help="The web server's static directory (default: UPGRADER_STATIC_DIR).",
+)
+@click.option("--no-upgrade", is_flag=True, help="Only the command: apply no migration after.")
+@click.option("--no-backup", is_flag=True, help="Upgrade without a backup (you made your own).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_cli
+def deploy(
+    obj: CliContext,
+    message: str,
+    until: str | None,
+    static_dir: Path | None,
+    no_upgrade: bool,
+    no_backup: bool,
+    command: tuple[str, ...],
+) -> int:
+    """Run a deploy command with the site in maintenance, then upgrade, then put the
+    previous maintenance settings back (after failure or Ctrl-C too).
+
+    \b
+      upgrader --app myapp deploy -- ./deploy.sh 1.4.0
+      upgrader --app myapp deploy --until +15m -- sh -c 'git pull && pip install .'
+
+    Exits with the command's status; with the upgrade's when the command succeeded
+    and the upgrade did not; 130 or 143 when interrupted.
+    """
+    settings = obj.settings
+    actor = f"{_user()} (deploy)"
+    tables = storage.define_tables(settings.table_prefix)
+    directory = static_dir or settings.static_dir
+    request = mode.MaintenanceRequest(level="block", message=message, until=when(until))
+    engine = guard_engine(settings)
+    try:
+        saved = mode.snapshot(engine, tables)
+        if saved is None:
+            raise click.ClickException(
+                f"nothing is installed yet: deploy the code, then run `{settings.cli} install`"
+            )
+        files = StaticFiles(directory)
+        ours: dict[str, Any] | None = None
+        with Children() as children:
+            try:
+                switch.switch_on(settings, request, actor, static_dir=directory, engine=engine)
+                ours = mode.snapshot(engine, tables)
+                flag = (
+                    f"; the web server's flag is {static.flag_path(directory)}" if directory else ""
+                )
+                click.echo(f"Maintenance is on for the deploy{flag}.")
+                click.echo(f"Running: {' '.join(command)}")
+                status = children.run(command)
+                if children.signal is None and status != 0:
+                    click.secho(f"The deploy command failed (exit status {status}).", fg="red")
+                elif children.signal is None and not no_upgrade:
+                    click.echo("The deploy command succeeded; applying pending migrations.")
+                    upgrade = [*settings.argv(), "upgrade", "--yes"]
+                    status = children.run(upgrade + (["--no-backup"] if no_backup else []))
+            finally:
+                _restore(engine, tables, saved, ours, actor, files)
+            if children.signal is not None:
+                name = signal.Signals(children.signal).name
+                click.secho(f"Interrupted by {name}: the previous settings are back.", fg="red")
+                return 128 + children.signal
+        if status != 0:
+            click.echo("The site's state now:")
+            children.run([*settings.argv(), "status"])
+        return status
+    finally:
+        engine.dispose()
+
+
+def _restore(
+    engine: Any,
+    tables: storage.Tables,
+    saved: dict[str, Any],
+    ours: dict[str, Any] | None,
+    actor: str,
+    files: StaticFiles,
+) -> None:
+    files.restore()
+    if ours is None:
+        return  # maintenance never went on: nothing of ours to undo
+    try:
+        restored = mode.restore(engine, tables, saved, ours, actor)
+    except SQLAlchemyError:
+        click.secho(
+            "The previous maintenance settings could not be put back: maintenance stays on "
+            "until you switch it (`upgrader maintenance status` shows it).",
+            fg="red",
+            err=True,
+        )
+        raise
+    if restored:
+        click.echo(
+            f"Previous maintenance settings restored ({saved['maintenance_mode'] or 'off'})."
+        )
+    else:
+        click.secho(
+            "Maintenance was changed by someone else during the deploy: their settings stand.",
+            fg="yellow",
+        )
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"

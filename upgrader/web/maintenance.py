@@ -1,0 +1,73 @@
+"""Maintenance switched for the whole site: in the database (every guard obeys within its
+TTL) and at the web server (the static page and its flag, when a static directory is
+known). One code path for `upgrader maintenance`, `upgrader deploy` and the admin page,
+so the three cannot disagree about what "on" means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from upgrader.core import maintenance as mode
+from upgrader.core import storage
+from upgrader.core.database import guard_engine
+from upgrader.core.diagnosis import CodeFacts, diagnose
+from upgrader.settings import Settings
+from upgrader.web import static
+
+
+@contextmanager
+def _engine(settings: Settings, engine: Engine | None) -> Iterator[Engine]:
+    if engine is not None:
+        yield engine
+        return
+    made = guard_engine(settings)
+    try:
+        yield made
+    finally:
+        made.dispose()
+
+
+def switch_on(
+    settings: Settings,
+    request: mode.MaintenanceRequest,
+    who: str,
+    *,
+    static_dir: Path | None = None,
+    engine: Engine | None = None,
+    code: CodeFacts | None = None,
+) -> Path | None:
+    """On in the database, then the static page and flag; returns the page written."""
+    tables = storage.define_tables(settings.table_prefix)
+    with _engine(settings, engine) as e:
+        mode.switch_on(e, tables, request, who)
+        directory = static_dir or settings.static_dir
+        if directory is None:
+            return None
+        d = diagnose(settings, code=code, engine=e, record=False)
+    return static.write(directory, d, settings)
+
+
+def switch_off(
+    settings: Settings, who: str, *, static_dir: Path | None = None, engine: Engine | None = None
+) -> Path | None:
+    """Off in the database, then the flag removed; returns the flag if there was one."""
+    with _engine(settings, engine) as e:
+        mode.switch_off(e, storage.define_tables(settings.table_prefix), who)
+    directory = static_dir or settings.static_dir
+    if directory is not None and static.remove_flag(directory):
+        return static.flag_path(directory)
+    return None
+
+
+def rotate_secret(settings: Settings, who: str, *, engine: Engine | None = None) -> str:
+    """A new bypass secret; returned once, stored only as its hash."""
+    secret = mode.new_secret()
+    with _engine(settings, engine) as e:
+        tables = storage.define_tables(settings.table_prefix)
+        mode.set_secret(e, tables, mode.hash_secret(secret), who)
+    return secret
