@@ -115,6 +115,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "status_path": (str, "/upgrader/status"),
     "bypass_path": (str, "/upgrader/bypass/"),
     "installer_path": (str, "/install"),
+    "admin_path": (str, "/upgrader/admin"),
     "allow_paths": (_strings, ()),
     "allow_ips": (_strings, ()),
     "trusted_proxies": (_strings, ()),
@@ -148,6 +149,7 @@ class Settings:
     status_path: str = "/upgrader/status"
     bypass_path: str = "/upgrader/bypass/"
     installer_path: str = "/install"
+    admin_path: str = "/upgrader/admin"
     allow_paths: tuple[str, ...] = ()
     allow_ips: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()

@@ -81,6 +81,7 @@ COMMANDS = (
     maintenance.webserver,
     deploy.deploy,
     serve.install_key,
+    serve.admin_key,
 )
 """The commands that act on one application: `flask upgrader` carries these."""
 

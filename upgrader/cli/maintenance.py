@@ -4,37 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import re
 from pathlib import Path
 
 import click
 
 from upgrader.cli.context import CliContext, pass_cli
 from upgrader.core import maintenance as mode
-from upgrader.core import storage
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
 from upgrader.settings import Settings
 from upgrader.web import clients, static
 from upgrader.web import maintenance as switch
 
-_RELATIVE = re.compile(r"^\+(\d+)([mhd])$")
-
 
 def when(value: str | None) -> dt.datetime | None:
     """An ISO time (UTC unless it says otherwise) or a delay such as +30m, +2h, +1d."""
-    if not value:
-        return None
-    relative = _RELATIVE.match(value.strip())
-    if relative:
-        unit = {"m": "minutes", "h": "hours", "d": "days"}[relative.group(2)]
-        return storage.utcnow() + dt.timedelta(**{unit: int(relative.group(1))})
     try:
-        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return mode.parse_when(value)
     except ValueError as exc:
-        raise click.BadParameter(f"{value!r}: use an ISO time (2026-11-21T22:00) or +30m") from exc
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return parsed.replace(microsecond=0)
+        raise click.BadParameter(str(exc)) from exc
 
 
 def _allow(values: tuple[str, ...]) -> list[str]:

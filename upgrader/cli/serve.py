@@ -55,6 +55,17 @@ def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
     return 0
 
 
+@click.command("admin-key")
+@pass_cli
+def admin_key(obj: CliContext) -> int:
+    """Print the admin console's key (/upgrader/admin, when the application has no check of
+    its own); made on first use in the backup directory, readable only on the server."""
+    from upgrader.web.console import console_key
+
+    click.echo(console_key(Path(obj.settings.backup_dir)))
+    return 0
+
+
 @click.command("install-key")
 @pass_cli
 def install_key(obj: CliContext) -> int:

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import re
 import secrets as secrets_module
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,27 @@ class MaintenanceRequest:
     end: dt.datetime | None = None
     allow: Sequence[str] = ()
     secret_hash: str | None = None
+
+
+_RELATIVE = re.compile(r"^\+(\d+)([mhd])$")
+
+
+def parse_when(value: str | None) -> dt.datetime | None:
+    """An ISO time (UTC unless it gives an offset) or a delay such as +30m, +2h, +1d, as
+    naive UTC like every time upgrader stores. The CLI and the admin page read the same."""
+    if not value or not value.strip():
+        return None
+    relative = _RELATIVE.match(value.strip())
+    if relative:
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[relative.group(2)]
+        return utcnow() + dt.timedelta(**{unit: int(relative.group(1))})
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r}: use an ISO time (2026-11-21T22:00) or +30m") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return parsed.replace(microsecond=0)
 
 
 MAX_SECRET = 256

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -50,8 +51,22 @@ class Upgrader:
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Flask, settings: Settings | None = None) -> None:
-        pending = _PendingGuard(app, settings, self.options)
+    def init_app(
+        self,
+        app: Flask,
+        settings: Settings | None = None,
+        *,
+        authorize: Callable[[], Any] | None = None,
+    ) -> None:
+        """`authorize`, called in the application's request context, says who may use the
+        admin console at /upgrader/admin: falsy refuses, a string names the administrator
+        in the log (`lambda: current_user.is_authenticated and current_user.is_admin and
+        current_user.email`)."""
+        options = dict(self.options)
+        check = authorize or options.pop("authorize", None)
+        if check is not None:
+            options["authorize"] = _in_request_context(app, check)
+        pending = _PendingGuard(app, settings, options)
         app.wsgi_app = pending  # type: ignore[method-assign]
         app.extensions["upgrader"] = pending
         background.register(pending)
@@ -108,6 +123,17 @@ def guard_of(app: Flask) -> UpgraderMiddleware:
     """The application's guard (made now if no request has made it yet)."""
     guard = app.extensions["upgrader"]
     return guard.guard() if isinstance(guard, _PendingGuard) else guard
+
+
+def _in_request_context(app: Flask, check: Callable[[], Any]) -> Callable[[dict[str, Any]], Any]:
+    """The integrator's check, run as their views run: in the application's request context
+    (its session, Flask-Login's current_user)."""
+
+    def authorize(environ: dict[str, Any]) -> Any:
+        with app.request_context(environ):
+            return check()
+
+    return authorize
 
 
 def _keep_tables_out_of_autogenerate(app: Flask, settings: Settings | None) -> None:

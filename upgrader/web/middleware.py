@@ -124,6 +124,7 @@ class UpgraderMiddleware:
         cache: DiagnosisCache | None = None,
         poll_seconds: float = 5.0,
         bypass_lifetime: float = 12 * 3600,
+        authorize: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         self.app = app
         self.settings = settings or resolve()
@@ -140,6 +141,9 @@ class UpgraderMiddleware:
         self._blocked_line = f"{status} {_reason(status)}"
         self._status_path = self.settings.status_path
         self._wizard: WSGIApp | None = None
+        self.authorize = authorize  # who may use the admin console (else its key)
+        self._console: WSGIApp | None = None
+        self._admin_path = self.settings.admin_path.rstrip("/")
         self._maintenance_allow: tuple[tuple[str, ...], tuple[clients.Network, ...]] = ((), ())
         from upgrader.web import background
 
@@ -151,7 +155,7 @@ class UpgraderMiddleware:
         path = environ.get("PATH_INFO") or "/"
         if path != self._status_path:
             expires, site_open = self.cache.fast
-            if site_open and _monotonic() < expires:
+            if site_open and _monotonic() < expires and not path.startswith(self._admin_path):
                 return self.app(environ, start_response)  # the steady state: no query, no lock
             return self._guard(environ, start_response, path, self.cache.get())
         return self._status(environ, start_response)
@@ -162,6 +166,8 @@ class UpgraderMiddleware:
         installer = self.settings.installer_path.rstrip("/")
         if path == installer or path.startswith(installer + "/"):
             return self._installer(environ, start_response, installer, path)
+        if path == self._admin_path or path.startswith(self._admin_path + "/"):
+            return self._admin_console(environ, start_response, path)
         if path.startswith(self.settings.bypass_path):
             return self._bypass(environ, start_response, path, d)
         admin = self.is_admin(environ, d)
@@ -291,6 +297,34 @@ class UpgraderMiddleware:
         environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
         environ["PATH_INFO"] = path[len(prefix) :] or "/"
         return self._wizard(environ, start_response)
+
+    def _admin_console(
+        self, environ: dict[str, Any], start_response: StartResponse, path: str
+    ) -> Iterable[bytes]:
+        """The admin console, in every state. The integrator's check sees the request as
+        the application would (its own path, its own cookies)."""
+        from upgrader.web.console import USER, create_console
+
+        if self.authorize is not None:
+            try:
+                environ[USER] = self.authorize(environ)
+            except Exception as exc:  # a broken check admits nobody, and never shows a trace
+                log.warning("the console's authorize check failed: %r", exc)
+                environ[USER] = None
+        if self._console is None:
+            self._console = create_console(
+                self.settings,
+                self.cache,
+                signing_key=self.key,
+                integrated=self.authorize is not None,
+            )
+        if path == self._admin_path:  # the console's pages are relative to its root
+            location = environ.get("SCRIPT_NAME", "") + path + "/"
+            start_response("308 Permanent Redirect", [("Location", location)])
+            return [b""]
+        environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self._admin_path
+        environ["PATH_INFO"] = path[len(self._admin_path) :]
+        return self._console(environ, start_response)
 
     # ----------------------------------------------------------------- who
 

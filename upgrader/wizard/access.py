@@ -18,7 +18,7 @@ KEY_FILE = ".upgrade-key"
 SESSION_FILE = ".session-key"
 
 
-def _secret_file(directory: Path, name: str, make: bool = True) -> str | None:
+def secret_file(directory: Path, name: str, make: bool = True) -> str | None:
     path = Path(directory) / name
     try:
         return path.read_text().strip() or None
@@ -34,19 +34,24 @@ def _secret_file(directory: Path, name: str, make: bool = True) -> str | None:
 
 def upgrade_key(installer_dir: Path) -> str:
     """The key, created on first use. Raises OSError when install/ is not writable."""
-    key = _secret_file(installer_dir, KEY_FILE)
+    key = secret_file(installer_dir, KEY_FILE)
     assert key is not None
     return key
 
 
 def session_key(installer_dir: Path) -> str:
-    key = _secret_file(installer_dir, SESSION_FILE)
+    key = secret_file(installer_dir, SESSION_FILE)
     assert key is not None
     return key
 
 
 def key_matches(given: str, installer_dir: Path) -> bool:
-    expected = _secret_file(installer_dir, KEY_FILE, make=False)
+    return key_file_matches(given, installer_dir, KEY_FILE)
+
+
+def key_file_matches(given: str, directory: Path, name: str) -> bool:
+    """Constant-time comparison with the key in directory/name (False when there is none)."""
+    expected = secret_file(directory, name, make=False)
     if not expected:
         return False
     return hmac.compare_digest(given.strip().encode(), expected.encode())
@@ -54,5 +59,5 @@ def key_matches(given: str, installer_dir: Path) -> bool:
 
 def key_fingerprint(installer_dir: Path) -> str:
     """Which key a session was opened with: a new key retires every session."""
-    key = _secret_file(installer_dir, KEY_FILE, make=False) or ""
+    key = secret_file(installer_dir, KEY_FILE, make=False) or ""
     return hmac.new(b"upgrader-session", key.encode(), "sha256").hexdigest()[:16]

@@ -14,7 +14,6 @@ Customisable files live in install/: EULA.txt and branding.json
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
 import logging
 import secrets
@@ -22,8 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, abort, redirect, render_template, request, session, url_for
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
@@ -33,18 +31,11 @@ from upgrader.engine.backup import preflight
 from upgrader.engine.runner import foreign_tables, start_detached
 from upgrader.settings import Settings
 from upgrader.web import clients
-from upgrader.web.middleware import SECURITY_HEADERS
+from upgrader.web.forms import Sessions, check_csrf, no_store
 from upgrader.web.throttle import Throttle
 from upgrader.wizard.access import key_fingerprint, key_matches, session_key, upgrade_key
 
 log = logging.getLogger("upgrader")
-
-
-class _Sessions(SecureCookieSessionInterface):
-    """Secure cookies whenever the request came over https (behind a trusted proxy too)."""
-
-    def get_cookie_secure(self, app: Flask) -> bool:
-        return bool(request.is_secure) or super().get_cookie_secure(app)
 
 
 UPGRADABLE = (State.UPGRADE_PENDING, State.UPGRADE_INTERRUPTED, State.UPGRADE_FAILED)
@@ -58,7 +49,7 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
     installer = Path(settings.installer_dir or "install")
     app = Flask(__name__)
     app.secret_key = session_key(installer)
-    app.session_interface = _Sessions()
+    app.session_interface = Sessions()
     app.config.update(
         SESSION_COOKIE_NAME="upgrader_wizard",
         SESSION_COOKIE_HTTPONLY=True,
@@ -108,22 +99,12 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
         if session.get("authed") and session.get("key") != key_fingerprint(installer):
             session.clear()
         session.permanent = True
-        if "csrf" not in session:
-            session["csrf"] = secrets.token_urlsafe(24)
-        if request.method == "POST":
-            sent = request.form.get("csrf_token", "")
-            if not hmac.compare_digest(sent.encode(), str(session["csrf"]).encode()):
-                abort(400, "This form has expired. Go back, reload the page and try again.")
+        check_csrf()
         if request.endpoint not in ("key", "static") and not session.get("authed"):
             return redirect(url_for("key"))
         return None
 
-    @app.after_request
-    def headers(response: Response) -> Response:
-        for name, value in SECURITY_HEADERS:
-            response.headers[name] = value
-        response.headers["Cache-Control"] = "no-store"
-        return response
+    app.after_request(no_store)
 
     @app.errorhandler(400)
     @app.errorhandler(404)

@@ -1,0 +1,39 @@
+"""What upgrader's own small Flask applications (the installer, the admin console) share:
+session cookies that are Secure over https, one CSRF token per session checked on every
+POST, and upgrader's security headers on every answer."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from flask import Flask, abort, request, session
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.wrappers import Response
+
+from upgrader.web.middleware import SECURITY_HEADERS
+
+
+class Sessions(SecureCookieSessionInterface):
+    """Secure cookies whenever the request came over https (behind a trusted proxy too)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(request.is_secure) or super().get_cookie_secure(app)
+
+
+def check_csrf() -> None:
+    """Give the session its token, and refuse a POST that does not carry it (a forged
+    form from another site, or one from a session that has since ended)."""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(24)
+    if request.method == "POST":
+        sent = request.form.get("csrf_token", "")
+        if not hmac.compare_digest(sent.encode(), str(session["csrf"]).encode()):
+            abort(400, "This form has expired. Go back, reload the page and try again.")
+
+
+def no_store(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS:
+        response.headers[name] = value
+    response.headers["Cache-Control"] = "no-store"
+    return response
