@@ -92,7 +92,6 @@ def create_console(
         name = user()
         if name is None and integrated:
             abort(404)  # nothing of the console for anyone the application does not approve
-        session.permanent = True
         check_csrf()
         if name is None and request.endpoint != "key":
             return redirect(url_for("key"))

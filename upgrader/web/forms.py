@@ -22,14 +22,18 @@ class Sessions(SecureCookieSessionInterface):
 
 
 def check_csrf() -> None:
-    """Give the session its token, and refuse a POST that does not carry it (a forged
-    form from another site, or one from a session that has since ended)."""
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(24)
+    """Refuse a POST that does not carry the session's token (a forged form from another
+    site, or one from a session that has since ended), touching nothing of the session:
+    a forged request must not replace the cookie of the administrator it was sent from.
+    A GET gives the session its token."""
     if request.method == "POST":
+        expected = session.get("csrf")
         sent = request.form.get("csrf_token", "")
-        if not hmac.compare_digest(sent.encode(), str(session["csrf"]).encode()):
+        if not expected or not hmac.compare_digest(sent.encode(), str(expected).encode()):
             abort(400, "This form has expired. Go back, reload the page and try again.")
+    elif "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(24)
+    session.permanent = True
 
 
 def no_store(response: Response) -> Response:

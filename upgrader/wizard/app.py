@@ -98,7 +98,6 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
             session.clear()
         if session.get("authed") and session.get("key") != key_fingerprint(installer):
             session.clear()
-        session.permanent = True
         check_csrf()
         if request.endpoint not in ("key", "static") and not session.get("authed"):
             return redirect(url_for("key"))
