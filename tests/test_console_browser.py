@@ -51,6 +51,7 @@ def create_app():
 '''
 
 TTL = 1.0
+SERVE = [sys.executable, "-m", "upgrader", "--app", "site_app:create_app", "serve"]
 
 
 @pytest.fixture
@@ -71,8 +72,7 @@ def servers(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     ports = [free_port(), free_port()]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "upgrader", "--app", "site_app:create_app", "serve"]
-            + ["--port", str(port)],
+            [*SERVE, "--port", str(port)],
             cwd=tmp_path,
             env=env,
             stdout=subprocess.DEVNULL,

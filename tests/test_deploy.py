@@ -202,3 +202,19 @@ def test_an_interrupted_deploy_puts_everything_back(site: Site, signum: int) -> 
     assert site.settings() == before
     assert not (site.static / "maintenance.flag").exists()
     assert site.status()["state"] == "ok"
+
+
+def test_a_command_that_cannot_run_changes_nothing(site: Site) -> None:
+    before = site.settings()
+    done = subprocess.run(
+        [UPGRADER, "--app", "site_app:application", "deploy", "--", "/no/such/deploy.sh"],
+        cwd=site.live,
+        env=site.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 127, done.stdout + done.stderr
+    assert "Cannot run /no/such/deploy.sh" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert site.settings() == before and site.status()["state"] == "ok"

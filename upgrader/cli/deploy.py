@@ -75,7 +75,11 @@ class Children:
         group: dict[str, Any] = (
             {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
         )
-        self.child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, **group)
+        try:
+            self.child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, **group)
+        except OSError as exc:
+            click.secho(f"Cannot run {argv[0]}: {exc.strerror or exc}", fg="red", err=True)
+            return 127  # as a shell says "command not found"
         if self.signal is not None:  # it came while the child was being started
             self._pass_on(self.signal)
         status = self.child.wait()

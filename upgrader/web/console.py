@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,6 @@ from upgrader.web.throttle import Throttle
 from upgrader.wizard.access import key_file_matches, secret_file
 
 log = logging.getLogger("upgrader")
-
-Authorize = Callable[[dict[str, Any]], Any]
-"""Given the request's WSGI environ: falsy to refuse; a string names the administrator."""
 
 KEY_FILE = ".admin-key"
 USER = "upgrader.console.user"

@@ -37,6 +37,9 @@ from upgrader.web.throttle import Throttle
 log = logging.getLogger("upgrader")
 
 StartResponse = Callable[..., Any]
+Authorize = Callable[[dict[str, Any]], Any]
+"""Who may use the admin console: given the WSGI environ, falsy refuses, a string names
+the administrator (docs/maintenance.md)."""
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 ERR2 = (
@@ -124,7 +127,7 @@ class UpgraderMiddleware:
         cache: DiagnosisCache | None = None,
         poll_seconds: float = 5.0,
         bypass_lifetime: float = 12 * 3600,
-        authorize: Callable[[dict[str, Any]], Any] | None = None,
+        authorize: Authorize | None = None,
     ) -> None:
         self.app = app
         self.settings = settings or resolve()
