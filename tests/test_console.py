@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from tests.helpers import cli_args, install, run_cli
+from tests.helpers import add_run, cli_args, install, journal_of, run_cli, status_of
 from tests.test_guard import plain_app
 from tests.test_wizard_security import csrf, site
 from upgrader.core import storage
@@ -115,7 +115,18 @@ def test_the_console_switches_maintenance_as_the_cli_does(
         ("203.0.113.7", "2001:db8::/32"),
     )
     assert state.set_by == "console key holder (web, 127.0.0.1)"
-    assert "maintenance on (block) by console key holder (web, 127.0.0.1)" in caplog.text
+    assert (
+        "maintenance on (block); message 'Disk swap'; until " in caplog.text
+        and "; let through 203.0.113.7, 2001:db8::/32, by console key holder (web, 127.0.0.1)"
+        in caplog.text
+    )
+    entry = journal_of(url)[0]  # the change is journalled beside the runs
+    assert (entry["kind"], entry["trigger"], entry["actor"]) == (
+        "maintenance",
+        "web",
+        "console key holder (web, 127.0.0.1)",
+    )
+    assert entry["note"].startswith("on (block); message 'Disk swap'; until ")
     blocked = client.get("/")  # this process sees the change at once
     assert blocked.status_code == 503 and "Disk swap" in blocked.text
     assert 3500 < int(blocked.headers["Retry-After"]) <= 3600
@@ -152,7 +163,7 @@ def test_the_console_switches_maintenance_as_the_cli_does(
     cancelled = client.post(ADMIN + "off", data={"csrf_token": token}, follow_redirects=True)
     assert "Maintenance is off" in cancelled.text
     assert stored(url).maintenance.start is None
-    assert "maintenance off by console key holder (web, 127.0.0.1)" in caplog.text
+    assert "maintenance off, by console key holder (web, 127.0.0.1)" in caplog.text
 
     rotated = client.post(ADMIN + "secret", data={"csrf_token": token})
     assert rotated.status_code == 200 and "New bypass URL" in rotated.text
@@ -167,3 +178,22 @@ def test_the_console_switches_maintenance_as_the_cli_does(
     assert client.get("/").status_code == 503
     client.get(url_shown.split("127.0.0.1", 1)[-1] if "127.0.0.1" in url_shown else url_shown)
     assert client.get("/").status_code == 200  # the new secret lets its holder through
+
+
+def test_maintenance_changes_never_hide_a_failed_upgrade(db_url: str, tmp_path: Path) -> None:
+    """More switches than the diagnosis reads journal rows: the failed run stays in sight."""
+    install(db_url, "1.0.0")
+    add_run(db_url, status="failed", error="IntegrityError: duplicate key", finished_at=None)
+    assert status_of(db_url, tmp_path)["state"] == "upgrade_failed"
+    for _ in range(5):
+        for switch in ("on", "off"):
+            assert run_cli(*cli_args(db_url), "maintenance", switch).exit_code == 0
+    journal = journal_of(db_url)
+    assert [e["kind"] for e in journal[:10]] == ["maintenance"] * 10
+    assert [e["note"] for e in journal[:2]] == ["off", "on (block)"]
+    assert journal[0]["actor"].endswith("(cli)") and journal[0]["trigger"] == "cli"
+    status = status_of(db_url, tmp_path)
+    assert status["state"] == "upgrade_failed", status
+    assert "IntegrityError: duplicate key" in " ".join(status["details"])
+    history = run_cli(*cli_args(db_url), "history")
+    assert "  maintenance on (block)  (cli " in history.output

@@ -123,6 +123,11 @@ class Site:
         return f"cp -r {shlex.quote(str(source))}/. {shlex.quote(str(self.live))}/"
 
 
+def last_run(url: str) -> dict[str, Any]:
+    """The newest entry that is a run, not a change of settings."""
+    return next(e for e in journal_of(url) if e["kind"] != "maintenance")
+
+
 @pytest.fixture
 def site(db_url: str, tmp_path: Path) -> Site:
     s = Site(db_url, tmp_path)
@@ -151,7 +156,7 @@ def test_a_deploy_that_succeeds_upgrades_and_puts_everything_back(site: Site) ->
     assert (status["state"], status["schema_version"]) == ("ok", "1.1.0"), output
     assert site.settings() == before  # every previous setting, set_by and set_at included
     assert not (site.static / "maintenance.flag").exists()
-    assert journal_of(site.url)[0]["status"] == "succeeded"
+    assert last_run(site.url)["status"] == "succeeded"
 
 
 def test_a_deploy_that_fails_leaves_an_honest_state(site: Site) -> None:
@@ -169,7 +174,12 @@ def test_a_deploy_that_fails_leaves_an_honest_state(site: Site) -> None:
     # The new code is on disk and nothing was migrated: Err2, said so, and nothing run.
     assert site.status()["state"] == "upgrade_pending"
     assert "Down for Maintenance (Err2)" in output
-    assert len(journal_of(site.url)) == runs
+    new = journal_of(site.url)[: len(journal_of(site.url)) - runs]
+    assert [(e["kind"], e["note"].split(";")[0]) for e in new] == [
+        ("maintenance", "previous settings restored (banner)"),
+        ("maintenance", "on (block)"),
+    ]  # the deploy's two changes, journalled; no run
+    assert new[0]["actor"].endswith("(deploy)")
 
 
 def test_a_failed_upgrade_after_the_deploy_is_err2_with_the_failure(site: Site) -> None:
@@ -178,7 +188,7 @@ def test_a_failed_upgrade_after_the_deploy_is_err2_with_the_failure(site: Site) 
     output, _ = deploy.communicate(timeout=120)
     assert deploy.returncode not in (0, 130, 143), output
     assert site.status()["state"] == "upgrade_failed"
-    assert journal_of(site.url)[0]["status"] == "failed"
+    assert last_run(site.url)["status"] == "failed"
     assert site.settings() == before
     assert not (site.static / "maintenance.flag").exists()
 

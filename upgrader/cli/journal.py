@@ -31,6 +31,12 @@ def history(obj: CliContext, limit: int, as_json: bool) -> int:
     if not runs:
         click.echo("The journal is empty.")
     for r in runs:
+        if r.kind in storage.SETTINGS_KINDS:  # a change of settings: what, and who
+            click.echo(
+                f"#{r.id:<4} {r.started_at:%Y-%m-%d %H:%M:%S}  {r.kind} {r.note or ''}  "
+                f"({r.trigger} {r.actor or '?'}@{r.host})"
+            )
+            continue
         took = f"{(r.finished_at - r.started_at).total_seconds():.0f}s" if r.finished_at else "-"
         steps = f" step {r.step}/{r.steps}" if r.steps else ""
         click.echo(

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, inspect, select
 
-from upgrader.core.storage import Tables, utcnow
+from upgrader.core.storage import Tables, identity, utcnow
 
 log = logging.getLogger("upgrader")
 
@@ -98,7 +98,43 @@ def new_secret() -> str:
     return secrets_module.token_urlsafe(24)
 
 
-def switch_on(engine: Engine, tables: Tables, request: MaintenanceRequest, who: str) -> None:
+def _journal(conn: Connection, tables: Tables, who: str, trigger: str, note: str) -> None:
+    """The change in the journal, beside the runs: who, from where, what."""
+    if not inspect(conn).has_table(tables.runs.name):
+        return
+    now = utcnow()
+    conn.execute(
+        tables.runs.insert().values(
+            kind="maintenance",
+            status="succeeded",
+            started_at=now,
+            finished_at=now,
+            **{**identity(), "actor": who[:255], "trigger": trigger, "note": note},
+        )
+    )
+
+
+def describe(request: MaintenanceRequest) -> str:
+    """The request in one line, as the journal and the log give it."""
+    parts = [f"on ({request.level})"]
+    if request.message:
+        parts.append(f"message {request.message!r}")
+    if request.until:
+        parts.append(f"until {request.until:%Y-%m-%d %H:%M} UTC")
+    if request.start or request.end:
+        start = f"{request.start:%Y-%m-%d %H:%M}" if request.start else "now"
+        end = f"{request.end:%Y-%m-%d %H:%M}" if request.end else "switched off"
+        parts.append(f"window {start} to {end} UTC")
+    if request.allow:
+        parts.append("let through " + ", ".join(request.allow))
+    if request.secret_hash:
+        parts.append("new bypass secret")
+    return "; ".join(parts)
+
+
+def switch_on(
+    engine: Engine, tables: Tables, request: MaintenanceRequest, who: str, trigger: str = "cli"
+) -> None:
     if request.level not in ("block", "banner"):
         raise MaintenanceError(f"unknown level {request.level!r}: use block or banner")
     if request.start and request.end and request.end <= request.start:
@@ -124,16 +160,11 @@ def switch_on(engine: Engine, tables: Tables, request: MaintenanceRequest, who: 
         if request.secret_hash is not None:
             values["maintenance_secret"] = request.secret_hash
         conn.execute(tables.state.update().values(**values))
-    log.warning(
-        "maintenance on (%s) by %s%s%s",
-        request.level,
-        who,
-        f", window {request.start} to {request.end}" if request.start or request.end else "",
-        ", new bypass secret" if request.secret_hash else "",
-    )
+        _journal(conn, tables, who, trigger, describe(request))
+    log.warning("maintenance %s, by %s", describe(request), who)
 
 
-def switch_off(engine: Engine, tables: Tables, who: str) -> None:
+def switch_off(engine: Engine, tables: Tables, who: str, trigger: str = "cli") -> None:
     """Off, keeping the bypass secret (it serves administrators in Err2/Err3 states too)."""
     with engine.begin() as conn:
         conn.execute(
@@ -147,15 +178,19 @@ def switch_off(engine: Engine, tables: Tables, who: str) -> None:
                 maintenance_set_at=utcnow(),
             )
         )
-    log.warning("maintenance off by %s", who)
+        _journal(conn, tables, who, trigger, "off")
+    log.warning("maintenance off, by %s", who)
 
 
-def set_secret(engine: Engine, tables: Tables, secret_hash: str, who: str) -> None:
+def set_secret(
+    engine: Engine, tables: Tables, secret_hash: str, who: str, trigger: str = "cli"
+) -> None:
     """A new bypass secret (its hash), leaving the mode as it is: old cookies stop working."""
     with engine.begin() as conn:
         if conn.execute(select(tables.state.c.id)).first() is None:
             raise MaintenanceError("nothing is installed yet, so there is no site to bypass")
         conn.execute(tables.state.update().values(maintenance_secret=secret_hash))
+        _journal(conn, tables, who, trigger, "new bypass secret")
     log.warning("maintenance: bypass secret rotated by %s", who)
 
 
@@ -193,7 +228,7 @@ def restore(
             log.warning("maintenance: %s found the settings changed meanwhile; left as set", who)
             return False
         conn.execute(tables.state.update().values(**saved))
-    log.warning(
-        "maintenance: previous settings (%s) restored by %s", saved["maintenance_mode"], who
-    )
+        note = f"previous settings restored ({saved['maintenance_mode'] or 'off'})"
+        _journal(conn, tables, who, "cli", note)
+    log.warning("maintenance: %s, by %s", note, who)
     return True

@@ -291,7 +291,7 @@ def read_facts(
             states.append(_state_row(typed(tables.state, row, problems), problems))
     runs: list[Run] = []
     if tables.runs.name in names:
-        runs = recent_runs(conn, tables, RECENT, checked=True, problems=problems)
+        runs = recent_runs(conn, tables, RECENT, checked=True, problems=problems, runs_only=True)
     return DatabaseFacts(
         tables=names,
         has_version_table=version_table in names,
@@ -306,6 +306,11 @@ def read_facts(
 
 RECENT = 8
 """Journal rows read with every diagnosis: enough to find this upgrade's first attempt."""
+
+SETTINGS_KINDS = ("maintenance",)
+"""Journal entries that record a change of settings, not work on the schema: `history` and
+the console show them, the diagnosis never reads them (a few maintenance switches must not
+push a failed upgrade out of its sight)."""
 
 
 def read_revisions(conn: Connection, version_table: str = "alembic_version") -> tuple[str, ...]:
@@ -393,13 +398,18 @@ def recent_runs(
     *,
     checked: bool = False,
     problems: list[str] | None = None,
+    runs_only: bool = False,
 ) -> list[Run]:
-    """The newest runs first. Reads only the columns the table has: an older upgrader made
-    it, and only a writer adds the columns added since (`ensure_tables`)."""
+    """The newest entries first; with `runs_only`, no changes of settings (SETTINGS_KINDS).
+    Reads only the columns the table has: an older upgrader made it, and only a writer adds
+    the columns added since (`ensure_tables`)."""
     if not checked and not inspect(conn).has_table(tables.runs.name):
         return []
     columns = [c for c in tables.runs.c if c.name in _columns(conn, tables.runs.name)]
-    rows = conn.execute(select(*columns).order_by(tables.runs.c.id.desc()).limit(limit)).mappings()
+    query = select(*columns).order_by(tables.runs.c.id.desc()).limit(limit)
+    if runs_only:
+        query = query.where(tables.runs.c.kind.not_in(SETTINGS_KINDS))
+    rows = conn.execute(query).mappings()
     found = problems if problems is not None else []
     return [Run(**typed(tables.runs, r, found)) for r in rows]
 

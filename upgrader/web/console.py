@@ -163,7 +163,9 @@ def create_console(
             )
             if scheduled and maintenance.start is None:
                 raise ValueError("a window needs its start")
-            switch.switch_on(settings, maintenance, who(), engine=cache.engine, code=cache.code)
+            switch.switch_on(
+                settings, maintenance, who(), trigger="web", engine=cache.engine, code=cache.code
+            )
         except (ValueError, mode.MaintenanceError) as exc:
             return page(400, error=str(exc))
         what = "Maintenance window scheduled" if scheduled else "Maintenance is on"
@@ -171,13 +173,13 @@ def create_console(
 
     @app.post("/off")
     def off() -> Response:
-        switch.switch_off(settings, who(), engine=cache.engine)
+        switch.switch_off(settings, who(), trigger="web", engine=cache.engine)
         return done("Maintenance is off (a scheduled window is cancelled).")
 
     @app.post("/secret")
     def secret() -> tuple[str, int]:
         try:
-            value = switch.rotate_secret(settings, who(), engine=cache.engine)
+            value = switch.rotate_secret(settings, who(), trigger="web", engine=cache.engine)
         except mode.MaintenanceError as exc:
             return page(400, error=str(exc))
         return page(bypass_url=request.host_url.rstrip("/") + settings.bypass_path + value)

@@ -37,6 +37,7 @@ def switch_on(
     request: mode.MaintenanceRequest,
     who: str,
     *,
+    trigger: str = "cli",
     static_dir: Path | None = None,
     engine: Engine | None = None,
     code: CodeFacts | None = None,
@@ -44,7 +45,7 @@ def switch_on(
     """On in the database, then the static page and flag; returns the page written."""
     tables = storage.define_tables(settings.table_prefix)
     with _engine(settings, engine) as e:
-        mode.switch_on(e, tables, request, who)
+        mode.switch_on(e, tables, request, who, trigger)
         directory = static_dir or settings.static_dir
         if directory is None:
             return None
@@ -53,21 +54,28 @@ def switch_on(
 
 
 def switch_off(
-    settings: Settings, who: str, *, static_dir: Path | None = None, engine: Engine | None = None
+    settings: Settings,
+    who: str,
+    *,
+    trigger: str = "cli",
+    static_dir: Path | None = None,
+    engine: Engine | None = None,
 ) -> Path | None:
     """Off in the database, then the flag removed; returns the flag if there was one."""
     with _engine(settings, engine) as e:
-        mode.switch_off(e, storage.define_tables(settings.table_prefix), who)
+        mode.switch_off(e, storage.define_tables(settings.table_prefix), who, trigger)
     directory = static_dir or settings.static_dir
     if directory is not None and static.remove_flag(directory):
         return static.flag_path(directory)
     return None
 
 
-def rotate_secret(settings: Settings, who: str, *, engine: Engine | None = None) -> str:
+def rotate_secret(
+    settings: Settings, who: str, *, trigger: str = "cli", engine: Engine | None = None
+) -> str:
     """A new bypass secret; returned once, stored only as its hash."""
     secret = mode.new_secret()
     with _engine(settings, engine) as e:
         tables = storage.define_tables(settings.table_prefix)
-        mode.set_secret(e, tables, mode.hash_secret(secret), who)
+        mode.set_secret(e, tables, mode.hash_secret(secret), who, trigger)
     return secret
