@@ -108,6 +108,7 @@ def test_the_console_switches_maintenance_as_the_cli_does(
     )  # fmt: skip
     assert on.status_code == 200 and "Maintenance is on (block)" in on.text
     assert "in force now" in on.text and "Disk swap" in on.text
+    assert "on (block); message &#39;Disk swap&#39;" in on.text  # listed among the changes
     state = stored(url).maintenance
     assert (state.mode, state.message, state.allow) == (
         "block",
