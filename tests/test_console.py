@@ -198,3 +198,24 @@ def test_maintenance_changes_never_hide_a_failed_upgrade(db_url: str, tmp_path: 
     assert "IntegrityError: duplicate key" in " ".join(status["details"])
     history = run_cli(*cli_args(db_url), "history")
     assert "  maintenance on (block)  (cli " in history.output
+
+
+def test_the_cli_rotates_the_bypass_secret_through_the_same_path(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from upgrader.core.maintenance import check_secret
+
+    install(db_url, CURRENT)
+    caplog.set_level(logging.INFO, "upgrader")
+    rotated = run_cli(*cli_args(db_url), "maintenance", "secret")
+    assert rotated.exit_code == 0, rotated.output
+    secret = re.search(r"/upgrader/bypass/(\S+)", rotated.output)
+    assert secret, rotated.output
+    state = stored(db_url).maintenance
+    assert state.mode == "off"  # a new secret switches nothing on
+    assert check_secret(secret.group(1), state.secret_hash)
+    assert journal_of(db_url)[0]["note"] == "new bypass secret"
+    assert "bypass secret rotated by" in caplog.text and secret.group(1) not in caplog.text
+    again = run_cli(*cli_args(db_url), "maintenance", "secret")
+    assert not check_secret(secret.group(1), stored(db_url).maintenance.secret_hash)
+    assert again.exit_code == 0
