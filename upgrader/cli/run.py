@@ -55,13 +55,21 @@ def _fail(exc: EngineError) -> int:
 @click.option("--no-backup", is_flag=True, help="Skip the backup (when you made your own).")
 @click.option("--detach", is_flag=True, help="Run in a process of its own and return at once.")
 @click.option("--trigger", type=click.Choice(["cli", "web"]), default="cli", hidden=True)
+@click.option("--client", hidden=True, help="The browser's address (runs started from the web).")
 @pass_cli
 def upgrade(
-    obj: CliContext, plan: bool, sql: bool, yes: bool, no_backup: bool, detach: bool, trigger: str
+    obj: CliContext,
+    plan: bool,
+    sql: bool,
+    yes: bool,
+    no_backup: bool,
+    detach: bool,
+    trigger: str,
+    client: str | None,
 ) -> int:
     """Back up, then apply the pending migrations one by one, journalling each step."""
     settings = obj.settings
-    runner = Runner(settings, progress=Printer())
+    runner = Runner(settings, progress=Printer(), client=client)
     d = runner.diagnose()
     if d.state is State.DATABASE_UNAVAILABLE:
         click.secho(f"Error: the database cannot be reached: {'; '.join(d.details)}", err=True)
@@ -122,11 +130,14 @@ def upgrade(
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--trigger", type=click.Choice(["cli", "web"]), default="cli", hidden=True)
+@click.option("--client", hidden=True, help="The browser's address (runs started from the web).")
 @pass_cli
-def install(obj: CliContext, release: str | None, yes: bool, trigger: str) -> int:
+def install(
+    obj: CliContext, release: str | None, yes: bool, trigger: str, client: str | None
+) -> int:
     """Create the schema in an empty database, at the code's head or at --release."""
     settings = obj.settings
-    runner = Runner(settings, progress=Printer())
+    runner = Runner(settings, progress=Printer(), client=client)
     target = release or runner.code.version.raw
     if not yes:
         click.confirm(

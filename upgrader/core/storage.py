@@ -111,6 +111,8 @@ def define_tables(prefix: str = "upgrader_") -> Tables:
         # added in 0.2: the migration connection's server session (PostgreSQL backend pid,
         # MySQL connection id), so a killed run's statement can be found and ended
         Column("db_session", String(64)),
+        # added in 0.3: the browser's address, for a run started from the web installer
+        Column("client", String(64)),
     )
     steps = Table(
         f"{prefix}steps",
@@ -207,6 +209,7 @@ class Run:
     backup_size: int | None
     note: str | None
     db_session: str | None = None
+    client: str | None = None
 
     def lease_live(self, now: dt.datetime) -> bool:
         return (
@@ -242,6 +245,7 @@ class Run:
             "backup_size": self.backup_size,
             "note": self.note,
             "db_session": self.db_session,
+            "client": self.client,
         }
 
 

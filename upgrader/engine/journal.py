@@ -30,6 +30,7 @@ def start_run(
     from_revisions: Sequence[str],
     steps: int,
     note: str | None = None,
+    client: str | None = None,
 ) -> int:
     """Close runs a dead process left open, and open a new one holding the lease."""
     now = utcnow()
@@ -57,6 +58,7 @@ def start_run(
                 step=0,
                 steps=steps,
                 note=note,
+                client=client,
                 **storage.identity(),
             )
         )

@@ -109,9 +109,14 @@ class Runner:
     """One installation's engine: its settings, code facts, engine and tables."""
 
     def __init__(
-        self, settings: Settings, code: CodeFacts | None = None, progress: Progress | None = None
+        self,
+        settings: Settings,
+        code: CodeFacts | None = None,
+        progress: Progress | None = None,
+        client: str | None = None,
     ) -> None:
         self.settings = settings
+        self.client = client  # the browser's address, for runs started from the web
         self.code = code or load_code_facts(settings)
         self.progress = progress or _quiet
         self.tables = storage.define_tables(settings.table_prefix)
@@ -255,6 +260,7 @@ class Runner:
             to_version=to_version,
             from_revisions=d.database_revisions,
             steps=len(pending),
+            client=self.client,
         )
         self.progress(
             "run",
@@ -940,6 +946,7 @@ def start_detached(
     backup: bool = True,
     trigger: str = "web",
     log_dir: Path | None = None,
+    client: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `upgrader upgrade` (or `install`) in a process of its own, in a new session.
 
@@ -952,6 +959,8 @@ def start_detached(
     argv = [sys.executable, "-m", "upgrader", command, "--yes", "--trigger", trigger]
     if command == "upgrade" and not backup:
         argv.append("--no-backup")
+    if client:
+        argv += ["--client", client]
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
     env.update(settings_environment(settings))
     env["UPGRADER_LOG_LEVEL"] = "INFO"  # the run's log, in upgrade.log beside its output

@@ -221,8 +221,10 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
         if fresh and d.missing_file and request.form.get("create_at") != d.missing_file:
             return redirect(url_for("checks"))  # a missing file is created only when confirmed
         command = "install" if fresh else "upgrade"
-        process = start_detached(settings, command=command, backup=backup, trigger="web")
         client = clients.client_address(request.environ, trusted) or "unknown"
+        process = start_detached(
+            settings, command=command, backup=backup, trigger="web", client=client
+        )
         log.warning(
             "installer: %s started from the web by %s (process %d, %s)",
             command,
