@@ -7,47 +7,59 @@ import json
 import click
 
 from upgrader.cli.context import CliContext, pass_cli
-from upgrader.core import storage
+from upgrader.core import report, storage
 from upgrader.core.database import guard_engine
+from upgrader.core.diagnosis import Diagnosis, diagnose, run_status, run_time
+from upgrader.core.times import local
 from upgrader.engine.runner import EngineError, Runner
 
 
 @click.command()
-@click.option("--limit", default=20, show_default=True, help="How many runs.")
+@click.option("--limit", default=20, show_default=True, help="How many entries.")
 @click.option("--json", "as_json", is_flag=True, help="As a JSON list.")
 @pass_cli
 def history(obj: CliContext, limit: int, as_json: bool) -> int:
-    """The journal: who ran what, from where, when, from → to, outcome, duration."""
+    """The journal: who ran what, from where, when, from → to, outcome, duration; and who
+    changed maintenance. Times in your zone (TZ); a run is "running" only while the
+    diagnosis finds its process alive."""
     settings = obj.settings
     engine = guard_engine(settings)
     try:
+        d = diagnose(settings, engine=engine, record=False)
         with engine.connect() as conn:
+            if as_json:
+                click.echo(json.dumps(report.journal(conn, settings, d, limit), indent=2))
+                return 0
             runs = storage.recent_runs(conn, storage.define_tables(settings.table_prefix), limit)
     finally:
         engine.dispose()
-    if as_json:
-        click.echo(json.dumps([r.to_dict() for r in runs], indent=2))
-        return 0
     if not runs:
         click.echo("The journal is empty.")
+    for line in render(runs, d):
+        click.echo(line)
+    return 0
+
+
+def render(runs: list[storage.Run], d: Diagnosis) -> list[str]:
+    lines = []
     for r in runs:
+        who = f"{r.trigger} {r.actor or '?'}@{r.host}" + (f" from {r.client}" if r.client else "")
         if r.kind in storage.SETTINGS_KINDS:  # a change of settings: what, and who
-            click.echo(
-                f"#{r.id:<4} {r.started_at:%Y-%m-%d %H:%M:%S}  {r.kind} {r.note or ''}  "
-                f"({r.trigger} {r.actor or '?'}@{r.host})"
-            )
+            lines.append(f"#{r.id:<4} {local(r.started_at)}  {r.kind} {r.note or ''}  ({who})")
             continue
-        took = f"{(r.finished_at - r.started_at).total_seconds():.0f}s" if r.finished_at else "-"
-        steps = f" step {r.step}/{r.steps}" if r.steps else ""
-        click.echo(
-            f"#{r.id:<4} {r.started_at:%Y-%m-%d %H:%M:%S}  {r.kind:<8} {r.status:<11} "
-            f"{r.from_version or '-'} → {r.to_version or '-'}  {took:>5}{steps}  "
-            f"{r.trigger} {r.actor or '?'}@{r.host} pid {r.pid}"
+        status = run_status(r, d)
+        steps = f", step {r.step}/{r.steps}" if r.steps else ""
+        lines.append(
+            f"#{r.id:<4} {local(r.started_at)}  {r.kind} {status}  "
+            f"{r.from_version or '-'} → {r.to_version or '-'}  "
+            f"{run_time(r, status, d.checked_at)}{steps}  ({who} pid {r.pid})"
         )
+        if status != r.status:
+            lines.append(f"        journal: {r.status} (no process runs it any more)")
         for label, value in (("error", r.error), ("backup", r.backup_path), ("note", r.note)):
             if value:
-                click.echo(f"        {label}: {value}")
-    return 0
+                lines.append(f"        {label}: {value}")
+    return lines
 
 
 @click.command()

@@ -11,6 +11,7 @@ import click
 from upgrader.cli.context import CliContext, pass_cli
 from upgrader.core import maintenance as mode
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
+from upgrader.core.times import local
 from upgrader.settings import Settings
 from upgrader.web import clients, static
 from upgrader.web import maintenance as switch
@@ -155,11 +156,11 @@ def describe(d: Diagnosis) -> str:
     lines = [f"maintenance: {m.mode} ({state})" if m.mode != "off" else "maintenance: off"]
     for label, value in (
         ("message", m.message),
-        ("until", m.until),
-        ("start", m.start),
-        ("end", m.end),
+        ("until", local(m.until) if m.until else None),
+        ("start", local(m.start) if m.start else None),
+        ("end", local(m.end) if m.end else None),
         ("set by", m.set_by),
-        ("set at", m.set_at),
+        ("set at", local(m.set_at) if m.set_at else None),
     ):
         if value:
             lines.append(f"  {label:<8} {value}")

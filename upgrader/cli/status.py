@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
 
 from upgrader.cli.context import CliContext, pass_cli
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
+from upgrader.core.times import local
 
 
 @click.command()
@@ -27,12 +29,30 @@ def status(obj: CliContext, as_json: bool) -> int:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
 @click.option("--runs", default=10, show_default=True, help="How many journal entries to show.")
+@click.option(
+    "--bundle",
+    "bundle_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="FILE",
+    help="Write everything support needs (report, journal, run logs; no secrets) to one zip.",
+)
 @pass_cli
-def doctor(obj: CliContext, as_json: bool, runs: int) -> int:
+def doctor(obj: CliContext, as_json: bool, runs: int, bundle_path: Path | None) -> int:
     """The report to paste into a support ticket. Read-only; holds no password."""
     from upgrader.core.report import doctor as doctor_report
 
     diagnosis, report = doctor_report(obj.settings, runs)
+    if bundle_path is not None:
+        from upgrader.cli.bundle import default_name, write_bundle
+
+        target = Path(bundle_path) if str(bundle_path) else Path(default_name())
+        text = render_doctor(diagnosis, report)
+        written = write_bundle(target, obj.settings, diagnosis, report, text, max(runs, 200))
+        click.echo(f"Support bundle written: {written.resolve()} (no passwords, keys or secrets)")
+        return diagnosis.exit_code
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -68,7 +88,7 @@ def render_status(d: Diagnosis) -> str:
                 "last run",
                 f"#{r.id} {r.kind} {r.status}{progress} ({r.from_version or '-'} → {r.to_version}, "
                 f"{r.trigger}, {r.actor or '?'}@{r.host}, "
-                f"started {r.started_at:%Y-%m-%d %H:%M:%S} UTC)",
+                f"started {local(r.started_at)})",
             )
         )
     if d.maintenance is not None and d.maintenance.mode != "off":
@@ -97,9 +117,22 @@ def render_status(d: Diagnosis) -> str:
 
 
 def render_doctor(d: Diagnosis, report: dict[str, Any]) -> str:
-    out = ["== Status", render_status(d), "", "== Configuration (value, and where it came from)"]
+    made = report["report"]
+    out = [
+        f"== Report: {made['local_time']} on {made['host']} by {made['user'] or '?'}",
+        f"  time zone        {made['time_zone']} (times below are in it)",
+        "",
+        "== Status",
+        render_status(d),
+        "",
+        "== Configuration (value, and where it came from)",
+    ]
     for name, item in report["configuration"].items():
-        out.append(f"  {name:<16} {item['value']}   [{item['source']}]")
+        if item["value"] is not None and item["value"] != "":
+            out.append(f"  {name:<16} {item['value']}   [{item['source']}]")
+    unset = [n for n, item in report["configuration"].items() if item["value"] in (None, "")]
+    if unset:
+        out.append(f"  not set: {', '.join(unset)}")
     out += ["", "== Environment"]
     out.extend(f"  {k:<16} {v}" for k, v in report["environment"].items())
     out += ["", "== Database"]
@@ -108,20 +141,60 @@ def render_doctor(d: Diagnosis, report: dict[str, Any]) -> str:
     out.extend(f"  {k:<16} {v}" for k, v in report["code"].items())
     out += ["", f"== Pending revisions ({len(report['pending_revisions'])})"]
     out.extend(f"  {p['revision']}  {p['message']}" for p in report["pending_revisions"])
+    out += ["", "== Maintenance"]
+    m = report["maintenance"]
+    if not m or m["mode"] == "off":
+        out.append("  off" + (f" (last set by {m['set_by']})" if m and m.get("set_by") else ""))
+    else:
+        for key in ("mode", "active", "upcoming", "message", "until", "start", "end", "allow",
+                    "bypass_secret", "set_by", "set_at"):  # fmt: skip
+            if m.get(key) not in (None, [], ""):
+                value = _when(m[key]) if key in ("until", "start", "end", "set_at") else m[key]
+                out.append(f"  {key:<16} {value}")
+    backups = report["backups"]
+    place = backups["directory"]
+    out += ["", "== Backups"]
+    out.append(f"  directory        {place['path']}{'' if place.get('exists') else ' (not yet)'}")
+    if "free" in place:
+        out.append(f"  free space       {place['free']}")
+    for name, tool in backups["tools"].items():
+        out.append(f"  {name:<16} {tool['version'] or '-'}  {tool['path'] or 'NOT INSTALLED'}")
+    checks = backups["preflight"]
+    out.append(f"  pre-flight       {'ok' if checks['ok'] else 'PROBLEMS'}")
+    out.extend(f"    - {problem}" for problem in checks["problems"])
+    if checks.get("note"):
+        out.append(f"    ({checks['note']})")
     out += ["", f"== Journal (last {len(report['runs'])})"]
     for run in report["runs"]:
         if "error" in run and "id" not in run:
             out.append(f"  cannot read: {run['error']}")
             continue
-        out.append(
-            f"  #{run['id']} {run['started_at']} {run['kind']} {run['status']} "
-            f"{run['from_version'] or '-'} → {run['to_version']} via {run['trigger']} "
-            f"by {run['actor']}@{run['host']} pid {run['pid']}"
-            + (f" step {run['step']}/{run['steps']}" if run["steps"] else "")
+        started = _when(run["started_at"])
+        who = f"{run['trigger']} {run['actor']}@{run['host']}" + (
+            f" from {run['client']}" if run.get("client") else ""
         )
+        if run["kind"] == "maintenance":
+            out.append(f"  #{run['id']} {started} maintenance {run['note']}  ({who})")
+            continue
+        out.append(
+            f"  #{run['id']} {started} {run['kind']} {run['status']} "
+            f"{run['from_version'] or '-'} → {run['to_version']}, {run['took']}"
+            + (f", step {run['step']}/{run['steps']}" if run["steps"] else "")
+            + f" ({who} pid {run['pid']})"
+        )
+        if run["status"] != run["journal_status"]:
+            out.append(f"      journal says {run['journal_status']}: no process runs it")
+        for step in run["step_times"]:
+            seconds = "-" if step["seconds"] is None else f"{step['seconds']:.2f} s"
+            out.append(f"      {step['position']}. {step['revision']} {step['status']} {seconds}")
         for key in ("error", "backup_path", "note"):
             if run.get(key):
                 out.append(f"      {key}: {run[key]}")
+    log = report["run_log"]
+    out += ["", f"== Run log: {log['path']} (last {len(log['lines'])} lines)"]
+    out.extend(f"  {line}" for line in log["lines"])
+    if log.get("note") or log.get("error"):
+        out.append(f"  ({log.get('note') or log.get('error')})")
     if report.get("sessions"):
         out += ["", f"== Other database sessions ({len(report['sessions'])})"]
         for s in report["sessions"]:
@@ -135,3 +208,12 @@ def render_doctor(d: Diagnosis, report: dict[str, Any]) -> str:
     inst = report["installer"]
     out += ["", "== Installer", f"  {'present' if inst['present'] else 'absent'}: {inst['path']}"]
     return "\n".join(out)
+
+
+def _when(iso: str | None) -> str:
+    """An ISO time of the report (UTC, "…Z"), in the reader's zone, with the zone."""
+    import datetime as dt
+
+    if not iso:
+        return "-"
+    return local(dt.datetime.fromisoformat(iso.rstrip("Z")))

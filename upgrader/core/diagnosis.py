@@ -538,6 +538,29 @@ def decide(
     return result(State.OK, "", *notes, version_to_record=to_record, outside_change=outside)
 
 
+def run_status(run: Run, d: Diagnosis) -> str:
+    """A journal entry's status by the liveness rules decide() applies: "running" only for
+    the run whose process the diagnosis found alive (its lock held, else its lease live).
+    An entry still open in the journal that nobody runs any more was interrupted."""
+    if run.status != "running":
+        return run.status
+    alive = d.state is State.UPGRADE_RUNNING and d.run is not None and d.run.id == run.id
+    return "running" if alive else "interrupted"
+
+
+def run_time(run: Run, status: str, now: dt.datetime) -> str:
+    """How long a run took, in words that mean something: a run that was cut off ran until
+    its last sign of life (its heartbeat), not until whoever closed its entry."""
+    from upgrader.core.times import took
+
+    if status == "running":
+        return f"{took(run.started_at, now)} so far"
+    if status == "interrupted" and run.kind in ("upgrade", "install"):
+        last = run.heartbeat_at or run.started_at
+        return f"cut off after {took(run.started_at, last)} (last sign of life)"
+    return took(run.started_at, run.finished_at)
+
+
 def _outside_change(run: Run | None, revisions: Sequence[str]) -> tuple[str, str] | None:
     """Revisions that moved since upgrader last wrote them down (`flask db upgrade` run by
     hand): the last journal entry that closed well says which revisions it left."""

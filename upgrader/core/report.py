@@ -7,15 +7,23 @@ through `describe_error()`.
 
 from __future__ import annotations
 
+import dataclasses
+import getpass
 import importlib.metadata
+import os
 import platform
+import shutil
+import socket
+import subprocess
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from upgrader.core import storage
+from upgrader.core import storage, times
 from upgrader.core.database import (
     describe_error,
     guard_engine,
@@ -23,7 +31,7 @@ from upgrader.core.database import (
     redact,
     safe_url,
 )
-from upgrader.core.diagnosis import Diagnosis, diagnose, load_code_facts
+from upgrader.core.diagnosis import Diagnosis, diagnose, load_code_facts, run_status, run_time
 from upgrader.settings import Settings
 
 _DRIVERS = {
@@ -56,27 +64,161 @@ def environment() -> dict[str, Any]:
     }
 
 
-def configuration(settings: Settings) -> dict[str, dict[str, Any]]:
-    values: dict[str, Any] = {
-        "app": settings.app_ref,
-        "database_url": safe_url(settings.database_url),
-        "migrations": str(settings.migrations),
-        "code_version": settings.code_version,
-        "distribution": settings.distribution,
-        "version_table": settings.version_table,
-        "table_prefix": settings.table_prefix,
-        "installer_dir": None if settings.installer_dir is None else str(settings.installer_dir),
-        "backup_dir": str(settings.backup_dir),
-        "connect_timeout": settings.connect_timeout,
-        "lease_seconds": settings.lease_seconds,
-        # option names only: connect_args may hold credentials
-        "engine_options": ", ".join(sorted(settings.engine_options)) or None,
+def made() -> dict[str, Any]:
+    """When, where and by whom the report was made: a pasted report says whose it is."""
+    now = storage.utcnow()
+    try:
+        user: str | None = getpass.getuser()
+    except Exception:
+        user = None
+    return {
+        "at": storage.iso(now),
+        "local_time": times.local(now),
+        "time_zone": times.zone_name(),
+        "host": socket.gethostname(),
+        "user": user,
     }
+
+
+_HIDDEN = ("app_object", "sources", "flags", "via_flask", "secret_key", "engine_options")
+
+
+def configuration(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every setting, with where its value came from; never a secret (the URL's password is
+    masked, the secret key only said to be set, engine options named, not shown)."""
+    values: dict[str, Any] = {"app": settings.app_ref}
+    for field in dataclasses.fields(settings):
+        if field.name in _HIDDEN or field.name == "app":
+            continue
+        value = getattr(settings, field.name)
+        if field.name == "database_url":
+            value = safe_url(value)
+        elif isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = ", ".join(value) or None
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or None
+        values[field.name] = value
+    values["secret_key"] = "set (not shown)" if settings.secret_key else None
+    # option names only: connect_args may hold credentials
+    values["engine_options"] = ", ".join(sorted(settings.engine_options)) or None
     return {
         name: {"value": value, "source": settings.sources.get(name, "default")}
         for name, value in values.items()
-        if value is not None
     }
+
+
+TOOLS = ("pg_dump", "pg_restore", "psql", "mariadb-dump", "mysqldump", "mariadb", "mysql")
+
+
+def tools(names: Sequence[str] = TOOLS) -> dict[str, dict[str, Any]]:
+    """The dump and restore tools backups need: where they are, and their versions."""
+    found: dict[str, dict[str, Any]] = {}
+    for name in names:
+        path = shutil.which(name)
+        version = None
+        if path:
+            try:
+                done = subprocess.run(
+                    [path, "--version"], capture_output=True, text=True, timeout=5, check=False
+                )
+                version = (done.stdout or done.stderr).strip().splitlines()[0][:200] or None
+            except (OSError, subprocess.SubprocessError, IndexError):
+                version = None
+        found[name] = {"path": path, "version": version}
+    return found
+
+
+def disk(directory: Path) -> dict[str, Any]:
+    """Free space where backups go (measured at the nearest directory that exists)."""
+    where = Path(directory).resolve()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        usage = shutil.disk_usage(where)
+    except OSError as exc:
+        return {"path": str(directory), "error": exc.strerror or str(exc)}
+    return {
+        "path": str(directory),
+        "exists": Path(directory).is_dir(),
+        "measured_at": str(where),
+        "free_bytes": usage.free,
+        "total_bytes": usage.total,
+        "free": f"{usage.free / 2**30:.1f} GiB of {usage.total / 2**30:.1f} GiB",
+    }
+
+
+def preflight_report(engine: Engine, backup_dir: Path) -> dict[str, Any]:
+    """What would stop a backup now (the check an upgrade makes before it starts). Read
+    only: where the backup directory does not exist yet, it is not created."""
+    from upgrader.engine.backup import preflight
+
+    if not Path(backup_dir).is_dir():
+        parent = Path(backup_dir).resolve().parent
+        problems = [] if os.access(parent, os.W_OK) else [f"{parent} is not writable"]
+        note = f"{backup_dir} does not exist yet: the first backup creates it"
+        return {"ok": not problems, "problems": problems, "note": note}
+    try:
+        problems = preflight(engine, Path(backup_dir))
+    except (SQLAlchemyError, OSError) as exc:
+        problems = [f"the check itself failed: {describe_error(exc, engine.url)}"]
+    return {"ok": not problems, "problems": problems}
+
+
+def maintenance(d: Diagnosis) -> dict[str, Any] | None:
+    m = d.maintenance
+    if m is None:
+        return None
+    return {
+        **m.to_dict(d.checked_at),
+        "allow": list(m.allow),
+        "bypass_secret": "set (not shown)" if m.has_secret else None,
+        "set_by": m.set_by,
+        "set_at": storage.iso(m.set_at),
+        "problem": m.problem,
+    }
+
+
+LOG_LINES = 60
+
+
+def log_tail(backup_dir: Path, url: str, lines: int = LOG_LINES) -> dict[str, Any]:
+    """The end of the log detached runs (the web installer's) write beside the backups."""
+    path = Path(backup_dir) / "upgrade.log"
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 256 * 1024))
+            tail = handle.read().decode("utf-8", "replace").splitlines()[-lines:]
+    except FileNotFoundError:
+        return {"path": str(path), "lines": [], "note": "no run was started from the web yet"}
+    except OSError as exc:
+        return {"path": str(path), "lines": [], "error": exc.strerror or str(exc)}
+    return {"path": str(path), "lines": [redact(line, url) for line in tail]}
+
+
+def step_times(conn: Any, tables: storage.Tables, run_ids: Sequence[int]) -> dict[int, list[Any]]:
+    """Each run's steps: revision, outcome and seconds, from the journal's steps table."""
+    if not run_ids:
+        return {}
+    steps = tables.steps
+    rows = conn.execute(
+        select(steps.c.run_id, steps.c.position, steps.c.revision, steps.c.status, steps.c.duration)
+        .where(steps.c.run_id.in_(list(run_ids)))
+        .order_by(steps.c.run_id, steps.c.position)
+    )
+    found: dict[int, list[Any]] = {}
+    for run_id, position, revision, status, duration in rows:
+        found.setdefault(int(run_id), []).append(
+            {
+                "position": position,
+                "revision": revision,
+                "status": status,
+                "seconds": None if duration is None else round(float(duration), 3),
+            }
+        )
+    return found
 
 
 def database_info(engine: Engine) -> dict[str, Any]:
@@ -163,11 +305,15 @@ def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any
         if diagnosis.state.value != "database_unavailable" and not missing_sqlite_file(engine.url):
             try:
                 with engine.connect() as conn:
-                    tables = storage.define_tables(settings.table_prefix)
-                    history = [r.to_dict() for r in storage.recent_runs(conn, tables, runs)]
+                    history = journal(conn, settings, diagnosis, runs)
             except (SQLAlchemyError, ValueError, TypeError) as exc:
                 history = [{"error": describe_error(exc, engine.url)}]
         unavailable = diagnosis.state.value == "database_unavailable"
+        checks = (
+            {"ok": False, "problems": ["the database cannot be reached"]}
+            if unavailable
+            else preflight_report(engine, Path(settings.backup_dir))
+        )
         database = (
             {"url": safe_url(engine.url), "dialect": engine.dialect.name}
             if unavailable
@@ -177,7 +323,16 @@ def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any
     finally:
         engine.dispose()
     installer = settings.installer_dir
+    dialect = engine.dialect.name
+    needed = (
+        ("pg_dump", "pg_restore", "psql")
+        if dialect == "postgresql"
+        else ("mariadb-dump", "mysqldump", "mariadb", "mysql")
+        if dialect in ("mysql", "mariadb")
+        else ()
+    )
     report = {
+        "report": made(),
         "status": diagnosis.to_dict(),
         "environment": environment(),
         "configuration": configuration(settings),
@@ -192,6 +347,13 @@ def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any
             {"revision": r.id, "message": r.message} for r in diagnosis.pending_revisions
         ],
         "runs": history,
+        "run_log": log_tail(Path(settings.backup_dir), settings.database_url),
+        "maintenance": maintenance(diagnosis),
+        "backups": {
+            "directory": disk(Path(settings.backup_dir)),
+            "tools": tools(needed),
+            "preflight": checks,
+        },
         "sessions": others,
         "installer": {
             "present": diagnosis.installer_present,
@@ -199,3 +361,23 @@ def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any
         },
     }
     return diagnosis, report
+
+
+def journal(conn: Any, settings: Settings, d: Diagnosis, limit: int) -> list[dict[str, Any]]:
+    """The journal as support reads it: each run's status by the diagnosis's liveness rules
+    (`journal_status` as written), what it took, and its steps with their durations."""
+    tables = storage.define_tables(settings.table_prefix)
+    runs = storage.recent_runs(conn, tables, limit)
+    steps = step_times(conn, tables, [r.id for r in runs if r.steps])
+    entries = []
+    for run in runs:
+        data = run.to_dict()
+        status = run_status(run, d)
+        data.update(
+            journal_status=run.status,
+            status=status,
+            took=run_time(run, status, d.checked_at),
+            step_times=steps.get(run.id, []),
+        )
+        entries.append(data)
+    return entries
