@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from tests.helpers import (
     wait_for_port,
 )
 from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS
+from tests.test_webserver import get
 from upgrader.sample.releases import CURRENT
 from upgrader.wizard.access import KEY_FILE
 
@@ -32,8 +34,9 @@ pytestmark = pytest.mark.skipif(
 
 
 class Site:
-    def __init__(self, base: str, installer: Path, migrations: Path) -> None:
+    def __init__(self, base: str, installer: Path, migrations: Path, env: dict[str, str]) -> None:
         self.base, self.installer, self.migrations = base, installer, migrations
+        self.env = env  # the server's upgrader settings, as its operator's shell has them
 
     @property
     def key(self) -> str:
@@ -68,7 +71,8 @@ def serve(tmp_path: Path) -> Iterator[Any]:
             )
         )
         wait_for_port(port)
-        return Site(f"http://127.0.0.1:{port}", installer, migrations)
+        ours = {k: v for k, v in env.items() if k.startswith(("UPGRADER_", "SHELF_"))}
+        return Site(f"http://127.0.0.1:{port}", installer, migrations, ours)
 
     yield start
     for server in servers:
@@ -120,13 +124,27 @@ def test_err2_wizard_success_application(serve: Any, page: Any, tmp_path: Path) 
     text = page.locator("main").inner_text()
     assert "1.0.0 → 2.0.1" in text and "0002_loans_isbn" in text
     assert "All checks passed." in text
+    assert "What this release changes" not in text  # no notes shipped: the revisions say it
     shot(page, "a3-checks")
+    # Every choice works by its label.
+    page.get_by_text("I have a backup of my own", exact=True).click()
+    assert page.is_checked("input[name=backup][value=own]")
+    page.get_by_text("I confirm that I have a backup of my own, made just now").click()
+    assert page.is_checked("input[name=have_backup]")
+    page.get_by_text("Back up the database first, and verify the backup").click()
+    assert page.is_checked("input[name=backup][value=auto]")
     page.click("button:has-text('Start the upgrade')")
-    page.wait_for_selector("text=/step [12] of 2/", timeout=30_000)
+    page.wait_for_selector("text=/step [12] of 2/i", timeout=30_000)
+    assert page.locator("[aria-current=step]").inner_text() == "4. Backup & run"
+    assert page.locator("[role=status][aria-live=polite]").count() == 1
     shot(page, "a4-progress")
     page.wait_for_selector("text=Upgrade Completed Successfully!", timeout=60_000)
     text = page.locator("main").inner_text()
     assert "version 2.0.1" in text and "rm -r" in text
+    # The verification the WHMCS guide asks for by hand, done.
+    assert "✓ upgrader's diagnosis: ok" in text
+    assert "✓ the database is at version 2.0.1, the code is 2.0.1" in text
+    assert "✓ the site's home page answers: 200 OK" in text
     shot(page, "a5-done")
     page.click("a.button:has-text('Go to Shelf')")
     page.wait_for_selector("text=Pride and Prejudice")
@@ -171,6 +189,11 @@ def test_failed_upgrade_then_fix_then_retry(serve: Any, page: Any, tmp_path: Pat
     assert "value too long for the new type" in content
     assert "step 1 of 1" in content and "0004_extra" in content
     assert "restore" in content and ".sqlite" in content  # the backup and how to go back
+    report = page.locator("textarea#report").input_value()
+    assert report.startswith("== Report:") and "value too long for the new type" in report
+    assert site.key not in report
+    log = page.request.get(site.base + "/install/log")
+    assert log.status == 200 and "RuntimeError" in log.text()
     shot(page, "c4-failed")
     (code / "versions" / "0004_extra.py").write_text(
         extra_revision('    op.add_column("books", sa.Column("shelf", sa.String(20)))')
@@ -178,6 +201,73 @@ def test_failed_upgrade_then_fix_then_retry(serve: Any, page: Any, tmp_path: Pat
     page.click("a.button:has-text('Try again')")
     page.wait_for_url("**/install/checks")
     assert "The last upgrade failed." in page.locator("main").inner_text()
+    assert page.locator(".box.ok").count() == 0  # no green box under the red one
     page.click("button:has-text('Start the upgrade')")
     page.wait_for_selector("text=Upgrade Completed Successfully!", timeout=60_000)
     assert "version 2.1.0" in page.locator("main").inner_text()
+
+
+@pytest.fixture
+def phone() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+        browser.close()
+
+
+def no_sideways_scroll(page: Any) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"{page.url} is {width} px wide at 390 px"
+
+
+def test_on_a_phone_with_a_backup_of_ones_own(serve: Any, phone: Any, tmp_path: Path) -> None:
+    """390 px: no page scrolls sideways; the key page's command works when pasted; the
+    own-backup choice needs its confirmation and says so; maintenance can be kept on."""
+    database = f"sqlite:///{tmp_path / 'app.db'}"
+    install(database, "1.0.0")
+    site = serve(database, code_with(tmp_path, "slow", sleep=1.0))
+    (site.installer / "release-notes.json").write_text(
+        json.dumps({"1.1.0": "Loans, and an ISBN for each book.", "2.0.0": "Sort by family name."})
+    )
+    page = phone
+    page.goto(site.base + "/install")
+    no_sideways_scroll(page)
+    command = page.locator("pre").inner_text()
+    env = {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}
+    env |= site.env
+    printed = subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, env=env, cwd="/", timeout=60
+    )
+    assert printed.stdout.strip() == site.key, (command, printed.stderr)
+    page.fill("input[name=key]", site.key)
+    page.click("button[type=submit]")
+    no_sideways_scroll(page)
+    page.check("input[name=accept]")
+    page.click("button[type=submit]")
+    no_sideways_scroll(page)
+    text = page.locator("main").inner_text()
+    assert "Loans, and an ISBN for each book." in text and "Sort by family name." in text
+    assert "Database size" in text and "Expected time" in text
+    shot(page, "p3-checks-390")
+    page.get_by_text("I have a backup of my own", exact=True).click()
+    page.click("button:has-text('Start the upgrade')")  # not confirmed
+    assert "tick “I confirm that I have a backup of my own”" in page.locator("main").inner_text()
+    no_sideways_scroll(page)
+    page.get_by_text("I have a backup of my own", exact=True).click()
+    page.get_by_text("I confirm that I have a backup of my own, made just now").click()
+    page.get_by_text("Keep the site in maintenance afterwards").click()
+    page.click("button:has-text('Start the upgrade')")
+    page.wait_for_selector("text=Upgrade Completed Successfully!", timeout=60_000)
+    no_sideways_scroll(page)
+    assert "still in maintenance" in page.locator("main").inner_text()
+    shot(page, "p5-done-390")
+    port = int(site.base.rsplit(":", 1)[1])
+    assert get(port, "/", source="127.0.0.2")[0] == 503  # another address: a visitor waits
+    assert page.request.get(site.base + "/").status == 200  # the administrator gets through
+    page.click("button:has-text('Open the site to visitors')")
+    assert "still in maintenance" not in page.locator("main").inner_text()
+    assert get(port, "/", source="127.0.0.2")[0] == 200
+    assert not list((tmp_path / "backups").glob("*.sqlite"))  # own backup: none made

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import importlib.metadata
+import json
 import os
 import platform
 import shutil
@@ -381,3 +382,71 @@ def journal(conn: Any, settings: Settings, d: Diagnosis, limit: int) -> list[dic
         )
         entries.append(data)
     return entries
+
+
+def estimate(conn: Any, tables: storage.Tables, steps: int, size: int | None) -> dict[str, Any]:
+    """How long an upgrade of `steps` revisions should take here, from this database's own
+    past runs: the median step, and the backup at the median rate past backups were written
+    (bytes, over the time from a run's start to its first step). None without a past."""
+    import statistics
+
+    durations = [
+        float(d)
+        for (d,) in conn.execute(
+            select(tables.steps.c.duration)
+            .where(tables.steps.c.status == "succeeded", tables.steps.c.duration.is_not(None))
+            .order_by(tables.steps.c.id.desc())
+            .limit(200)
+        )
+    ]
+    rates: list[float] = []
+    runs = conn.execute(
+        select(tables.runs.c.id, tables.runs.c.started_at, tables.runs.c.backup_size)
+        .where(tables.runs.c.backup_size.is_not(None), tables.runs.c.kind == "upgrade")
+        .order_by(tables.runs.c.id.desc())
+        .limit(10)
+    ).all()
+    for run_id, started, backup_size in runs:
+        first = conn.execute(
+            select(tables.steps.c.started_at)
+            .where(tables.steps.c.run_id == run_id)
+            .order_by(tables.steps.c.position)
+            .limit(1)
+        ).scalar()
+        if first is not None and started is not None:
+            seconds = (first - started).total_seconds()
+            if seconds > 0 and backup_size:
+                rates.append(backup_size / seconds)
+    if not durations:
+        return {"size_bytes": size, "seconds": None, "basis": "no past runs on this database"}
+    seconds = statistics.median(durations) * steps
+    if size and rates:
+        seconds += size / statistics.median(rates)
+    return {
+        "size_bytes": size,
+        "seconds": round(seconds, 1),
+        "basis": f"{len(durations)} past step(s) and {len(rates)} past backup(s) here",
+    }
+
+
+def release_notes(path: Path, after: str | None, upto: str | None) -> list[tuple[str, str]]:
+    """The notes of each release in (after, upto], from a JSON file the application ships
+    ({"2.0.0": "What changed…"}), oldest first. Versions that do not parse are skipped."""
+    from upgrader.core.versions import parse_version
+
+    try:
+        notes = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(notes, dict):
+        return []
+    low, high = parse_version(after).public, parse_version(upto).public
+    found = []
+    for version, text_ in notes.items():
+        parsed = parse_version(str(version)).public
+        if parsed is None or high is None or parsed > high:
+            continue
+        if low is not None and parsed <= low:
+            continue
+        found.append((parsed, str(version), str(text_)))
+    return [(v, t) for _, v, t in sorted(found)]

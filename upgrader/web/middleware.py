@@ -288,7 +288,7 @@ class UpgraderMiddleware:
             from upgrader.wizard.app import create_wizard  # only where an installer is used
 
             try:
-                self._wizard = create_wizard(self.settings, self.cache)
+                self._wizard = create_wizard(self.settings, self.cache, site=self.app)
             except OSError as exc:
                 return _plain(
                     start_response,
@@ -297,6 +297,7 @@ class UpgraderMiddleware:
                     f"{directory} ({exc.strerror or exc}). Make that directory writable by the "
                     "web server's user, or run `upgrader upgrade` on the server instead.",
                 )
+        environ["upgrader.site_root"] = environ.get("SCRIPT_NAME", "")
         environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
         environ["PATH_INFO"] = path[len(prefix) :] or "/"
         return self._wizard(environ, start_response)

@@ -14,6 +14,7 @@ Customisable files live in install/: EULA.txt and branding.json
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
 import secrets
@@ -21,16 +22,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, redirect, render_template, request, session, url_for
+from flask import Flask, jsonify, redirect, render_template, request, session, url_for
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
+from upgrader.core import report, storage
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
+from upgrader.core.maintenance import MaintenanceRequest
 from upgrader.core.report import database_info
 from upgrader.core.storage import utcnow
-from upgrader.engine.backup import preflight
+from upgrader.engine.backup import estimated_size, preflight
 from upgrader.engine.runner import foreign_tables, start_detached
 from upgrader.settings import Settings
 from upgrader.web import clients
+from upgrader.web import maintenance as switch
 from upgrader.web.forms import Sessions, check_csrf, no_store
 from upgrader.web.throttle import Throttle
 from upgrader.wizard.access import key_fingerprint, key_matches, session_key, upgrade_key
@@ -45,7 +50,8 @@ DEFAULT_EULA = (
 )
 
 
-def create_wizard(settings: Settings, cache: Any) -> Flask:
+def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
+    """`site` is the guarded application itself, for the done page to check that it answers."""
     installer = Path(settings.installer_dir or "install")
     app = Flask(__name__)
     app.secret_key = session_key(installer)
@@ -72,7 +78,7 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
         except (OSError, ValueError):
             data = {}
         return {
-            "name": str(data.get("name") or "this site"),
+            "name": str(data.get("name") or _default_name(settings)),
             "accent": str(data.get("accent") or "#2f6f5e"),
         }
 
@@ -86,6 +92,9 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
             "installer_dir": str(installer.resolve()) if authed else "",
             "cli": settings.cli if authed else settings.short_cli,
             "authed": authed,
+            # the command that prints the key, as it works on this server: it is how a
+            # visitor proves access, so it must work when pasted (it holds no secret)
+            "key_command": f"{settings.cli} install-key",
         }
 
     @app.before_request
@@ -198,17 +207,36 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
                 + "): the installer "
                 "never writes over existing data"
             )
+        return render_checks(d, fresh, problems)
+
+    def render_checks(
+        d: Diagnosis, fresh: bool, problems: list[str], error: str | None = None
+    ) -> str:
+        engine = cache.engine
+        size = estimated_size(engine)
+        try:
+            with engine.connect() as conn:
+                tables = storage.define_tables(settings.table_prefix)
+                guess = report.estimate(conn, tables, len(d.pending_revisions), size)
+        except SQLAlchemyError:
+            guess = {"size_bytes": size, "seconds": None, "basis": "no past runs"}
+        notes = report.release_notes(
+            installer / "release-notes.json", d.schema_version, d.code_version
+        )
         return render_template(
             "wizard/checks.html",
             d=d,
             fresh=fresh,
             problems=problems,
+            error=error,
             database=database_info(engine),
             backup_dir=str(Path(settings.backup_dir).resolve()),
+            estimate=guess,
+            notes=notes,
         )
 
     @app.post("/start")
-    def start() -> Response | str:
+    def start() -> Response | str | tuple[str, int]:
         if not session.get("eula"):
             return redirect(url_for("eula"))
         d = current()
@@ -217,7 +245,12 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
             return redirect(url_for("index"))  # never runs when nothing needs doing
         backup = request.form.get("backup", "auto") == "auto"
         if not fresh and not backup and request.form.get("have_backup") != "yes":
-            return redirect(url_for("checks"))
+            problems = preflight(cache.engine, Path(settings.backup_dir))
+            error = (
+                "To start without a backup, tick “I confirm that I have a backup of my "
+                "own”. Nothing was started."
+            )
+            return render_checks(d, fresh, problems, error), 400
         if fresh and d.missing_file and request.form.get("create_at") != d.missing_file:
             return redirect(url_for("checks"))  # a missing file is created only when confirmed
         command = "install" if fresh else "upgrade"
@@ -232,30 +265,70 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
             process.pid,
             "with a backup" if backup else "without a backup",
         )
+        if not fresh and request.form.get("keep_maintenance") == "yes":
+            keep = MaintenanceRequest(
+                level="block",
+                message="The site was just updated and is being checked. It will be back soon.",
+                allow=[client] if client != "unknown" else [],
+            )
+            switch.switch_on(
+                settings, keep, f"installer (web, {client})", trigger="web", engine=cache.engine
+            )
         session["started"] = time.time()
         session["after_run"] = d.run.id if d.run is not None else 0  # runs after it are ours
         session["fresh"] = fresh
         return redirect(url_for("progress"))
 
+    def next_page(d: Diagnosis) -> str | None:
+        """Where the progress page goes once this session's run is no longer running
+        (None: stay, it is running or still starting)."""
+        if d.state is State.UPGRADE_RUNNING and d.run is not None:
+            return None
+        started = _started()
+        if started is None:
+            return "index"
+        if d.state in (State.OK, State.MAINTENANCE):
+            return "done"
+        ours = d.run is not None and d.run.id > int(session.get("after_run", 0))
+        if d.state in (State.UPGRADE_FAILED, State.UPGRADE_INTERRUPTED) and ours:
+            return "failed"
+        if utcnow() - started < dt.timedelta(seconds=60):
+            return None
+        return "index"
+
     @app.get("/progress")
     def progress() -> Response | str:
         d = current()
-        run = d.run
-        started = _started()
-        if d.state is State.UPGRADE_RUNNING and run is not None:
-            return render_template(
-                "wizard/progress.html", d=d, run=run, elapsed=_elapsed(run), starting=False
-            )
-        if started is None:
-            return redirect(url_for("index"))
-        if d.state in (State.OK, State.MAINTENANCE):
-            return redirect(url_for("done"))
-        ours = run is not None and run.id > int(session.get("after_run", 0))
-        if d.state in (State.UPGRADE_FAILED, State.UPGRADE_INTERRUPTED) and ours:
-            return redirect(url_for("failed"))
-        if utcnow() - started < dt.timedelta(seconds=60):
-            return render_template("wizard/progress.html", d=d, run=None, elapsed="", starting=True)
-        return redirect(url_for("index"))
+        target = next_page(d)
+        if target:
+            return redirect(url_for(target))
+        run = d.run if d.state is State.UPGRADE_RUNNING else None
+        return render_template(
+            "wizard/progress.html",
+            d=d,
+            run=run,
+            elapsed=_elapsed(run) if run else "",
+            starting=run is None,
+        )
+
+    @app.get("/progress.json")
+    def progress_json() -> Response:
+        """What the progress page shows, for its script to update in place (and announce
+        through its live region) instead of reloading the page."""
+        d = current()
+        target = next_page(d)
+        run = d.run if d.state is State.UPGRADE_RUNNING else None
+        answer: Response = jsonify(
+            next=url_for(target) if target else None,
+            running=run is not None,
+            step=run.step if run else 0,
+            steps=run.steps if run else 0,
+            revision=run.revision if run else None,
+            message=run.message if run else None,
+            backup_path=run.backup_path if run else None,
+            elapsed=_elapsed(run) if run else "",
+        )
+        return answer
 
     def _started() -> dt.datetime | None:
         """When this session started a run, as naive UTC like the journal's times."""
@@ -269,16 +342,118 @@ def create_wizard(settings: Settings, cache: Any) -> Flask:
         d = current()
         if d.state not in (State.OK, State.MAINTENANCE):
             return redirect(url_for("index"))
-        return render_template("wizard/done.html", d=d, fresh=session.get("fresh", False))
+        m = d.maintenance
+        kept = (
+            m is not None
+            and m.active(d.checked_at)
+            and (m.set_by or "").startswith("installer (web")
+        )
+        return render_template(
+            "wizard/done.html",
+            d=d,
+            fresh=session.get("fresh", False),
+            checks=verify(d),
+            kept=kept,
+        )
+
+    def verify(d: Diagnosis) -> list[tuple[bool, str]]:
+        """What the WHMCS guide asks an administrator to check by hand after an upgrade."""
+        found = [
+            (d.state in (State.OK, State.MAINTENANCE), f"upgrader's diagnosis: {d.state.value}"),
+            (
+                d.schema_version == d.code_version,
+                f"the database is at version {d.schema_version}, the code is {d.code_version}",
+            ),
+        ]
+        if site is not None:
+            status = home_page(site, request.environ)
+            found.append((status[:1] in "23", f"the site's home page answers: {status}"))
+        return found
+
+    @app.post("/open")
+    def open_site() -> Response:
+        """Maintenance off, after the administrator checked the upgraded site."""
+        client = clients.client_address(request.environ, trusted) or "unknown"
+        switch.switch_off(
+            settings, f"installer (web, {client})", trigger="web", engine=cache.engine
+        )
+        return redirect(url_for("done"))
 
     @app.get("/failed")
     def failed() -> Response | str:
         d = current()
         if d.state not in (State.UPGRADE_FAILED, State.UPGRADE_INTERRUPTED) or d.run is None:
             return redirect(url_for("index"))
-        return render_template("wizard/failed.html", d=d, run=d.run)
+        return render_template("wizard/failed.html", d=d, run=d.run, report=support_report())
+
+    @app.get("/log")
+    def run_log() -> Response:
+        """The log of runs started here (the detached process writes it), redacted."""
+        tail = report.log_tail(Path(settings.backup_dir), settings.database_url, 500)
+        text = "\n".join(tail["lines"]) or tail.get("note") or tail.get("error") or ""
+        return Response(text + "\n", mimetype="text/plain")
+
+    @app.get("/report.txt")
+    def report_txt() -> Response:
+        return Response(
+            support_report(),
+            mimetype="text/plain",
+            headers={"Content-Disposition": 'attachment; filename="upgrader-report.txt"'},
+        )
+
+    def support_report() -> str:
+        """`upgrader doctor`, as support asks for it, with every secret scrubbed."""
+        import click
+
+        from upgrader.cli.bundle import scrub, secrets_of
+        from upgrader.cli.status import render_doctor
+
+        d, data = report.doctor(settings)
+        text = click.unstyle(render_doctor(d, data))
+        return scrub(text, secrets_of(settings, d), settings.database_url)
 
     return app
+
+
+def _default_name(settings: Settings) -> str:
+    """The application's name when branding.json gives none: its distribution, or the
+    top package of its import string (`notes:create_app` → Notes)."""
+    name = settings.distribution or (settings.app_ref or "").split(":")[0].split(".")[0]
+    name = Path(name).stem if "/" in name else name
+    return name.replace("_", " ").replace("-", " ").title() if name else "Installer"
+
+
+def home_page(site: Any, environ: dict[str, Any]) -> str:
+    """GET / of the application itself (past the guard), in this process: its status line."""
+    env = {k: v for k, v in environ.items() if not k.startswith(("werkzeug.", "upgrader."))}
+    env.update(
+        REQUEST_METHOD="GET",
+        SCRIPT_NAME=environ.get("upgrader.site_root", ""),
+        PATH_INFO="/",
+        QUERY_STRING="",
+        CONTENT_LENGTH="0",
+        HTTP_ACCEPT="text/html",
+    )
+    env.pop("CONTENT_TYPE", None)
+    env["wsgi.input"] = io.BytesIO(b"")
+    seen: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        seen.append(status)
+        return lambda data: None
+
+    try:
+        body = site(env, start_response)
+        try:
+            for _ in body:
+                pass
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+    except Exception as exc:
+        return f"error ({type(exc).__name__})"
+    return seen[-1] if seen else "no answer"
 
 
 def _elapsed(run: Any) -> str:
