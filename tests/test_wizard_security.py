@@ -199,9 +199,20 @@ def test_demo_serves_err2_and_the_wizard(tmp_path: Path) -> None:
         output = demo.communicate(timeout=10)[0]
     from upgrader.sample import create_app
 
-    key = (Path(create_app().instance_path) / "install" / KEY_FILE).read_text().strip()
+    instance = Path(create_app().instance_path)
+    key = (instance / "install" / KEY_FILE).read_text().strip()
     assert f"the upgrade key: {key}" in output
     assert "Shelf 1.0.0 is installed" in output
+    # Enough rows that the 2.0.0 migration (which rewrites every author) takes long enough
+    # for a newcomer to watch its progress.
+    from sqlalchemy import create_engine, text
+
+    from upgrader.sample.data import DEMO_AUTHORS
+
+    engine = create_engine(f"sqlite:///{instance / 'shelf.db'}")
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM authors")) > DEMO_AUTHORS
+    engine.dispose()
 
 
 def test_unwritable_install_directory_is_explained(

@@ -100,7 +100,7 @@ def demo(host: str, port: int) -> int:
 
     from upgrader.engine.runner import Runner
     from upgrader.sample.config import DATABASE_ENV, INSTALLER_FILES
-    from upgrader.sample.data import seed
+    from upgrader.sample.data import DEMO_AUTHORS, catalogue, seed
     from upgrader.sample.releases import OLDEST
     from upgrader.settings import resolve
     from upgrader.wizard.access import upgrade_key
@@ -121,6 +121,7 @@ def demo(host: str, port: int) -> int:
     engine = create_engine(settings.database_url)
     with engine.begin() as conn:
         seed(conn, OLDEST)
+        catalogue(conn, DEMO_AUTHORS)  # so the upgrade takes long enough to watch
     engine.dispose()
     key = upgrade_key(installer)
     cli = settings.cli

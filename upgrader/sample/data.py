@@ -78,3 +78,85 @@ def seed(conn: Connection, release: str) -> None:
             table("loans", *map(column, loan_cols)).insert(),
             [dict(zip(loan_cols, loan, strict=True)) for loan in LOANS],
         )
+
+
+FIRST = (
+    "Ada",
+    "Alan",
+    "Clara",
+    "Dmitri",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jonas",
+    "Kwame",
+    "Lena",
+    "Mateo",
+    "Nadia",
+    "Oskar",
+    "Priya",
+    "Quentin",
+    "Rosa",
+    "Sven",
+    "Tomoko",
+)
+LAST = (
+    "Abara",
+    "Berg",
+    "Castillo",
+    "Dubois",
+    "Eriksen",
+    "Fontaine",
+    "Gruber",
+    "Hansen",
+    "Ivanova",
+    "Jensen",
+    "Kowalski",
+    "Lindqvist",
+    "Moreau",
+    "Nakamura",
+    "Okafor",
+    "Petrov",
+    "Quinn",
+    "Rossi",
+    "Schmidt",
+    "Tanaka",
+    "Usman",
+    "Varga",
+    "Weber",
+    "Yilmaz",
+    "Zhou",
+)
+
+
+DEMO_AUTHORS = 100_000
+"""About six seconds of the 2.0.0 migration on a laptop: long enough to watch it progress."""
+
+
+def catalogue(conn: Connection, authors: int) -> None:
+    """A library's worth of further authors, one book each, for `upgrader demo`: enough
+    rows that the upgrade shows several seconds of real progress, step by step."""
+    start = len(AUTHORS) + 1
+    names = [
+        f"{FIRST[i % len(FIRST)]} {LAST[(i // len(FIRST)) % len(LAST)]} {i // 500 + 1}"
+        for i in range(authors)
+    ]
+    conn.execute(
+        table("authors", column("id"), column("name")).insert(),
+        [{"id": start + i, "name": name} for i, name in enumerate(names)],
+    )
+    first_book = len(BOOKS) + 1
+    conn.execute(
+        table("books", column("id"), column("title"), column("author_id"), column("year")).insert(),
+        [
+            {
+                "id": first_book + i,
+                "title": f"Collected Notes, volume {i + 1}",
+                "author_id": start + i,
+                "year": 1900 + i % 120,
+            }
+            for i in range(authors)
+        ],
+    )
