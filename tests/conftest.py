@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
@@ -72,3 +73,64 @@ def fresh_server_database(backend: str) -> Iterator[str]:
             force = " WITH (FORCE)" if backend == "postgresql" else ""
             conn.execute(text(f"DROP DATABASE IF EXISTS {name}{force}"))
         admin.dispose()
+
+
+# ------------------------------------------------------- a served site with the installer
+
+
+class Site:
+    def __init__(self, base: str, installer: Path, migrations: Path, env: dict[str, str]) -> None:
+        self.base, self.installer, self.migrations = base, installer, migrations
+        self.env = env  # the server's upgrader settings, as its operator's shell has them
+
+    @property
+    def key(self) -> str:
+        from upgrader.wizard.access import KEY_FILE
+
+        return (self.installer / KEY_FILE).read_text().strip()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Any]:
+    """Start `upgrader serve` for the sample on a database and a migrations directory,
+    with the installer's files in tmp_path/install."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, SAMPLE, free_port, wait_for_port
+    from upgrader.sample.releases import CURRENT
+
+    servers: list[subprocess.Popen[bytes]] = []
+
+    def start(database: str, migrations: Path, version: str = CURRENT) -> Site:
+        installer = tmp_path / "install"
+        shutil.copytree(ROOT / "install", installer, ignore=shutil.ignore_patterns(".*"))
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+        env.update(
+            UPGRADER_DATABASE_URL=database,
+            SHELF_DATABASE_URL=database,
+            UPGRADER_APP=SAMPLE,
+            UPGRADER_MIGRATIONS=str(migrations),
+            UPGRADER_CODE_VERSION=version,
+            UPGRADER_INSTALLER_DIR=str(installer),
+            UPGRADER_BACKUP_DIR=str(tmp_path / "backups"),
+            UPGRADER_CACHE_TTL="0.5",
+        )
+        servers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "upgrader", "serve", "--port", str(port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_for_port(port)
+        ours = {k: v for k, v in env.items() if k.startswith(("UPGRADER_", "SHELF_"))}
+        return Site(f"http://127.0.0.1:{port}", installer, migrations, ours)
+
+    yield start
+    for server in servers:
+        server.terminate()
+        server.wait(timeout=10)

@@ -6,78 +6,26 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import Site
 from tests.helpers import (
-    ROOT,
-    SAMPLE,
     code_with,
     extra_revision,
-    free_port,
     install,
-    wait_for_port,
 )
 from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS
 from tests.test_webserver import get
 from upgrader.sample.releases import CURRENT
-from upgrader.wizard.access import KEY_FILE
 
 pytestmark = pytest.mark.skipif(
     not shutil.which(CHROMIUM) and not os.environ.get("CI"),
     reason="Debian's chromium is not installed (.ci/run installs it)",
 )
-
-
-class Site:
-    def __init__(self, base: str, installer: Path, migrations: Path, env: dict[str, str]) -> None:
-        self.base, self.installer, self.migrations = base, installer, migrations
-        self.env = env  # the server's upgrader settings, as its operator's shell has them
-
-    @property
-    def key(self) -> str:
-        return (self.installer / KEY_FILE).read_text().strip()
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Any]:
-    servers: list[subprocess.Popen[bytes]] = []
-
-    def start(database: str, migrations: Path, version: str = CURRENT) -> Site:
-        installer = tmp_path / "install"
-        shutil.copytree(ROOT / "install", installer, ignore=shutil.ignore_patterns(".*"))
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
-        env.update(
-            UPGRADER_DATABASE_URL=database,
-            SHELF_DATABASE_URL=database,
-            UPGRADER_APP=SAMPLE,
-            UPGRADER_MIGRATIONS=str(migrations),
-            UPGRADER_CODE_VERSION=version,
-            UPGRADER_INSTALLER_DIR=str(installer),
-            UPGRADER_BACKUP_DIR=str(tmp_path / "backups"),
-            UPGRADER_CACHE_TTL="0.5",
-        )
-        servers.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "upgrader", "serve", "--port", str(port)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        wait_for_port(port)
-        ours = {k: v for k, v in env.items() if k.startswith(("UPGRADER_", "SHELF_"))}
-        return Site(f"http://127.0.0.1:{port}", installer, migrations, ours)
-
-    yield start
-    for server in servers:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 @pytest.fixture
