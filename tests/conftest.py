@@ -24,10 +24,13 @@ SERVER_URLS = {
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings read UPGRADER_* variables: none may leak in from the caller's shell."""
+    """Settings read UPGRADER_* variables: none may leak in from the caller's shell; and
+    the command line speaks the locale's language: the tests read English unless they
+    ask for another."""
     for key in list(os.environ):
-        if key.startswith("UPGRADER_"):
+        if key.startswith("UPGRADER_") or key in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("LANG", "C.UTF-8")
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])

@@ -123,10 +123,11 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "retry_after": (_positive, 120.0),
     "template_dir": (_path, None),
     "static_dir": (_path, None),
+    "locale_dir": (_path, None),
     "secret_key": (str, None),
     "public_versions": (_flag, False),
 }
-_PATHS = ("migrations", "installer_dir", "backup_dir", "template_dir", "static_dir")
+_PATHS = ("migrations", "installer_dir", "backup_dir", "template_dir", "static_dir", "locale_dir")
 _ORDER = ("flag", "env", "app config", "default")
 
 
@@ -157,6 +158,7 @@ class Settings:
     retry_after: float = 120.0
     template_dir: Path | None = None
     static_dir: Path | None = None
+    locale_dir: Path | None = None  # the integrator's own gettext catalogs (upgrader.i18n)
     secret_key: str | None = field(default=None, repr=False, compare=False)  # signs cookies
     public_versions: bool = False  # show code and schema versions to anonymous callers
     app: str | None = None  # the import string that reaches the application (--app)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from upgrader import i18n
 from upgrader.cli.context import CliContext, pass_cli
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
 from upgrader.core.times import local
@@ -22,7 +23,8 @@ def status(obj: CliContext, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps(diagnosis.to_dict(), indent=2))
     else:
-        click.echo(render_status(diagnosis))
+        locales = obj.settings.locale_dir
+        click.echo(render_status(diagnosis, None if locales is None else str(locales)))
     return diagnosis.exit_code
 
 
@@ -68,8 +70,10 @@ def _style(diagnosis: Diagnosis) -> dict[str, Any]:
     return {"fg": "red", "bold": True}
 
 
-def render_status(d: Diagnosis) -> str:
-    lines = [click.style(f"{d.headline} · {d.state.value}", **_style(d)), d.summary, ""]
+def render_status(d: Diagnosis, locale_dir: str | None = None) -> str:
+    _ = i18n.gettext_for(i18n.from_environment(locale_dir), locale_dir)  # the locale's
+    headline = d.headline_in(_)
+    lines = [click.style(f"{headline} · {d.state.value}", **_style(d)), d.summary_in(_), ""]
     rows: list[tuple[str, str]] = [
         ("code", f"{d.code_version}   heads: {', '.join(d.code_heads) or 'none'}"),
         (

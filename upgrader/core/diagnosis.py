@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from upgrader.core.database import (
 from upgrader.core.revisions import Revision, RevisionGraph, load_graph
 from upgrader.core.storage import DatabaseFacts, Maintenance, Run, StateRow, utcnow
 from upgrader.core.versions import ParsedVersion, compare, parse_version
+from upgrader.i18n import N_
 from upgrader.settings import Settings
 
 
@@ -81,25 +82,27 @@ _EXIT_CODES = {
 }
 
 SUMMARIES = {
-    State.OK: "Everything is up to date.",
-    State.NOT_INSTALLED: "This site has not been installed yet.",
-    State.UPGRADE_PENDING: "This site is being updated to a new version. Please check back soon.",
-    State.UPGRADE_RUNNING: "An update of this site is in progress. Please check back soon.",
-    State.UPGRADE_INTERRUPTED: (
+    State.OK: N_("Everything is up to date."),
+    State.NOT_INSTALLED: N_("This site has not been installed yet."),
+    State.UPGRADE_PENDING: N_(
+        "This site is being updated to a new version. Please check back soon."
+    ),
+    State.UPGRADE_RUNNING: N_("An update of this site is in progress. Please check back soon."),
+    State.UPGRADE_INTERRUPTED: N_(
         "An update of this site was interrupted. An administrator needs to finish it."
     ),
-    State.UPGRADE_FAILED: (
+    State.UPGRADE_FAILED: N_(
         "An update of this site did not complete. An administrator needs to finish it."
     ),
-    State.DATABASE_AHEAD: (
+    State.DATABASE_AHEAD: N_(
         "This site's software is older than its database. An administrator needs to deploy "
         "the matching version."
     ),
-    State.SCHEMA_UNKNOWN: (
+    State.SCHEMA_UNKNOWN: N_(
         "This site's database does not match its software. An administrator needs to look at it."
     ),
-    State.MAINTENANCE: "This site is down for maintenance. Please check back soon.",
-    State.DATABASE_UNAVAILABLE: (
+    State.MAINTENANCE: N_("This site is down for maintenance. Please check back soon."),
+    State.DATABASE_UNAVAILABLE: N_(
         "This site cannot reach its database right now. Please try again in a few minutes."
     ),
 }
@@ -151,13 +154,28 @@ class Diagnosis:
 
     @property
     def headline(self) -> str:
+        return self.headline_in(str)
+
+    def summary_in(self, translate: Callable[[str], str]) -> str:
+        """The summary in a language; an administrator's own message stays as written."""
+        running = SUMMARIES[State.UPGRADE_RUNNING]
+        run = self.run
+        if self.state is State.UPGRADE_RUNNING and run and self.summary.startswith(running + " ("):
+            step = translate(N_("(step %(step)s of %(steps)s)"))
+            return f"{translate(running)} {step % {'step': run.step, 'steps': run.steps}}"
+        return translate(self.summary)
+
+    def headline_in(self, translate: Callable[[str], str]) -> str:
+        """The headline in a language (upgrader.i18n); the code stays as it is."""
         if self.code:
-            return f"Down for Maintenance ({self.code})"
-        return {
-            State.OK: "Up to date",
-            State.NOT_INSTALLED: "Not installed",
-            State.MAINTENANCE: "Down for Maintenance",
-        }[self.state]
+            return f"{translate(N_('Down for Maintenance'))} ({self.code})"
+        return translate(
+            {
+                State.OK: N_("Up to date"),
+                State.NOT_INSTALLED: N_("Not installed"),
+                State.MAINTENANCE: N_("Down for Maintenance"),
+            }[self.state]
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The `status --json` contract (docs/cli.md). Holds no secret."""
@@ -333,7 +351,7 @@ def decide(
             f"at {db.missing_file} (or mount its volume), and nothing else is needed. If this "
             f"is a new installation, {install[0].lower() + install[1:]}: it creates the file.",
             f"the database file {db.missing_file} does not exist",
-            summary="This site cannot find its database. An administrator needs to look at it.",
+            summary=N_("This site cannot find its database. An administrator needs to look at it."),
             missing_file=db.missing_file,
         )
     if not db.states and not db.revisions:

@@ -418,14 +418,15 @@ def estimate(conn: Any, tables: storage.Tables, steps: int, size: int | None) ->
             if seconds > 0 and backup_size:
                 rates.append(backup_size / seconds)
     if not durations:
-        return {"size_bytes": size, "seconds": None, "basis": "no past runs on this database"}
+        return {"size_bytes": size, "seconds": None, "steps_seen": 0, "backups_seen": 0}
     seconds = statistics.median(durations) * steps
     if size and rates:
         seconds += size / statistics.median(rates)
     return {
         "size_bytes": size,
         "seconds": round(seconds, 1),
-        "basis": f"{len(durations)} past step(s) and {len(rates)} past backup(s) here",
+        "steps_seen": len(durations),
+        "backups_seen": len(rates),
     }
 
 

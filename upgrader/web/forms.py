@@ -11,6 +11,7 @@ from flask import Flask, abort, request, session
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.wrappers import Response
 
+from upgrader.i18n import N_
 from upgrader.web.middleware import SECURITY_HEADERS
 
 
@@ -30,7 +31,7 @@ def check_csrf() -> None:
         expected = session.get("csrf")
         sent = request.form.get("csrf_token", "")
         if not expected or not hmac.compare_digest(sent.encode(), str(expected).encode()):
-            abort(400, "This form has expired. Go back, reload the page and try again.")
+            abort(400, N_("This form has expired. Go back, reload the page and try again."))
     elif "csrf" not in session:
         session["csrf"] = secrets.token_urlsafe(24)
     session.permanent = True

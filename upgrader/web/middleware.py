@@ -27,6 +27,7 @@ from urllib.parse import parse_qs
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
 
+from upgrader import i18n
 from upgrader.core.diagnosis import Diagnosis, State
 from upgrader.core.storage import utcnow
 from upgrader.settings import Settings, resolve
@@ -97,13 +98,22 @@ class Pages:
         )
 
     def blocked(
-        self, d: Diagnosis, *, settings: Settings, poll_seconds: float, refresh: int
+        self,
+        d: Diagnosis,
+        *,
+        settings: Settings,
+        poll_seconds: float,
+        refresh: int,
+        language: str = i18n.DEFAULT,
     ) -> str:
         m = d.maintenance
         run = d.run
+        _ = i18n.gettext_for(language, _dir(settings.locale_dir))
         return self.env.get_template("blocked.html").render(
-            headline=d.headline,
-            summary=d.summary,
+            _=_,
+            lang=language,
+            headline=d.headline_in(_),
+            summary=d.summary_in(_),
             state=d.state.value,
             code=d.code,
             step=run.step if run else 0,
@@ -139,7 +149,9 @@ class UpgraderMiddleware:
         self.pages = Pages(self.settings.template_dir)
         self.key = clients.site_key(self.settings.secret_key, Path(self.settings.backup_dir))
         self.bypass_throttle = Throttle()
-        self._page: tuple[Diagnosis, int, bytes] | None = None  # the blocked page, rendered once
+        # the blocked page, rendered once per diagnosis and language
+        self._pages: tuple[Diagnosis, int, dict[str, bytes]] | None = None
+        self._locale_dir = _dir(self.settings.locale_dir)
         status = self.settings.blocked_status
         self._blocked_line = f"{status} {_reason(status)}"
         self._status_path = self.settings.status_path
@@ -416,23 +428,34 @@ class UpgraderMiddleware:
             body = json.dumps(problem).encode()
             headers.append(("Content-Type", "application/problem+json"))
         else:
-            body = self._blocked_page(d, min(retry, 60))
+            language = i18n.negotiate(environ.get("HTTP_ACCEPT_LANGUAGE"), self._locale_dir)
+            body = self._blocked_page(d, min(retry, 60), language)
             headers.append(("Content-Type", "text/html; charset=utf-8"))
+            headers.append(("Content-Language", language))
+            headers.append(("Vary", "Accept-Language"))
         headers.append(("Content-Length", str(len(body))))
         start_response(line, headers)
         return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
-    def _blocked_page(self, d: Diagnosis, refresh: int) -> bytes:
-        """Rendered once per diagnosis (so once per refresh at most), then served from
-        memory: during an outage every request is a blocked one."""
-        page = self._page
-        if page is not None and page[0] is d and page[1] == refresh:
-            return page[2]
+    def _blocked_page(self, d: Diagnosis, refresh: int, language: str) -> bytes:
+        """Rendered once per diagnosis and language (so once per refresh at most), then
+        served from memory: during an outage every request is a blocked one."""
+        pages = self._pages
+        if pages and pages[0] is d and pages[1] == refresh:
+            cached = pages[2].get(language)
+            if cached is not None:
+                return cached
+        else:
+            pages = self._pages = (d, refresh, {})
         html = self.pages.blocked(
-            d, settings=self.settings, poll_seconds=self.poll_seconds, refresh=refresh
+            d,
+            settings=self.settings,
+            poll_seconds=self.poll_seconds,
+            refresh=refresh,
+            language=language,
         )
-        self._page = (d, refresh, html.encode())
-        return self._page[2]
+        pages[2][language] = html.encode()
+        return pages[2][language]
 
     def _status(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         d = self.cache.get()
@@ -585,6 +608,10 @@ def wants_json(environ: dict[str, Any]) -> bool:
         return False
     html = accept.find("text/html")
     return html == -1 or accept.find("json") < html
+
+
+def _dir(path: Any) -> str | None:
+    return None if path is None else str(path)
 
 
 def _reason(status: int) -> str:

@@ -26,6 +26,7 @@ from flask import Flask, jsonify, redirect, render_template, request, session, u
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
+from upgrader import i18n
 from upgrader.core import report, storage
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
 from upgrader.core.maintenance import MaintenanceRequest
@@ -64,6 +65,15 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
         PERMANENT_SESSION_LIFETIME=2 * 3600,
     )
     throttle = Throttle(path=installer / ".throttle")  # survives restarts; per real client
+    locales = None if settings.locale_dir is None else str(settings.locale_dir)
+
+    def language() -> str:
+        return i18n.negotiate(request.headers.get("Accept-Language"), locales)
+
+    def _(message: str) -> str:
+        """In the visitor's language (Accept-Language), for pages and their messages."""
+        return i18n.gettext_for(language(), locales)(message)
+
     trusted = clients.networks(settings.trusted_proxies)
 
     def current() -> Diagnosis:
@@ -86,6 +96,8 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
     def common() -> dict[str, Any]:
         authed = bool(session.get("authed"))
         return {
+            "_": _,
+            "lang": language(),
             "brand": branding(),
             "csrf_token": session.get("csrf", ""),
             # server paths and commands only for who proved access to the server
@@ -120,8 +132,8 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
     def error(exc: Any) -> tuple[str, int]:
         return render_template(
             "wizard/message.html",
-            title="Something went wrong",
-            text=getattr(exc, "description", str(exc)),
+            title=_("Something went wrong"),
+            text=_(getattr(exc, "description", str(exc))),
         ), exc.code
 
     @app.get("/")
@@ -145,8 +157,9 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
         except OSError:
             return render_template(
                 "wizard/message.html",
-                title="The installer cannot start",
-                text=f"{installer} is not writable, so the upgrade key cannot be created there.",
+                title=_("The installer cannot start"),
+                text=_("%(path)s is not writable, so the upgrade key cannot be created there.")
+                % {"path": installer},
             ), 500
         if request.method == "GET":
             return render_template("wizard/key.html", error=None)
@@ -154,7 +167,9 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
         if wait > 0:
             return (
                 render_template(
-                    "wizard/key.html", error=f"Too many wrong keys. Wait {int(wait) + 1} seconds."
+                    "wizard/key.html",
+                    error=_("Too many wrong keys. Wait %(seconds)s seconds.")
+                    % {"seconds": int(wait) + 1},
                 ),
                 429,
                 {"Retry-After": str(int(wait) + 1)},
@@ -162,7 +177,8 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
         if not key_matches(request.form.get("key", ""), installer):
             count = throttle.failed(client)
             log.warning("installer: wrong upgrade key from %s (%d in a row)", client, count)
-            return render_template("wizard/key.html", error="That is not the upgrade key."), 403
+            error = _("That is not the upgrade key.")
+            return render_template("wizard/key.html", error=error), 403
         throttle.succeeded(client)
         log.info("installer: upgrade key accepted from %s", client)
         session.clear()
@@ -178,7 +194,7 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
                 return render_template(
                     "wizard/eula.html",
                     text=eula_text(),
-                    error="Please accept the licence to continue.",
+                    error=_("Please accept the licence to continue."),
                 )
             session["eula"] = True
             return redirect(url_for("checks"))
@@ -219,7 +235,7 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
                 tables = storage.define_tables(settings.table_prefix)
                 guess = report.estimate(conn, tables, len(d.pending_revisions), size)
         except SQLAlchemyError:
-            guess = {"size_bytes": size, "seconds": None, "basis": "no past runs"}
+            guess = {"size_bytes": size, "seconds": None, "steps_seen": 0, "backups_seen": 0}
         notes = report.release_notes(
             installer / "release-notes.json", d.schema_version, d.code_version
         )
@@ -246,7 +262,7 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
         backup = request.form.get("backup", "auto") == "auto"
         if not fresh and not backup and request.form.get("have_backup") != "yes":
             problems = preflight(cache.engine, Path(settings.backup_dir))
-            error = (
+            error = _(
                 "To start without a backup, tick “I confirm that I have a backup of my "
                 "own”. Nothing was started."
             )

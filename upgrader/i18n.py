@@ -1,0 +1,79 @@
+"""Translations: the visitor's blocked page and the installer follow the browser's
+Accept-Language; the command line's headline and summary follow the locale (LANGUAGE,
+LC_ALL, LC_MESSAGES, LANG).
+
+gettext catalogs live in upgrader/locale/<language>/LC_MESSAGES/upgrader.po (and .mo),
+made with Babel from upgrader/locale/upgrader.pot (docs/translating.md). An integrator's
+own catalogs (UPGRADER_LOCALE_DIR, the same layout) come first, so a language can be added
+or a wording changed without touching upgrader. Text an administrator wrote (a maintenance
+message) and technical detail (fixes, commands, errors) stay as they are.
+"""
+
+from __future__ import annotations
+
+import functools
+import gettext
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+DOMAIN = "upgrader"
+LOCALES = Path(__file__).parent / "locale"
+DEFAULT = "en"
+
+Translate = Callable[[str], str]
+
+
+def N_(message: str) -> str:
+    """Marks a message for extraction where it is defined; it is translated where shown."""
+    return message
+
+
+@functools.lru_cache(maxsize=64)
+def translations(language: str, extra: str | None = None) -> gettext.NullTranslations:
+    """The catalog for `language`: the integrator's first, then upgrader's, then English."""
+    ours = gettext.translation(DOMAIN, LOCALES, [language], fallback=True)
+    if not extra:
+        return ours
+    theirs = gettext.translation(DOMAIN, extra, [language], fallback=True)
+    theirs.add_fallback(ours)
+    return theirs
+
+
+@functools.lru_cache(maxsize=8)
+def available(extra: str | None = None) -> tuple[str, ...]:
+    """English first (what "*" or nothing gets), then every language with a catalog (ours
+    or the integrator's)."""
+    found: set[str] = set()
+    for root in (LOCALES, Path(extra) if extra else None):
+        if root is not None and root.is_dir():
+            found.update(
+                p.name.replace("_", "-") for p in root.iterdir() if (p / "LC_MESSAGES").is_dir()
+            )
+    return (DEFAULT, *sorted(found - {DEFAULT}))
+
+
+@functools.lru_cache(maxsize=512)
+def negotiate(accept_language: str | None, extra: str | None = None) -> str:
+    """The best language for an Accept-Language header ("de-CH, de;q=0.8, en;q=0.5")."""
+    from werkzeug.datastructures import LanguageAccept
+    from werkzeug.http import parse_accept_header
+
+    accept = parse_accept_header(accept_language or "", LanguageAccept)
+    return accept.best_match(available(extra), default=DEFAULT) or DEFAULT
+
+
+def from_environment(extra: str | None = None) -> str:
+    """The language of the locale the command runs in, as gettext reads it."""
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(variable, "")
+        code = value.split(":")[0].split(".")[0].split("@")[0]
+        if code and code not in ("C", "POSIX"):
+            return negotiate(code.replace("_", "-"), extra)
+        if code:
+            return DEFAULT
+    return DEFAULT
+
+
+def gettext_for(language: str, extra: str | None = None) -> Translate:
+    return translations(language.replace("-", "_"), extra).gettext
