@@ -218,6 +218,13 @@ class Settings:
                 del short[i : i + 2]
         return shlex.join(short)
 
+    @cached_property
+    def visitor_cli(self) -> str:
+        """`short_cli` with its first word as `cli` has it (the full path of the executable
+        when the PATH would not find it): what the installer's key page prints, so the
+        command works when pasted on the server while nothing else of it is shown."""
+        return shlex.join([shlex.split(self.cli)[0], *shlex.split(self.short_cli)[1:]])
+
     def resolved_code_version(self) -> str:
         """The code version: configured, or read from the distribution's metadata."""
         import importlib.metadata

@@ -105,8 +105,8 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
             "cli": settings.cli if authed else settings.short_cli,
             "authed": authed,
             # the command that prints the key, as it works on this server: it is how a
-            # visitor proves access, so it must work when pasted (it holds no secret)
-            "key_command": f"{settings.cli} install-key",
+            # visitor proves access, so it must work when pasted (it names no other path)
+            "key_command": f"{settings.visitor_cli} install-key",
         }
 
     @app.before_request
