@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -28,15 +29,24 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def page() -> Iterator[Any]:
+@contextlib.contextmanager
+def chromium_page(**options: Any) -> Iterator[Any]:
+    """A page of Debian's Chromium, in a context with `options` (viewport, locale…)."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield browser.new_page(viewport={"width": 1000, "height": 760})
-        browser.close()
+        try:
+            yield browser.new_context(**options).new_page()
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page() -> Iterator[Any]:
+    with chromium_page(viewport={"width": 1000, "height": 760}) as opened:
+        yield opened
 
 
 def shot(page: Any, name: str) -> None:
@@ -157,13 +167,8 @@ def test_failed_upgrade_then_fix_then_retry(serve: Any, page: Any, tmp_path: Pat
 
 @pytest.fixture
 def phone() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
-        browser.close()
+    with chromium_page(viewport={"width": 390, "height": 844}, is_mobile=True) as opened:
+        yield opened
 
 
 def no_sideways_scroll(page: Any) -> None:
@@ -223,36 +228,29 @@ def test_on_a_phone_with_a_backup_of_ones_own(serve: Any, phone: Any, tmp_path: 
 
 def test_the_wizard_in_the_browsers_language(serve: Any, tmp_path: Path) -> None:
     """A browser that asks for German gets the visitor's page and the installer in German."""
-    from playwright.sync_api import sync_playwright
-
     database = f"sqlite:///{tmp_path / 'app.db'}"
     install(database, "1.0.0")
     site = serve(database, code_with(tmp_path, "code"))
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            page = browser.new_context(locale="de-DE").new_page()
-            page.goto(site.base + "/")
-            assert page.locator("h1").inner_text() == "Wegen Wartungsarbeiten geschlossen (Err2)"
-            shot(page, "de-blocked")
-            page.goto(site.base + "/install")
-            assert page.locator("html").get_attribute("lang") == "de"
-            assert page.locator("h1").inner_text() == "Zeigen Sie, dass Sie Zugang zum Server haben"
-            page.fill("input[name=key]", "falsch")
-            page.click("button[type=submit]")
-            assert "Das ist nicht der Upgrade-Schlüssel." in page.locator("main").inner_text()
-            page.fill("input[name=key]", site.key)
-            page.click("button[type=submit]")
-            assert page.locator("h1").inner_text() == "Lizenzvertrag"
-            page.get_by_text("Ich akzeptiere den Lizenzvertrag").click()
-            page.click("button[type=submit]")
-            assert page.locator("h1").inner_text() == "Bereit zum Upgrade"
-            text = page.locator("main").inner_text()
-            assert "Alle Prüfungen bestanden." in text and "Upgrade starten" in text
-            assert page.locator("[aria-current=step]").inner_text() == "3. Prüfungen"
-            shot(page, "de-checks")
-            page.click("button:has-text('Upgrade starten')")
-            page.wait_for_selector("text=Upgrade erfolgreich abgeschlossen!", timeout=60_000)
-            shot(page, "de-done")
-        finally:
-            browser.close()
+    with chromium_page(locale="de-DE") as page:
+        page.goto(site.base + "/")
+        assert page.locator("h1").inner_text() == "Wegen Wartungsarbeiten geschlossen (Err2)"
+        shot(page, "de-blocked")
+        page.goto(site.base + "/install")
+        assert page.locator("html").get_attribute("lang") == "de"
+        assert page.locator("h1").inner_text() == "Zeigen Sie, dass Sie Zugang zum Server haben"
+        page.fill("input[name=key]", "falsch")
+        page.click("button[type=submit]")
+        assert "Das ist nicht der Upgrade-Schlüssel." in page.locator("main").inner_text()
+        page.fill("input[name=key]", site.key)
+        page.click("button[type=submit]")
+        assert page.locator("h1").inner_text() == "Lizenzvertrag"
+        page.get_by_text("Ich akzeptiere den Lizenzvertrag").click()
+        page.click("button[type=submit]")
+        assert page.locator("h1").inner_text() == "Bereit zum Upgrade"
+        text = page.locator("main").inner_text()
+        assert "Alle Prüfungen bestanden." in text and "Upgrade starten" in text
+        assert page.locator("[aria-current=step]").inner_text() == "3. Prüfungen"
+        shot(page, "de-checks")
+        page.click("button:has-text('Upgrade starten')")
+        page.wait_for_selector("text=Upgrade erfolgreich abgeschlossen!", timeout=60_000)
+        shot(page, "de-done")
