@@ -112,6 +112,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "engine_options": (_options, {}),
     # the request guard (docs/embedding.md)
     "cache_ttl": (_positive, 2.0),
+    "node_beat": (_positive, 10.0),
     "status_path": (str, "/upgrader/status"),
     "bypass_path": (str, "/upgrader/bypass/"),
     "installer_path": (str, "/install"),
@@ -147,6 +148,7 @@ class Settings:
     releases: dict[str, str] = field(default_factory=dict)
     engine_options: dict[str, Any] = field(default_factory=dict, compare=False)
     cache_ttl: float = 2.0
+    node_beat: float = 10.0  # seconds between a process's writes to the node registry
     status_path: str = "/upgrader/status"
     bypass_path: str = "/upgrader/bypass/"
     installer_path: str = "/install"

@@ -68,6 +68,7 @@ def cli(ctx: click.Context, /, **flags: Any) -> None:
 COMMANDS = (
     status.status,
     status.doctor,
+    status.nodes_command,
     run.upgrade,
     run.install,
     run.backup,

@@ -10,6 +10,7 @@ import click
 
 from upgrader import i18n
 from upgrader.cli.context import CliContext, pass_cli
+from upgrader.core import nodes
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
 from upgrader.core.times import local
 
@@ -20,12 +21,59 @@ from upgrader.core.times import local
 def status(obj: CliContext, as_json: bool) -> int:
     """Show the state of the installation; the exit status tells its family."""
     diagnosis = diagnose(obj.settings)
+    live = None if diagnosis.state is State.DATABASE_UNAVAILABLE else nodes.read(obj.settings)
     if as_json:
-        click.echo(json.dumps(diagnosis.to_dict(), indent=2))
+        data = diagnosis.to_dict()
+        if live is not None:
+            data["nodes"] = [n.to_dict(diagnosis.checked_at) for n in live]
+            data["nodes_behind"] = nodes.summary(live, diagnosis.code_version)
+        click.echo(json.dumps(data, indent=2))
     else:
         locales = obj.settings.locale_dir
         click.echo(render_status(diagnosis, None if locales is None else str(locales)))
+        if live:
+            behind = nodes.summary(live, diagnosis.code_version)
+            click.echo(
+                f"\nnodes: {len(live)} seen in the last minute"
+                + (f"; {behind}" if behind else ", all on the same code")
+            )
     return diagnosis.exit_code
+
+
+@click.command("nodes")
+@click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
+@pass_cli
+def nodes_command(obj: CliContext, as_json: bool) -> int:
+    """The processes that run the guard (web servers, workers) and the code each runs, as
+    they last said within the last minute: who still runs old code."""
+    from upgrader.core.storage import utcnow
+
+    live = nodes.read(obj.settings)
+    if live is None:
+        raise click.ClickException("the database cannot be reached or read")
+    now = utcnow()
+    newest = nodes.newest(live)
+    behind = nodes.summary(live)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"nodes": [n.to_dict(now) for n in live], "newest": newest, "behind": behind},
+                indent=2,
+            )
+        )
+        return 0
+    if not live:
+        click.echo("No process has recorded itself in the last minute.")
+        return 0
+    for n in live:
+        mark = "" if n.code_version == newest else "  ← older code"
+        click.echo(
+            f"{n.host:<20} pid {n.pid:<7} {n.kind:<6} {n.code_version or '?':<10} "
+            f"heads {','.join(n.heads) or '-'}  since {local(n.started_at)}, "
+            f"seen {int((now - n.last_seen).total_seconds())} s ago{mark}"
+        )
+    click.echo(behind or f"All {len(live)} run {newest}.")
+    return 0
 
 
 @click.command()
@@ -155,6 +203,17 @@ def render_doctor(d: Diagnosis, report: dict[str, Any]) -> str:
             if m.get(key) not in (None, [], ""):
                 value = _when(m[key]) if key in ("until", "start", "end", "set_at") else m[key]
                 out.append(f"  {key:<16} {value}")
+    seen = report.get("nodes")
+    out += ["", f"== Nodes (seen in the last minute: {len(seen['seen']) if seen else '?'})"]
+    if seen is None:
+        out.append("  cannot be read")
+    else:
+        for n in seen["seen"]:
+            out.append(
+                f"  {n['host']} pid {n['pid']} {n['kind']} {n['code_version']}"
+                f" heads {','.join(n['heads']) or '-'}, seen {n['seconds_since_seen']} s ago"
+            )
+        out.append(f"  {seen['behind'] or 'all on the same code'}")
     backups = report["backups"]
     place = backups["directory"]
     out += ["", "== Backups"]

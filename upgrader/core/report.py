@@ -349,6 +349,7 @@ def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any
         ],
         "runs": history,
         "run_log": log_tail(Path(settings.backup_dir), settings.database_url),
+        "nodes": _nodes(settings, diagnosis, unavailable),
         "maintenance": maintenance(diagnosis),
         "backups": {
             "directory": disk(Path(settings.backup_dir)),
@@ -362,6 +363,18 @@ def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any
         },
     }
     return diagnosis, report
+
+
+def _nodes(settings: Settings, d: Diagnosis, unavailable: bool) -> dict[str, Any] | None:
+    from upgrader.core import nodes
+
+    live = None if unavailable else nodes.read(settings)
+    if live is None:
+        return None
+    return {
+        "seen": [n.to_dict(d.checked_at) for n in live],
+        "behind": nodes.summary(live, d.code_version),
+    }
 
 
 def journal(conn: Any, settings: Settings, d: Diagnosis, limit: int) -> list[dict[str, Any]]:

@@ -58,6 +58,11 @@ class Tables:
     state: Table
     runs: Table
     steps: Table
+    nodes: Table
+
+    @property
+    def all(self) -> tuple[Table, ...]:
+        return (self.state, self.runs, self.steps, self.nodes)
 
 
 @functools.cache
@@ -127,14 +132,27 @@ def define_tables(prefix: str = "upgrader_") -> Tables:
         Column("finished_at", DateTime),
         Column("duration", Float),
     )
-    return Tables(md, state, runs, steps)
+    nodes = Table(
+        f"{prefix}nodes",
+        md,
+        # added in 0.3: every process that runs the guard, as it last said (core/nodes.py)
+        Column("id", String(160), primary_key=True),  # host:pid:start, one per process
+        Column("host", String(255), nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("kind", String(16), nullable=False),  # web | worker
+        Column("code_version", String(64)),
+        Column("heads", String(255)),
+        Column("started_at", DateTime, nullable=False),
+        Column("last_seen", DateTime, nullable=False),
+    )
+    return Tables(md, state, runs, steps, nodes)
 
 
 @functools.cache
 def table_names(prefix: str = "upgrader_") -> frozenset[str]:
     """The names of upgrader's own tables: the application's migrations must leave them be."""
     tables = define_tables(prefix)
-    return frozenset(t.name for t in (tables.state, tables.runs, tables.steps))
+    return frozenset(t.name for t in tables.all)
 
 
 @dataclass(frozen=True)
@@ -368,7 +386,7 @@ def ensure_tables(engine: Engine, tables: Tables) -> None:
     tables.metadata.create_all(engine, checkfirst=True)
     with engine.begin() as conn:
         inspector = inspect(conn)
-        for table in (tables.state, tables.runs, tables.steps):
+        for table in tables.all:
             have = {c["name"] for c in inspector.get_columns(table.name)}
             for column in table.c:
                 if column.name not in have and column.nullable:

@@ -903,7 +903,7 @@ def foreign_tables(engine: Engine, settings: Settings) -> list[str]:
     if missing_sqlite_file(engine.url) is not None:
         return []
     tables = storage.define_tables(settings.table_prefix)
-    ours = {tables.state.name, tables.runs.name, tables.steps.name, settings.version_table}
+    ours = {*(t.name for t in tables.all), settings.version_table}
     return sorted(set(inspect(engine).get_table_names()) - ours)
 
 

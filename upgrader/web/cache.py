@@ -10,6 +10,8 @@ and sees the change at once; every other process sees it within the TTL.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 
@@ -24,6 +26,8 @@ from upgrader.core.diagnosis import (
     load_code_facts,
     provisional,
 )
+from upgrader.core.nodes import Registration
+from upgrader.core.storage import define_tables
 from upgrader.settings import Settings
 from upgrader.web.static import PageKeeper
 
@@ -49,6 +53,10 @@ class DiagnosisCache:
         self._refreshing = threading.Lock()
         self._refresh_started = 0.0
         self.static_page = PageKeeper(settings)
+        # "worker" until this process answers a request (the guard then says "web")
+        self.registration = Registration(
+            define_tables(settings.table_prefix), kind="worker", beat=settings.node_beat
+        )
 
     def get(self) -> Diagnosis:
         """The cached diagnosis; past its TTL one thread refreshes it (bounded by the
@@ -74,6 +82,10 @@ class DiagnosisCache:
                     expires = time.monotonic() + self.ttl
                     _log_change(self._value, fresh)
                     self.static_page.update(fresh)
+                    busy = fresh.state in (State.UPGRADE_RUNNING, State.DATABASE_UNAVAILABLE)
+                    self.registration.beat(
+                        self.engine, fresh.code_version, fresh.code_heads, busy=busy
+                    )
                     self._value, self._expires = fresh, expires
                     self.fast = (expires, _open(fresh))
             finally:
@@ -112,7 +124,15 @@ def _log_change(before: Diagnosis | None, now: Diagnosis) -> None:
         return
     was = f" (was {before.state.value})" if before is not None else ""
     level = logging.INFO if now.state in (State.OK, State.MAINTENANCE) else logging.WARNING
-    log.log(level, "site state: %s%s%s", now.state.value, f" {now.code}" if now.code else "", was)
+    where = f" on {socket.gethostname()} pid {os.getpid()}, code {now.code_version}"
+    log.log(
+        level,
+        "site state: %s%s%s%s",
+        now.state.value,
+        f" {now.code}" if now.code else "",
+        was,
+        where,
+    )
 
 
 def _open(d: Diagnosis) -> bool:

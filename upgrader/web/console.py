@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
 from upgrader.core import maintenance as mode
-from upgrader.core import storage
+from upgrader.core import nodes, storage
 from upgrader.core.database import describe_error
 from upgrader.core.diagnosis import Diagnosis, diagnose
 from upgrader.settings import Settings
@@ -112,6 +112,7 @@ def create_console(
             d: Diagnosis = diagnose(settings, code=cache.code, engine=cache.engine)
             with cache.engine.connect() as conn:
                 runs = storage.recent_runs(conn, tables, 8)
+                seen = nodes.live(conn, tables, beat=settings.node_beat)
         except SQLAlchemyError as exc:
             return render_template(
                 "console/message.html",
@@ -126,6 +127,8 @@ def create_console(
             active=m is not None and m.active(d.checked_at),
             upcoming=m is not None and m.upcoming(d.checked_at),
             runs=runs,
+            nodes=seen,
+            behind=nodes.summary(seen, d.code_version),
             user=user(),
             integrated=integrated,
             csrf_token=session["csrf"],

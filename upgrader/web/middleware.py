@@ -172,6 +172,7 @@ class UpgraderMiddleware:
             expires, site_open = self.cache.fast
             if site_open and _monotonic() < expires and not path.startswith(self._admin_path):
                 return self.app(environ, start_response)  # the steady state: no query, no lock
+            self.cache.registration.kind = "web"  # this process answers requests
             return self._guard(environ, start_response, path, self.cache.get())
         return self._status(environ, start_response)
 
@@ -458,6 +459,7 @@ class UpgraderMiddleware:
         return pages[2][language]
 
     def _status(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        self.cache.registration.kind = "web"
         d = self.cache.get()
         admin = self.is_admin(environ, d)
         body: dict[str, Any] = public_status(d, versions=admin or self.settings.public_versions)
@@ -465,6 +467,7 @@ class UpgraderMiddleware:
             if d.state is State.UPGRADE_RUNNING and d.run is not None:
                 body["progress"] = {"step": d.run.step, "steps": d.run.steps}
             body["diagnosis"] = d.to_dict()
+            body.update(self._nodes(d))
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         ready = d.state is State.OK
         code = 200 if "ready" not in query or ready else 503
@@ -480,6 +483,26 @@ class UpgraderMiddleware:
             ],
         )
         return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [payload]
+
+    def _nodes(self, d: Diagnosis) -> dict[str, Any]:
+        """For administrators: this process, and every process the registry has seen."""
+        from upgrader.core import nodes
+
+        host, pid, _ = nodes.this_process().rsplit(":", 2)
+        found: dict[str, Any] = {
+            "node": {"host": host, "pid": int(pid), "code_version": d.code_version}
+        }
+        try:
+            with self.cache.engine.connect() as conn:
+                live = nodes.live(
+                    conn, self.cache.registration.tables, beat=self.settings.node_beat
+                )
+        except Exception as exc:  # the registry is a help, never a reason to fail
+            log.warning("cannot read the node registry: %r", exc)
+            return found
+        found["nodes"] = [n.to_dict(d.checked_at) for n in live]
+        found["nodes_behind"] = nodes.summary(live, d.code_version)
+        return found
 
     def _bypass(
         self, environ: dict[str, Any], start_response: StartResponse, path: str, d: Diagnosis

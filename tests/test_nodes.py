@@ -1,0 +1,136 @@
+"""The node registry: every process that runs the guard says which code it runs, and
+support can name the server still running old code. On three databases."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine
+
+from tests.helpers import SAMPLE, cli_args, free_port, install, run_cli, wait_for_port
+from tests.test_webserver import get
+from upgrader.core import nodes, storage
+from upgrader.sample.releases import CURRENT
+
+
+def add_node(
+    url: str, host: str, pid: int, version: str, kind: str = "web", ago: float = 1
+) -> None:
+    seen = storage.utcnow() - dt.timedelta(seconds=ago)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                storage.define_tables().nodes.insert().values(
+                    id=f"{host}:{pid}:x", host=host, pid=pid, kind=kind, code_version=version,
+                    heads="0002_loans_isbn", started_at=seen, last_seen=seen,
+                )
+            )  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def nodes_json(url: str) -> dict[str, Any]:
+    done = run_cli(*cli_args(url), "nodes", "--json")
+    assert done.exit_code == 0, done.output
+    return dict(json.loads(done.output))
+
+
+def test_support_can_name_the_nodes_on_old_code(db_url: str) -> None:
+    install(db_url, CURRENT)
+    add_node(db_url, "web-2", 311, "1.1.0")
+    add_node(db_url, "worker-1", 902, "1.1.0", kind="worker")
+    add_node(db_url, "web-3", 412, "1.1.0", ago=5 * 60)  # gone for five minutes
+    engine = create_engine(db_url)
+    try:
+        nodes.record(engine, storage.define_tables(), "web", CURRENT, ["0003_sort_names"])
+    finally:
+        engine.dispose()
+    listed = nodes_json(db_url)
+    assert {(n["host"], n["pid"]) for n in listed["nodes"]} == {
+        (socket.gethostname(), os.getpid()),
+        ("web-2", 311),
+        ("worker-1", 902),
+    }
+    assert listed["newest"] == CURRENT
+    assert listed["behind"] == "2 nodes still run 1.1.0 (web-2 pid 311, worker-1 pid 902 (worker))"
+    me = next(n for n in listed["nodes"] if n["pid"] == os.getpid())
+    assert (me["code_version"], me["heads"], me["kind"]) == (CURRENT, ["0003_sort_names"], "web")
+    text = run_cli(*cli_args(db_url), "nodes").output
+    assert "web-2" in text and "← older code" in text and "web-3" not in text
+    status = json.loads(run_cli(*cli_args(db_url), "status", "--json").output)
+    assert status["nodes_behind"] == listed["behind"]
+    assert "2 nodes still run 1.1.0" in run_cli(*cli_args(db_url), "status").output
+    doctor = json.loads(run_cli(*cli_args(db_url), "doctor", "--json").output)
+    assert doctor["nodes"]["behind"] == listed["behind"]
+    # The writer deleted the row of the node gone long ago.
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            ids = {r[0] for r in conn.execute(storage.define_tables().nodes.select())}
+    finally:
+        engine.dispose()
+    assert "web-3:412:x" not in ids
+
+
+def test_serving_processes_record_themselves_and_a_killed_one_ages_out(
+    db_url: str, tmp_path: Path
+) -> None:
+    install(db_url, CURRENT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    env.update(
+        UPGRADER_DATABASE_URL=db_url,
+        SHELF_DATABASE_URL=db_url,
+        UPGRADER_APP=SAMPLE,
+        UPGRADER_CACHE_TTL="0.3",
+        UPGRADER_NODE_BEAT="0.5",  # gone after six missed beats: 3 s
+        UPGRADER_INSTALLER_DIR=str(tmp_path / "none"),
+    )
+    ports = [free_port(), free_port()]
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "upgrader", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    beat = {"UPGRADER_NODE_BEAT": "0.5"}
+    try:
+        for port in ports:
+            wait_for_port(port)
+
+        def seen() -> set[int]:
+            for port in ports:
+                with contextlib.suppress(OSError):  # the killed one refuses
+                    get(port, "/")  # a request: the refresh it triggers carries the beat
+            done = run_cli(*cli_args(db_url), "nodes", "--json", env=beat)
+            return {n["pid"] for n in json.loads(done.output)["nodes"] if n["kind"] == "web"}
+
+        deadline = time.monotonic() + 20
+        while seen() != {s.pid for s in servers}:
+            assert time.monotonic() < deadline, seen()
+            time.sleep(0.2)
+        servers[0].send_signal(signal.SIGKILL)
+        servers[0].wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while servers[0].pid in seen():
+            assert time.monotonic() < deadline, "a killed process never aged out"
+            time.sleep(0.3)
+        assert seen() == {servers[1].pid}  # the living one is still listed
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(timeout=10)

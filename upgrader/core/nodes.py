@@ -1,0 +1,203 @@
+"""Which process runs which code: the node registry.
+
+Every process that runs the guard (web servers, and workers through
+`accepting_new_work()`) records itself in `upgrader_nodes`: host, pid, kind, code
+version and heads, when it started, when it was last seen. It writes on the diagnosis
+refresh it already makes once per TTL, and then at most once per BEAT seconds, so a
+request costs no query. A process that misses MISSED beats is gone: its row is no longer
+listed, and a writer deletes it later.
+
+Support reads it to name the server still running old code ("web-2 pid 311 runs 1.1.0").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, insert, inspect, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from upgrader.core import storage
+from upgrader.core.storage import Tables, utcnow
+
+log = logging.getLogger("upgrader")
+
+BEAT = 10.0
+"""Seconds between two writes of one process (at most; it writes on a refresh):
+UPGRADER_NODE_BEAT."""
+
+MISSED = 6
+"""Beats a process may miss before it counts as gone (a minute by default)."""
+
+_STARTED = utcnow().replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    host: str
+    pid: int
+    kind: str
+    code_version: str | None
+    heads: tuple[str, ...]
+    started_at: dt.datetime
+    last_seen: dt.datetime
+
+    @property
+    def name(self) -> str:
+        return f"{self.host} pid {self.pid}"
+
+    def to_dict(self, now: dt.datetime) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "kind": self.kind,
+            "code_version": self.code_version,
+            "heads": list(self.heads),
+            "started_at": storage.iso(self.started_at),
+            "last_seen": storage.iso(self.last_seen),
+            "seconds_since_seen": max(0, int((now - self.last_seen).total_seconds())),
+        }
+
+
+def this_process() -> str:
+    """host:pid:start: a pid reused after a restart is another process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_STARTED:%Y%m%dT%H%M%S}"
+
+
+class Registration:
+    """One process's row, written from its diagnosis refresh: at most once per BEAT, never
+    while an upgrade runs (SQLite would make the request wait for the migration's lock),
+    and never raising into a request."""
+
+    def __init__(self, tables: Tables, kind: str = "web", beat: float = BEAT) -> None:
+        self.tables, self.kind, self.every = tables, kind, beat
+        self._written = 0.0
+        self._failed = False
+
+    def beat(self, engine: Engine, version: str | None, heads: Sequence[str], busy: bool) -> None:
+        if busy or time.monotonic() - self._written < self.every:
+            return
+        self._written = time.monotonic()  # also on failure: no retry storm against a sick server
+        try:
+            record(engine, self.tables, self.kind, version, heads, beat=self.every)
+        except SQLAlchemyError as exc:
+            if not self._failed:
+                log.warning("cannot record this process in the node registry: %s", exc)
+            self._failed = True
+            return
+        self._failed = False
+
+
+def record(
+    engine: Engine,
+    tables: Tables,
+    kind: str,
+    version: str | None,
+    heads: Sequence[str],
+    now: dt.datetime | None = None,
+    beat: float = BEAT,
+) -> None:
+    """Upsert this process's row and delete the rows of processes gone long ago."""
+    now = now or utcnow()
+    nodes = tables.nodes
+    values = {
+        "kind": kind,
+        "code_version": version,
+        "heads": storage.join_revisions(heads),
+        "last_seen": now,
+    }
+    with engine.begin() as conn:
+        if not inspect(conn).has_table(nodes.name):
+            return  # an installation made before the registry: the next upgrade adds it
+        me = this_process()
+        changed = conn.execute(update(nodes).where(nodes.c.id == me).values(**values)).rowcount
+        if not changed:
+            host, pid, _ = me.rsplit(":", 2)
+            conn.execute(
+                insert(nodes).values(id=me, host=host, pid=int(pid), started_at=_STARTED, **values)
+            )
+        gone = now - dt.timedelta(seconds=beat * MISSED * 2)
+        conn.execute(delete(nodes).where(nodes.c.last_seen < gone))
+
+
+def live(
+    conn: Connection, tables: Tables, now: dt.datetime | None = None, beat: float = BEAT
+) -> list[Node]:
+    """The processes that wrote within MISSED beats, by host and pid."""
+    now = now or utcnow()
+    nodes = tables.nodes
+    if not inspect(conn).has_table(nodes.name):
+        return []
+    since = now - dt.timedelta(seconds=beat * MISSED)
+    rows = conn.execute(
+        select(nodes).where(nodes.c.last_seen >= since).order_by(nodes.c.host, nodes.c.pid)
+    ).mappings()
+    return [
+        Node(
+            id=r["id"],
+            host=r["host"],
+            pid=int(r["pid"]),
+            kind=r["kind"],
+            code_version=r["code_version"],
+            heads=tuple(storage.split_revisions(r["heads"])),
+            started_at=r["started_at"],
+            last_seen=r["last_seen"],
+        )
+        for r in rows
+    ]
+
+
+def newest(nodes: Sequence[Node], version: str | None = None) -> str | None:
+    """The newest code version among the nodes (and `version`): what should run everywhere."""
+    from upgrader.core.versions import parse_version
+
+    known = sorted({v for v in (version, *(n.code_version for n in nodes)) if v})
+    valid = [(parse_version(v).public, v) for v in known]
+    ranked = [(p, v) for p, v in valid if p is not None]
+    return max(ranked)[1] if ranked else (known[0] if known else None)
+
+
+def behind(nodes: Sequence[Node], version: str | None = None) -> list[Node]:
+    """The nodes that run older code than the newest one seen (or than `version`)."""
+    target = newest(nodes, version)
+    return [n for n in nodes if n.code_version != target]
+
+
+def summary(nodes: Sequence[Node], version: str | None = None) -> str | None:
+    """ "2 nodes still run 1.1.0 (web-2 pid 311, worker-1 pid 902)"; None when all agree."""
+    old = behind(nodes, version)
+    if not old:
+        return None
+    by_version: dict[str, list[Node]] = {}
+    for node in old:
+        by_version.setdefault(node.code_version or "an unknown version", []).append(node)
+    parts = []
+    for running, group in sorted(by_version.items()):
+        names = ", ".join(n.name + (f" ({n.kind})" if n.kind != "web" else "") for n in group)
+        count = f"{len(group)} node{'s' if len(group) != 1 else ''}"
+        parts.append(f"{count} still run{'s' if len(group) == 1 else ''} {running} ({names})")
+    return "; ".join(parts)
+
+
+def read(settings: Any) -> list[Node] | None:
+    """The live nodes of the installation `settings` describe; None when unreadable."""
+    from upgrader.core.database import guard_engine
+
+    engine = guard_engine(settings)
+    try:
+        with engine.connect() as conn:
+            tables = storage.define_tables(settings.table_prefix)
+            return live(conn, tables, beat=settings.node_beat)
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
