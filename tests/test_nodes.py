@@ -134,3 +134,20 @@ def test_serving_processes_record_themselves_and_a_killed_one_ages_out(
             server.terminate()
         for server in servers:
             server.wait(timeout=10)
+
+
+def test_a_worker_records_itself_through_accepting_new_work(db_url: str, tmp_path: Path) -> None:
+    from tests.helpers import settings
+    from upgrader.web import background
+    from upgrader.web.cache import DiagnosisCache
+
+    install(db_url, CURRENT)
+    cache = DiagnosisCache(settings(db_url, tmp_path))
+    background.use(cache)
+    try:
+        assert background.accepting_new_work()
+        listed = nodes_json(db_url)["nodes"]
+        me = [n for n in listed if n["pid"] == os.getpid()]
+        assert [(n["kind"], n["code_version"]) for n in me] == [("worker", CURRENT)]
+    finally:
+        cache.close()
