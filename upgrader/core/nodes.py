@@ -107,6 +107,10 @@ def record(
     beat: float = BEAT,
 ) -> None:
     """Upsert this process's row and delete the rows of processes gone long ago."""
+    from upgrader.core.database import missing_sqlite_file
+
+    if missing_sqlite_file(engine.url):
+        return  # connecting would create the file: the diagnosis must still see it missing
     now = now or utcnow()
     nodes = tables.nodes
     values = {
@@ -190,9 +194,12 @@ def summary(nodes: Sequence[Node], version: str | None = None) -> str | None:
 
 def read(settings: Any) -> list[Node] | None:
     """The live nodes of the installation `settings` describe; None when unreadable."""
-    from upgrader.core.database import guard_engine
+    from upgrader.core.database import guard_engine, missing_sqlite_file
 
     engine = guard_engine(settings)
+    if missing_sqlite_file(engine.url):
+        engine.dispose()
+        return []  # connecting would create the file
     try:
         with engine.connect() as conn:
             tables = storage.define_tables(settings.table_prefix)

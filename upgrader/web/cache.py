@@ -82,7 +82,11 @@ class DiagnosisCache:
                     expires = time.monotonic() + self.ttl
                     _log_change(self._value, fresh)
                     self.static_page.update(fresh)
-                    busy = fresh.state in (State.UPGRADE_RUNNING, State.DATABASE_UNAVAILABLE)
+                    busy = fresh.state in (
+                        State.UPGRADE_RUNNING,
+                        State.DATABASE_UNAVAILABLE,
+                        State.NOT_INSTALLED,  # nothing to register in (nor a file to create)
+                    )
                     self.registration.beat(
                         self.engine, fresh.code_version, fresh.code_heads, busy=busy
                     )

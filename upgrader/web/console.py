@@ -27,7 +27,7 @@ from werkzeug.wrappers import Response
 
 from upgrader.core import maintenance as mode
 from upgrader.core import nodes, storage
-from upgrader.core.database import describe_error
+from upgrader.core.database import describe_error, missing_sqlite_file
 from upgrader.core.diagnosis import Diagnosis, diagnose
 from upgrader.settings import Settings
 from upgrader.web import clients
@@ -110,9 +110,11 @@ def create_console(
         try:
             cache.invalidate()  # the page shows the truth now
             d: Diagnosis = diagnose(settings, code=cache.code, engine=cache.engine)
-            with cache.engine.connect() as conn:
-                runs = storage.recent_runs(conn, tables, 8)
-                seen = nodes.live(conn, tables, beat=settings.node_beat)
+            runs, seen = [], []
+            if not missing_sqlite_file(cache.engine.url):  # connecting would create it
+                with cache.engine.connect() as conn:
+                    runs = storage.recent_runs(conn, tables, 8)
+                    seen = nodes.live(conn, tables, beat=settings.node_beat)
         except SQLAlchemyError as exc:
             return render_template(
                 "console/message.html",

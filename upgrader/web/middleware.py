@@ -492,6 +492,8 @@ class UpgraderMiddleware:
         found: dict[str, Any] = {
             "node": {"host": host, "pid": int(pid), "code_version": d.code_version}
         }
+        if d.state in (State.NOT_INSTALLED, State.DATABASE_UNAVAILABLE):
+            return found
         try:
             with self.cache.engine.connect() as conn:
                 live = nodes.live(
