@@ -327,3 +327,25 @@ def test_a_migration_waits_for_a_table_lock_only_so_long(
     assert "lock" in result.output.lower() and "r02" in result.output
     assert elapsed < 30
     assert status(url, full, "2.0.0")["state"] == "upgrade_failed"
+
+
+def test_a_revision_declares_its_phase_in_its_file(tmp_path: Path) -> None:
+    """`upgrader_phase = "online"` / `"post-deploy"` at module level; Alembic ignores it,
+    upgrader reads it through the script's module; anything else is blocking."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    chain = recovery_chain(tmp_path / "chain", upto=4)
+    versions = chain / "versions"
+    for revision, phase in (("r02", '"online"'), ("r03", '"post-deploy"'), ("r04", '"soon"')):
+        path = versions / f"{revision}.py"
+        path.write_text(path.read_text() + f"\n\nupgrader_phase = {phase}\n")
+    env = {"UPGRADER_RELEASES": "1.0.0=r01"}
+    installed = run_cli(
+        *config(url, chain, "2.0.0"), "install", "--release", "1.0.0", "--yes", env=env
+    )
+    assert installed.exit_code == 0, installed.output
+    pending = status(url, chain, "2.0.0")["pending_revisions"]
+    assert [(p["revision"], p["phase"]) for p in pending] == [
+        ("r02", "online"),
+        ("r03", "post-deploy"),
+        ("r04", "blocking"),
+    ]

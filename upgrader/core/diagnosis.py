@@ -191,7 +191,8 @@ class Diagnosis:
             "database_revisions": list(self.database_revisions),
             "code_heads": list(self.code_heads),
             "pending_revisions": [
-                {"revision": r.id, "message": r.message} for r in self.pending_revisions
+                {"revision": r.id, "message": r.message, "phase": r.phase}
+                for r in self.pending_revisions
             ],
             "maintenance": None
             if self.maintenance is None

@@ -28,6 +28,7 @@ class Revision:
     drops: frozenset[str] = frozenset()  # tables its upgrade() drops, renames or alters
     requires: tuple[str, ...] = ()  # parents and `depends_on`: applied before it
     branches: frozenset[str] = frozenset()  # branch labels (Alembic hands them down)
+    phase: str = "blocking"  # what the file declares: online | post-deploy (PHASES)
 
 
 @dataclass(frozen=True)
@@ -134,10 +135,23 @@ def load_graph(migrations: Path) -> RevisionGraph:
             tables_changed(s.path),
             requires,
             frozenset(s.branch_labels or ()),
+            _phase(s),
         )
     heads = tuple(sorted(script.get_heads()))
     splits = tuple(find_splits(revisions, heads))
     return RevisionGraph(revisions, heads, splits, script)
+
+
+PHASES = ("online", "post-deploy")
+"""What a revision may declare with a module-level `upgrader_phase = "online"`: safe to
+apply while the previous release still runs (expand: a table, a nullable column); or
+`"post-deploy"`: only once no node runs older code (contract: drop, rename, NOT NULL).
+Anything else, or nothing, is "blocking": today's behaviour, the site waits for it."""
+
+
+def _phase(script: Any) -> str:
+    value = getattr(getattr(script, "module", None), "upgrader_phase", None)
+    return value if value in PHASES else "blocking"
 
 
 def _dependencies(script: Any) -> tuple[str, ...]:
