@@ -321,10 +321,12 @@ def test_pending_lists_revisions_with_messages(db_url: str, tmp_path: Path) -> N
         {
             "revision": "0002_loans_isbn",
             "message": "Release 1.1.0: loans table and an ISBN for each book",
+            "phase": "blocking",  # the sample declares nothing: the site waits for them
         },
         {
             "revision": "0003_sort_names",
             "message": "Release 2.0.0: file authors by family name, ISBN-13 everywhere",
+            "phase": "blocking",
         },
     ]
 
