@@ -4,8 +4,11 @@ application's own check is driven in Chromium (tests/test_console_browser.py).""
 
 from __future__ import annotations
 
+import html
 import logging
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +49,17 @@ def key_of(url: str, tmp_path: Path) -> str:
 def open_console(client: Client, url: str, tmp_path: Path) -> str:
     form = client.get(ADMIN, follow_redirects=True)
     assert "Prove that you can reach the server" in form.text
-    assert "admin-key" in form.text  # the command that prints the key on this server
+    # The command the page prints works when pasted on the server, from anywhere, in the
+    # operator's shell (which carries the configuration that comes from the environment).
+    printed = re.search(r"<code>([^<]+ admin-key)</code>", form.text)
+    assert printed, form.text
+    pasted = subprocess.run(
+        ["sh", "-c", html.unescape(printed.group(1))],
+        capture_output=True, text=True, cwd="/", timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+        | {"UPGRADER_BACKUP_DIR": str(tmp_path / "backups")},
+    )  # fmt: skip
+    assert pasted.stdout.strip() == key_of(url, tmp_path), pasted.stderr
     opened = client.post(
         ADMIN + "key",
         data={"key": key_of(url, tmp_path), "csrf_token": csrf(form.text)},

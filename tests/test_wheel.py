@@ -68,6 +68,9 @@ def test_the_wheel_holds_what_it_should(wheel: Path) -> None:
         "upgrader/sample/install/EULA.txt",
         "upgrader/web/templates/blocked.html",
         "upgrader/wizard/templates/wizard/checks.html",
+        "upgrader/web/templates/console/index.html",
+        "upgrader/locale/upgrader.pot",
+        "upgrader/locale/de/LC_MESSAGES/upgrader.mo",
     ):
         assert shipped in names, shipped
     # Every module of the source tree is in the wheel (the package list is explicit).
