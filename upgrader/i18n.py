@@ -22,6 +22,8 @@ LOCALES = Path(__file__).parent / "locale"
 DEFAULT = "en"
 
 Translate = Callable[[str], str]
+Locales = str | Path | None
+"""The integrator's catalog directory (settings.locale_dir), as a path or a string."""
 
 
 def N_(message: str) -> str:
@@ -30,7 +32,7 @@ def N_(message: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def translations(language: str, extra: str | None = None) -> gettext.NullTranslations:
+def translations(language: str, extra: Locales = None) -> gettext.NullTranslations:
     """The catalog for `language`: the integrator's first, then upgrader's, then English."""
     ours = gettext.translation(DOMAIN, LOCALES, [language], fallback=True)
     if not extra:
@@ -41,7 +43,7 @@ def translations(language: str, extra: str | None = None) -> gettext.NullTransla
 
 
 @functools.lru_cache(maxsize=8)
-def available(extra: str | None = None) -> tuple[str, ...]:
+def available(extra: Locales = None) -> tuple[str, ...]:
     """English first (what "*" or nothing gets), then every language with a catalog (ours
     or the integrator's)."""
     found: set[str] = set()
@@ -54,7 +56,7 @@ def available(extra: str | None = None) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=512)
-def negotiate(accept_language: str | None, extra: str | None = None) -> str:
+def negotiate(accept_language: str | None, extra: Locales = None) -> str:
     """The best language for an Accept-Language header ("de-CH, de;q=0.8, en;q=0.5")."""
     from werkzeug.datastructures import LanguageAccept
     from werkzeug.http import parse_accept_header
@@ -63,7 +65,7 @@ def negotiate(accept_language: str | None, extra: str | None = None) -> str:
     return accept.best_match(available(extra), default=DEFAULT) or DEFAULT
 
 
-def from_environment(extra: str | None = None) -> str:
+def from_environment(extra: Locales = None) -> str:
     """The language of the locale the command runs in, as gettext reads it."""
     for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
         value = os.environ.get(variable, "")
@@ -75,5 +77,5 @@ def from_environment(extra: str | None = None) -> str:
     return DEFAULT
 
 
-def gettext_for(language: str, extra: str | None = None) -> Translate:
+def gettext_for(language: str, extra: Locales = None) -> Translate:
     return translations(language.replace("-", "_"), extra).gettext

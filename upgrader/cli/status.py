@@ -29,8 +29,7 @@ def status(obj: CliContext, as_json: bool) -> int:
             data["nodes_behind"] = nodes.summary(live, diagnosis.code_version)
         click.echo(json.dumps(data, indent=2))
     else:
-        locales = obj.settings.locale_dir
-        click.echo(render_status(diagnosis, None if locales is None else str(locales)))
+        click.echo(render_status(diagnosis, obj.settings.locale_dir))
         if live:
             behind = nodes.summary(live, diagnosis.code_version)
             click.echo(
@@ -118,7 +117,7 @@ def _style(diagnosis: Diagnosis) -> dict[str, Any]:
     return {"fg": "red", "bold": True}
 
 
-def render_status(d: Diagnosis, locale_dir: str | None = None) -> str:
+def render_status(d: Diagnosis, locale_dir: i18n.Locales = None) -> str:
     _ = i18n.gettext_for(i18n.from_environment(locale_dir), locale_dir)  # the locale's
     headline = d.headline_in(_)
     lines = [click.style(f"{headline} · {d.state.value}", **_style(d)), d.summary_in(_), ""]

@@ -108,7 +108,7 @@ class Pages:
     ) -> str:
         m = d.maintenance
         run = d.run
-        _ = i18n.gettext_for(language, _dir(settings.locale_dir))
+        _ = i18n.gettext_for(language, settings.locale_dir)
         return self.env.get_template("blocked.html").render(
             _=_,
             lang=language,
@@ -151,7 +151,6 @@ class UpgraderMiddleware:
         self.bypass_throttle = Throttle()
         # the blocked page, rendered once per diagnosis and language
         self._pages: tuple[Diagnosis, int, dict[str, bytes]] | None = None
-        self._locale_dir = _dir(self.settings.locale_dir)
         status = self.settings.blocked_status
         self._blocked_line = f"{status} {_reason(status)}"
         self._status_path = self.settings.status_path
@@ -429,7 +428,7 @@ class UpgraderMiddleware:
             body = json.dumps(problem).encode()
             headers.append(("Content-Type", "application/problem+json"))
         else:
-            language = i18n.negotiate(environ.get("HTTP_ACCEPT_LANGUAGE"), self._locale_dir)
+            language = i18n.negotiate(environ.get("HTTP_ACCEPT_LANGUAGE"), self.settings.locale_dir)
             body = self._blocked_page(d, min(retry, 60), language)
             headers.append(("Content-Type", "text/html; charset=utf-8"))
             headers.append(("Content-Language", language))
@@ -633,10 +632,6 @@ def wants_json(environ: dict[str, Any]) -> bool:
         return False
     html = accept.find("text/html")
     return html == -1 or accept.find("json") < html
-
-
-def _dir(path: Any) -> str | None:
-    return None if path is None else str(path)
 
 
 def _reason(status: int) -> str:

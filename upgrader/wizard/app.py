@@ -65,7 +65,7 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
         PERMANENT_SESSION_LIFETIME=2 * 3600,
     )
     throttle = Throttle(path=installer / ".throttle")  # survives restarts; per real client
-    locales = None if settings.locale_dir is None else str(settings.locale_dir)
+    locales = settings.locale_dir
 
     def language() -> str:
         return i18n.negotiate(request.headers.get("Accept-Language"), locales)
