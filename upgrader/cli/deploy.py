@@ -101,9 +101,9 @@ class StaticFiles:
         if self.directory is None:
             return
         if self.page is not None:
-            _write(Path(self.directory) / static.PAGE, self.page)
+            static.replace_file(Path(self.directory) / static.PAGE, self.page)
         if self.flag is not None:
-            _write(static.flag_path(self.directory), self.flag)
+            static.replace_file(static.flag_path(self.directory), self.flag)
         else:
             static.remove_flag(self.directory)
 
@@ -113,12 +113,6 @@ def _read(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
-
-
-def _write(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 @click.command(context_settings={"ignore_unknown_options": True})

@@ -54,10 +54,16 @@ def write_page(directory: Path, d: Diagnosis, settings: Settings) -> Path:
         shown(d), settings=settings, poll_seconds=15, refresh=60
     )
     page = directory / PAGE
-    partial = directory / f".{PAGE}.{os.getpid()}"  # several processes may write at once
-    partial.write_text(html)
-    os.replace(partial, page)
+    replace_file(page, html.encode())
     return page
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all: the web server may be serving it right now, and
+    several processes may write it at once (each through a partial file of its own)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_bytes(data)
+    os.replace(partial, path)
 
 
 def shown(d: Diagnosis) -> Diagnosis:
