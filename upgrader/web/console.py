@@ -32,7 +32,7 @@ from upgrader.core.diagnosis import Diagnosis, diagnose
 from upgrader.settings import Settings
 from upgrader.web import clients
 from upgrader.web import maintenance as switch
-from upgrader.web.forms import Sessions, check_csrf, no_store
+from upgrader.web.forms import check_csrf, small_app
 from upgrader.web.throttle import Throttle
 from upgrader.wizard.access import key_file_matches, secret_file
 
@@ -54,15 +54,13 @@ def console_key(directory: Path) -> str:
 def create_console(
     settings: Settings, cache: Any, *, signing_key: bytes, integrated: bool
 ) -> Flask:
-    app = Flask(__name__)
-    app.secret_key = hmac.new(signing_key, b"upgrader-console", hashlib.sha256).hexdigest()
-    app.session_interface = Sessions()
-    app.config.update(
-        SESSION_COOKIE_NAME="upgrader_console",
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Strict",
-        SESSION_COOKIE_PATH=settings.admin_path,
-        PERMANENT_SESSION_LIFETIME=8 * 3600,
+    app = small_app(
+        __name__,
+        secret=hmac.new(signing_key, b"upgrader-console", hashlib.sha256).hexdigest(),
+        cookie="upgrader_console",
+        path=settings.admin_path,
+        samesite="Strict",
+        hours=8,
     )
     key_dir = Path(settings.backup_dir)
     throttle = Throttle(path=key_dir / ".admin-throttle")
@@ -92,8 +90,6 @@ def create_console(
         if name is None and request.endpoint != "key":
             return redirect(url_for("key"))
         return None
-
-    app.after_request(no_store)
 
     @app.errorhandler(400)
     @app.errorhandler(405)

@@ -22,6 +22,26 @@ class Sessions(SecureCookieSessionInterface):
         return bool(request.is_secure) or super().get_cookie_secure(app)
 
 
+def small_app(
+    import_name: str, *, secret: str, cookie: str, path: str, samesite: str, hours: int
+) -> Flask:
+    """One of upgrader's own Flask applications (its templates beside `import_name`): its
+    session cookie HttpOnly, limited to its path, Secure over https; every answer no-store
+    and never framed."""
+    app = Flask(import_name)
+    app.secret_key = secret
+    app.session_interface = Sessions()
+    app.config.update(
+        SESSION_COOKIE_NAME=cookie,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE=samesite,
+        SESSION_COOKIE_PATH=path,
+        PERMANENT_SESSION_LIFETIME=hours * 3600,
+    )
+    app.after_request(no_store)
+    return app
+
+
 def check_csrf() -> None:
     """Refuse a POST that does not carry the session's token (a forged form from another
     site, or one from a session that has since ended), touching nothing of the session:

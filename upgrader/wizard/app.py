@@ -37,7 +37,7 @@ from upgrader.engine.runner import foreign_tables, start_detached
 from upgrader.settings import Settings
 from upgrader.web import clients
 from upgrader.web import maintenance as switch
-from upgrader.web.forms import Sessions, check_csrf, no_store
+from upgrader.web.forms import check_csrf, small_app
 from upgrader.web.throttle import Throttle
 from upgrader.wizard.access import key_fingerprint, key_matches, session_key, upgrade_key
 
@@ -54,15 +54,13 @@ DEFAULT_EULA = (
 def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
     """`site` is the guarded application itself, for the done page to check that it answers."""
     installer = Path(settings.installer_dir or "install")
-    app = Flask(__name__)
-    app.secret_key = session_key(installer)
-    app.session_interface = Sessions()
-    app.config.update(
-        SESSION_COOKIE_NAME="upgrader_wizard",
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_PATH=settings.installer_path,
-        PERMANENT_SESSION_LIFETIME=2 * 3600,
+    app = small_app(
+        __name__,
+        secret=session_key(installer),
+        cookie="upgrader_wizard",
+        path=settings.installer_path,
+        samesite="Lax",
+        hours=2,
     )
     throttle = Throttle(path=installer / ".throttle")  # survives restarts; per real client
     locales = settings.locale_dir
@@ -123,8 +121,6 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
         if request.endpoint not in ("key", "static") and not session.get("authed"):
             return redirect(url_for("key"))
         return None
-
-    app.after_request(no_store)
 
     @app.errorhandler(400)
     @app.errorhandler(404)
