@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +232,31 @@ def journal_of(url: str) -> list[dict[str, Any]]:
             return [r.to_dict() for r in storage.recent_runs(conn, storage.define_tables(), 50)]
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def serving(
+    count: int, env: dict[str, str], *, app: list[str] | None = None, cwd: Path | None = None
+) -> Iterator[list[tuple[int, subprocess.Popen[bytes]]]]:
+    """`count` processes of `upgrader [--app …] serve`, each on a port of its own, with
+    `env`; listening when this yields (port, process) pairs, stopped after."""
+    ports = [free_port() for _ in range(count)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "upgrader", *(app or []), "serve", "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    try:
+        for port in ports:
+            wait_for_port(port)
+        yield list(zip(ports, processes, strict=True))
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=10)

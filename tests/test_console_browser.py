@@ -7,8 +7,6 @@ uses the first, a visitor the second, which must follow every change within the 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import MIGRATIONS, free_port, install, wait_for_port
+from tests.helpers import MIGRATIONS, install, serving
 from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS, pytestmark  # noqa: F401
 from tests.test_console import stored
 from upgrader.sample.releases import CURRENT
@@ -51,7 +49,6 @@ def create_app():
 '''
 
 TTL = 1.0
-SERVE = [sys.executable, "-m", "upgrader", "--app", "site_app:create_app", "serve"]
 
 
 @pytest.fixture
@@ -69,26 +66,9 @@ def servers(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
         UPGRADER_BACKUP_DIR=str(tmp_path / "backups"),
         UPGRADER_INSTALLER_DIR=str(tmp_path / "none"),
     )
-    ports = [free_port(), free_port()]
-    processes = [
-        subprocess.Popen(
-            [*SERVE, "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in ports
-    ]
-    try:
-        for port in ports:
-            wait_for_port(port)
-        yield f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}", url
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=10)
+    with serving(2, env, app=["--app", "site_app:create_app"], cwd=tmp_path) as servers:
+        (admin, _), (visitor, _) = servers
+        yield f"http://127.0.0.1:{admin}", f"http://127.0.0.1:{visitor}", url
 
 
 def follows(page: Any, url: str, check: Any, what: str) -> float:

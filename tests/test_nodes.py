@@ -9,15 +9,13 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine
 
-from tests.helpers import SAMPLE, cli_args, free_port, install, run_cli, wait_for_port
+from tests.helpers import SAMPLE, cli_args, install, run_cli, serving
 from tests.test_webserver import get
 from upgrader.core import nodes, storage
 from upgrader.sample.releases import CURRENT
@@ -96,20 +94,10 @@ def test_serving_processes_record_themselves_and_a_killed_one_ages_out(
         UPGRADER_NODE_BEAT="0.5",  # gone after six missed beats: 3 s
         UPGRADER_INSTALLER_DIR=str(tmp_path / "none"),
     )
-    ports = [free_port(), free_port()]
-    servers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "upgrader", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in ports
-    ]
     beat = {"UPGRADER_NODE_BEAT": "0.5"}
-    try:
-        for port in ports:
-            wait_for_port(port)
+    with serving(2, env) as started:
+        ports = [port for port, _ in started]
+        servers = [process for _, process in started]
 
         def seen() -> set[int]:
             for port in ports:
@@ -129,11 +117,6 @@ def test_serving_processes_record_themselves_and_a_killed_one_ages_out(
             assert time.monotonic() < deadline, "a killed process never aged out"
             time.sleep(0.3)
         assert seen() == {servers[1].pid}  # the living one is still listed
-    finally:
-        for server in servers:
-            server.terminate()
-        for server in servers:
-            server.wait(timeout=10)
 
 
 def test_a_worker_records_itself_through_accepting_new_work(db_url: str, tmp_path: Path) -> None:

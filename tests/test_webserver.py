@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SAMPLE, cli_args, free_port, install, run_cli, wait_for_port
+from tests.helpers import SAMPLE, cli_args, free_port, install, run_cli, serving, wait_for_port
 from upgrader.sample.releases import CURRENT
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -270,19 +270,9 @@ def test_every_server_process_blocks_within_the_ttl(server_db_url: str, tmp_path
         UPGRADER_CACHE_TTL="1",
         UPGRADER_INSTALLER_DIR=str(tmp_path / "none"),
     )
-    ports = [free_port() for _ in range(3)]
-    servers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "upgrader", "serve", "--port", str(p)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for p in ports
-    ]
-    try:
+    with serving(3, env) as servers:
+        ports = [port for port, _ in servers]
         for port in ports:
-            wait_for_port(port)
             assert get(port)[0] == 200
         switched = time.monotonic()
         assert run_cli(*cli_args(url), "maintenance", "on").exit_code == 0
@@ -297,11 +287,6 @@ def test_every_server_process_blocks_within_the_ttl(server_db_url: str, tmp_path
         assert run_cli(*cli_args(url), "maintenance", "off").exit_code == 0
         time.sleep(1.5)
         assert [get(p)[0] for p in ports] == [200, 200, 200]
-    finally:
-        for server in servers:
-            server.terminate()
-        for server in servers:
-            server.wait(timeout=10)
 
 
 class Proxy:
