@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from upgrader.core import lockfile, storage
+from upgrader.core import lockfile, nodes, phases, storage
 from upgrader.core.database import (
     NoAnswer,
     describe_error,
@@ -47,6 +47,15 @@ class State(str, enum.Enum):
     SCHEMA_UNKNOWN = "schema_unknown"
     MAINTENANCE = "maintenance"
     DATABASE_UNAVAILABLE = "database_unavailable"
+    # Serving states (core/phases.py): the site stays up, administrators see a banner.
+    ONLINE_PENDING = "online_pending"  # revisions that may be applied with the site up
+    POST_DEPLOY_PENDING = "post_deploy_pending"  # once no node runs older code
+    COMPATIBLE_AHEAD = "compatible_ahead"  # older code, on a schema declared to fit it
+
+    @property
+    def serving(self) -> bool:
+        """Does the guard let visitors through? (MAINTENANCE lets the allow-list through.)"""
+        return self in _SERVING
 
     @property
     def error_code(self) -> str | None:
@@ -79,7 +88,13 @@ _EXIT_CODES = {
     State.SCHEMA_UNKNOWN: 3,
     State.NOT_INSTALLED: 4,
     State.MAINTENANCE: 5,
+    State.ONLINE_PENDING: 6,
+    State.POST_DEPLOY_PENDING: 7,
+    State.COMPATIBLE_AHEAD: 8,
 }
+_SERVING = frozenset(
+    {State.OK, State.ONLINE_PENDING, State.POST_DEPLOY_PENDING, State.COMPATIBLE_AHEAD}
+)
 
 SUMMARIES = {
     State.OK: N_("Everything is up to date."),
@@ -104,6 +119,13 @@ SUMMARIES = {
     State.MAINTENANCE: N_("This site is down for maintenance. Please check back soon."),
     State.DATABASE_UNAVAILABLE: N_(
         "This site cannot reach its database right now. Please try again in a few minutes."
+    ),
+    State.ONLINE_PENDING: N_("An update of this site can be applied while it stays online."),
+    State.POST_DEPLOY_PENDING: N_(
+        "An update of this site will be completed once every server runs the new version."
+    ),
+    State.COMPATIBLE_AHEAD: N_(
+        "This server runs an older version of the site, which still works with its database."
     ),
 }
 """One line per state that any visitor may read: calm, and free of internals."""
@@ -143,6 +165,8 @@ class Diagnosis:
     state_row_id: int | None = None
     outside_change: tuple[str, str] | None = None  # revisions moved without upgrader: (from, to)
     missing_file: str | None = None  # SQLite: the database file is not there
+    compatible_heads: tuple[str, ...] = ()  # older code declared to work on this schema
+    blocked_by: tuple[str, ...] = ()  # post-deploy: the nodes on older code, by name
 
     @property
     def code(self) -> str | None:
@@ -174,6 +198,9 @@ class Diagnosis:
                 State.OK: N_("Up to date"),
                 State.NOT_INSTALLED: N_("Not installed"),
                 State.MAINTENANCE: N_("Down for Maintenance"),
+                State.ONLINE_PENDING: N_("Online upgrade available"),
+                State.POST_DEPLOY_PENDING: N_("Post-deploy migrations pending"),
+                State.COMPATIBLE_AHEAD: N_("Older code on a compatible database"),
             }[self.state]
         )
 
@@ -194,6 +221,8 @@ class Diagnosis:
                 {"revision": r.id, "message": r.message, "phase": r.phase}
                 for r in self.pending_revisions
             ],
+            "compatible_heads": list(self.compatible_heads),
+            "blocked_by": list(self.blocked_by),
             "maintenance": None
             if self.maintenance is None
             else self.maintenance.to_dict(self.checked_at),
@@ -226,6 +255,8 @@ def decide(
         and run.status == "running"
         and (db.lock_held if db.lock_held is not None else run.lease_live(now))
     )
+    # `upgrade --online` and `--post-deploy` leave the site up while they run
+    phased_run = run if alive and run is not None and run.phase else None
 
     def result(
         state: State, fix: str, *details: str, summary: str | None = None, **extra: Any
@@ -245,8 +276,26 @@ def decide(
             installer_present=installer_present,
             checked_at=now,
             state_row_id=single.id if single else None,
+            compatible_heads=single.compatible_heads if single else (),
             **extra,
         )
+
+    def maintenance_or(state: State, fix: str, *details: str, **extra: Any) -> Diagnosis:
+        """A state in which the site would serve, unless an administrator switched
+        maintenance on: then it is maintenance, and the state's details stay."""
+        assert single is not None
+        m = single.maintenance
+        if m.active(now) and m.mode == "block":
+            until = f" until {storage.iso(m.until)}" if m.until else ""
+            return result(
+                State.MAINTENANCE,
+                f"Switch it off with `{cli} maintenance off` when the work is done.",
+                *details,
+                f"maintenance switched on by {m.set_by or 'unknown'}{until}",
+                summary=m.message or None,
+                **extra,
+            )
+        return result(state, fix, *details, **extra)
 
     def finish(command: str) -> str:
         """How to finish: the web installer while it is on the server, else the command."""
@@ -324,7 +373,9 @@ def decide(
 
     # 3. A live lease: an install or upgrade by any node. The revisions are in flux, and
     # other nodes (still on old code) see revisions they do not know: "running" is the truth.
-    if run is not None and alive:
+    # Except for `upgrade --online` / `--post-deploy`: what they apply was declared safe for
+    # the code that serves, which goes on serving (the phased states below say it runs).
+    if run is not None and alive and phased_run is None:
         return result(
             State.UPGRADE_RUNNING,
             f"Wait for it to finish; follow it with `{cli} status`. "
@@ -467,6 +518,17 @@ def decide(
 
     ordering = compare(stored, code.version)
     assert ordering is not None
+    if unknown and phases.compatible(code.heads, single.compatible_heads):
+        return maintenance_or(
+            State.COMPATIBLE_AHEAD,
+            f"Deploy the new release on this node and restart it (it runs {code.version.raw}): "
+            f"its code still works here, but `{cli} upgrade --post-deploy` waits for every node "
+            f"to run the new release (`{cli} nodes` lists them).",
+            f"revision(s) {', '.join(unknown)} come from a newer release, applied online; "
+            f"this code ({code.version.raw}, {', '.join(code.heads)}) is declared compatible "
+            "with them",
+            _progress_of(phased_run),
+        )
     if unknown:
         if ordering > 0:
             return result(
@@ -510,6 +572,9 @@ def decide(
     in_sync = not pending and ordering == 0
     if attempt is not None and not in_sync:
         return result(*attempt)
+    split = phases.split(pending)
+    if pending and split.serving:
+        return _phased(code, db, split, phased_run, stored.raw, cli, maintenance_or)
     if pending:
         versions = (
             f"version {stored.raw} to {code.version.raw}"
@@ -523,7 +588,7 @@ def decide(
             _stopped_early(run) or "",
         )
     notes: list[str] = []
-    if run is not None and run.status == "running":
+    if run is not None and run.status == "running" and phased_run is None:
         notes.append(
             f"run #{run.id} never closed, but the database already matches the code; "
             f"`{cli} history` shows it"
@@ -542,19 +607,77 @@ def decide(
             if not outside
             else f"version {stored.raw} is to be recorded as {to_record}"
         )
-    maintenance = single.maintenance
-    if maintenance.active(now) and maintenance.mode == "block":
-        until = f" until {storage.iso(maintenance.until)}" if maintenance.until else ""
-        return result(
-            State.MAINTENANCE,
-            f"Switch it off with `{cli} maintenance off` when the work is done.",
-            *notes,
-            f"maintenance switched on by {maintenance.set_by or 'unknown'}{until}",
-            summary=maintenance.message or None,
-            version_to_record=to_record,
-            outside_change=outside,
+    return maintenance_or(State.OK, "", *notes, version_to_record=to_record, outside_change=outside)
+
+
+def _phased(
+    code: CodeFacts,
+    db: DatabaseFacts,
+    split: phases.Split,
+    run: Run | None,
+    stored: str,
+    cli: str,
+    serve: Callable[..., Diagnosis],
+) -> Diagnosis:
+    """Pending revisions of which none blocks (core/phases.py): the site keeps serving.
+    Online ones can be applied now; post-deploy ones once no node runs older code."""
+    version = code.version.raw
+    running = (
+        f"Wait for run #{run.id} ({run.phase}) to finish; follow it with `{cli} status`."
+        if run is not None
+        else ""
+    )
+    later = (
+        f"{len(split.rest)} post-deploy revision(s) ({', '.join(r.id for r in split.rest)}) "
+        f"wait until every node runs {version}"
+        if split.rest
+        else ""
+    )
+    if split.online:
+        then = f", then, once every node runs {version}, `{cli} upgrade --post-deploy`"
+        return serve(
+            State.ONLINE_PENDING,
+            running
+            or f"Run `{cli} upgrade --online`: it applies {len(split.online)} revision(s) while "
+            f"the site stays up{then if split.rest else ''}.",
+            f"version {stored} to {version}: {len(split.online)} revision(s) can be applied "
+            f"online ({', '.join(r.id for r in split.online)})",
+            later,
+            _progress_of(run),
         )
-    return result(State.OK, "", *notes, version_to_record=to_record, outside_change=outside)
+    old = nodes.older(db.nodes or (), version)
+    names = tuple(n.name for n in old)
+    if db.nodes is None:
+        fix = f"Once every node runs {version}, run `{cli} upgrade --post-deploy`."
+        blocked = ""
+    elif old:
+        fix = (
+            f"Deploy {version} on the node(s) still on older code and restart them, or stop "
+            f"them ({', '.join(names)}; `{cli} nodes` lists them); then run "
+            f"`{cli} upgrade --post-deploy`."
+        )
+        blocked = f"post-deploy pending, blocked by {len(old)} old node(s): {nodes.describe(old)}"
+    else:
+        fix = f"Run `{cli} upgrade --post-deploy`: no node runs older code any more."
+        blocked = ""
+    return serve(
+        State.POST_DEPLOY_PENDING,
+        running or fix,
+        later,
+        blocked,
+        _progress_of(run),
+        blocked_by=names,
+    )
+
+
+def _progress_of(run: Run | None) -> str:
+    """A live online or post-deploy run, for administrators."""
+    if run is None:
+        return ""
+    return (
+        f"run #{run.id} ({run.phase}) is applying them with the site up, started by "
+        f"{run.actor or 'unknown'} on {run.host} (pid {run.pid}): {_progress(run) or 'starting'}"
+    )
 
 
 def run_status(run: Run, d: Diagnosis) -> str:
@@ -905,15 +1028,27 @@ def diagnose(
     try:
         facts = read_database(engine, settings, deadline=settings.connect_timeout)
         installer = settings.installer_dir is not None and Path(settings.installer_dir).is_dir()
-        diagnosis = decide(
-            code, facts, now=now or utcnow(), cli=settings.cli, installer_present=installer
-        )
+        at = now or utcnow()
+        diagnosis = decide(code, facts, now=at, cli=settings.cli, installer_present=installer)
+        if diagnosis.state is State.POST_DEPLOY_PENDING:
+            # which nodes still run older code: read only in this state, which needs it
+            facts = replace(facts, nodes=_live_nodes(engine, settings))
+            diagnosis = decide(code, facts, now=at, cli=settings.cli, installer_present=installer)
         if record and diagnosis.version_to_record and diagnosis.state_row_id is not None:
             diagnosis = _record(engine, settings, diagnosis)
         return diagnosis
     finally:
         if own_engine:
             engine.dispose()
+
+
+def _live_nodes(engine: Engine, settings: Settings) -> tuple[nodes.Node, ...] | None:
+    try:
+        with engine.connect() as conn:
+            tables = storage.define_tables(settings.table_prefix)
+            return tuple(nodes.live(conn, tables, beat=settings.node_beat))
+    except SQLAlchemyError:
+        return None  # the decision says what it can without them
 
 
 def _record(engine: Engine, settings: Settings, diagnosis: Diagnosis) -> Diagnosis:

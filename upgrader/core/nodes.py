@@ -12,6 +12,7 @@ Support reads it to name the server still running old code ("web-2 pid 311 runs 
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import logging
 import os
@@ -82,6 +83,7 @@ class Registration:
         self.tables, self.kind, self.every = tables, kind, beat
         self._written = 0.0
         self._failed = False
+        self._leaving = False
 
     def beat(self, engine: Engine, version: str | None, heads: Sequence[str], busy: bool) -> None:
         if busy or time.monotonic() - self._written < self.every:
@@ -95,6 +97,9 @@ class Registration:
             self._failed = True
             return
         self._failed = False
+        if not self._leaving:  # a process that exits cleanly leaves the list at once
+            atexit.register(leave, engine, self.tables)
+            self._leaving = True
 
 
 def record(
@@ -131,6 +136,17 @@ def record(
             )
         gone = now - dt.timedelta(seconds=beat * MISSED * 2)
         conn.execute(delete(nodes).where(nodes.c.last_seen < gone))
+
+
+def leave(engine: Engine, tables: Tables) -> None:
+    """Delete this process's row, at its clean exit: `upgrade --post-deploy` then need not
+    wait for it to age out. Never raises (the database may be gone by then)."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(delete(tables.nodes).where(tables.nodes.c.id == this_process()))
+    except SQLAlchemyError:
+        pass
+    engine.dispose()
 
 
 def live(
@@ -176,9 +192,23 @@ def behind(nodes: Sequence[Node], version: str | None = None) -> list[Node]:
     return [n for n in nodes if n.code_version != target]
 
 
+def older(nodes: Sequence[Node], version: str) -> list[Node]:
+    """The nodes whose code is older than `version`, or of a version that does not parse:
+    the ones that post-deploy revisions would break."""
+    from upgrader.core.versions import compare, parse_version
+
+    mine = parse_version(version)
+    order = [(n, compare(parse_version(n.code_version), mine)) for n in nodes]
+    return [n for n, c in order if c is None or c < 0]
+
+
 def summary(nodes: Sequence[Node], version: str | None = None) -> str | None:
     """ "2 nodes still run 1.1.0 (web-2 pid 311, worker-1 pid 902)"; None when all agree."""
-    old = behind(nodes, version)
+    return describe(behind(nodes, version))
+
+
+def describe(old: Sequence[Node]) -> str | None:
+    """The given nodes by the version they run, with host and pid; None for none."""
     if not old:
         return None
     by_version: dict[str, list[Node]] = {}

@@ -20,9 +20,9 @@ import functools
 import getpass
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -40,6 +40,9 @@ from sqlalchemy import (
     select,
     text,
 )
+
+if TYPE_CHECKING:
+    from upgrader.core.nodes import Node
 
 MAINTENANCE_MODES = ("off", "block", "banner")
 
@@ -85,6 +88,9 @@ def define_tables(prefix: str = "upgrader_") -> Tables:
         Column("maintenance_secret", String(255)),
         Column("maintenance_set_by", String(255)),
         Column("maintenance_set_at", DateTime),
+        # added in 0.3: the revisions whose code still works on this schema, while an
+        # online upgrade's release rolls out (core/phases.py); empty otherwise
+        Column("compatible_heads", String(255)),
     )
     runs = Table(
         f"{prefix}runs",
@@ -118,6 +124,9 @@ def define_tables(prefix: str = "upgrader_") -> Tables:
         Column("db_session", String(64)),
         # added in 0.3: the browser's address, for a run started from the web installer
         Column("client", String(64)),
+        # added in 0.3: "online" or "post-deploy" for `upgrade --online/--post-deploy`, which
+        # leave the site up; empty for an ordinary run, which takes it down while it runs
+        Column("phase", String(16)),
     )
     steps = Table(
         f"{prefix}steps",
@@ -198,6 +207,7 @@ class StateRow:
     installed_at: dt.datetime | None
     updated_at: dt.datetime | None
     maintenance: Maintenance
+    compatible_heads: tuple[str, ...] = ()  # older code still works on this schema
 
 
 @dataclass(frozen=True)
@@ -228,6 +238,7 @@ class Run:
     note: str | None
     db_session: str | None = None
     client: str | None = None
+    phase: str | None = None  # online | post-deploy: the site stays up while it runs
 
     def lease_live(self, now: dt.datetime) -> bool:
         return (
@@ -264,6 +275,7 @@ class Run:
             "note": self.note,
             "db_session": self.db_session,
             "client": self.client,
+            "phase": self.phase,
         }
 
 
@@ -271,7 +283,7 @@ def split_revisions(value: str | None) -> list[str]:
     return [r for r in (value or "").split(",") if r]
 
 
-def join_revisions(revs: Sequence[str]) -> str:
+def join_revisions(revs: Iterable[str]) -> str:
     return ",".join(sorted(revs))
 
 
@@ -294,6 +306,7 @@ class DatabaseFacts:
     dialect: str = ""
     lingering: str | None = None  # a dead run's statement still running in the server
     busy: str | None = None  # SQLite: locked by the live upgrade, so not readable now
+    nodes: tuple[Node, ...] | None = None  # the live nodes, read only when the decision needs them
 
     @property
     def last_run(self) -> Run | None:
@@ -309,7 +322,10 @@ def read_facts(
     revisions = read_revisions(conn, version_table) if version_table in names else ()
     states: list[StateRow] = []
     if tables.state.name in names:
-        for row in conn.execute(select(tables.state).order_by(tables.state.c.id)).mappings():
+        # only the columns the table has: an older upgrader made it (see recent_runs)
+        have = _columns(conn, tables.state.name)
+        columns = [c for c in tables.state.c if c.name in have]
+        for row in conn.execute(select(*columns).order_by(tables.state.c.id)).mappings():
             states.append(_state_row(typed(tables.state, row, problems), problems))
     runs: list[Run] = []
     if tables.runs.name in names:
@@ -374,6 +390,7 @@ def _state_row(row: Any, problems: list[str]) -> StateRow:
         installed_at=row["installed_at"],
         updated_at=row["updated_at"],
         maintenance=maintenance,
+        compatible_heads=tuple(split_revisions(row.get("compatible_heads"))),
     )
 
 
