@@ -54,6 +54,17 @@ def _fail(exc: EngineError) -> int:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
 @click.option("--no-backup", is_flag=True, help="Skip the backup (when you made your own).")
 @click.option("--detach", is_flag=True, help="Run in a process of its own and return at once.")
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Apply only the revisions declared online, with the site up (docs/multi-node.md).",
+)
+@click.option(
+    "--post-deploy",
+    is_flag=True,
+    help="Apply the rest, with the site up, once no node runs older code.",
+)
+@click.option("--force", is_flag=True, help="With --post-deploy: even while old nodes run.")
 @click.option("--trigger", type=click.Choice(["cli", "web"]), default="cli", hidden=True)
 @click.option("--client", hidden=True, help="The browser's address (runs started from the web).")
 @pass_cli
@@ -64,10 +75,21 @@ def upgrade(
     yes: bool,
     no_backup: bool,
     detach: bool,
+    online: bool,
+    post_deploy: bool,
+    force: bool,
     trigger: str,
     client: str | None,
 ) -> int:
-    """Back up, then apply the pending migrations one by one, journalling each step."""
+    """Back up, then apply the pending migrations one by one, journalling each step.
+
+    The site waits while it runs; with --online or --post-deploy it stays up, and only
+    the revisions declared so are applied (docs/multi-node.md)."""
+    if online and post_deploy:
+        raise click.UsageError("--online and --post-deploy are two steps: give one of them")
+    if force and not post_deploy:
+        raise click.UsageError("--force goes with --post-deploy")
+    phase = "online" if online else "post-deploy" if post_deploy else None
     settings = obj.settings
     runner = Runner(settings, progress=Printer(), client=client)
     d = runner.diagnose()
@@ -77,7 +99,7 @@ def upgrade(
     if d.state is State.NOT_INSTALLED:
         click.echo(f"Nothing is installed yet: {d.fix}", err=True)
         return 4
-    if d.code == "Err3":
+    if d.code == "Err3" or d.state is State.COMPATIBLE_AHEAD:
         click.secho(f"{d.headline}: {'; '.join(d.details)}", fg="red", err=True)
         click.echo(f"Nothing was changed. {d.fix}", err=True)
         return 3
@@ -98,7 +120,8 @@ def upgrade(
     if plan or not yes:
         click.echo(summary)
         for position, revision in enumerate(d.pending_revisions, start=1):
-            click.echo(f"  {position}. {revision.id}  {revision.message}")
+            declared = "" if revision.phase == "blocking" else f"  [{revision.phase}]"
+            click.echo(f"  {position}. {revision.id}  {revision.message}{declared}")
     if plan:
         return 0
     if d.state in (State.OK, State.MAINTENANCE) and not d.version_to_record:
@@ -106,16 +129,25 @@ def upgrade(
         return 0
     if not yes:
         backup = "without a backup" if no_backup else f"after a backup into {settings.backup_dir}"
-        click.confirm(f"Upgrade {backup}?", abort=True)
+        what = f"Apply the {phase} revisions, with the site up," if phase else "Upgrade"
+        click.confirm(f"{what} {backup}?", abort=True)
     if detach:
-        process = start_detached(settings, backup=not no_backup, trigger=trigger)
+        flags = (f"--{phase}",) if phase else ()
+        process = start_detached(
+            settings,
+            backup=not no_backup,
+            trigger=trigger,
+            extra=(*flags, "--force") if force else flags,
+        )
         click.echo(
             f"Started the upgrade in process {process.pid}; follow it with "
             f"`{settings.cli} status` (its output goes to {settings.backup_dir}/upgrade.log)."
         )
         return 0
     try:
-        outcome = runner.upgrade(backup=not no_backup, trigger=trigger, before=d)
+        outcome = runner.upgrade(
+            backup=not no_backup, trigger=trigger, before=d, phase=phase, force=force
+        )
     except EngineError as exc:
         return _fail(exc)
     click.secho(outcome.message[0].upper() + outcome.message[1:] + ".", fg="green", bold=True)

@@ -31,6 +31,7 @@ def start_run(
     steps: int,
     note: str | None = None,
     client: str | None = None,
+    phase: str | None = None,
 ) -> int:
     """Close runs a dead process left open, and open a new one holding the lease."""
     now = utcnow()
@@ -59,6 +60,7 @@ def start_run(
                 steps=steps,
                 note=note,
                 client=client,
+                phase=phase,
                 **storage.identity(),
             )
         )

@@ -31,6 +31,10 @@ from sqlalchemy import URL, Connection
 
 from upgrader.core.revisions import alembic_config
 
+Target = str | tuple[str, ...]
+"""What `alembic upgrade` is asked to reach: "heads", a revision, or several (one per
+branch, for `upgrade --online`, which applies only part of the pending revisions)."""
+
 
 def migration_config(migrations: Path, url: URL, output: io.StringIO | None = None) -> Config:
     cfg = alembic_config(migrations)
@@ -64,7 +68,9 @@ class Hooks(Protocol):
     def applied(self, revision: str, connection: Connection | None) -> None: ...
 
 
-def _environment(cfg: Config, script: ScriptDirectory, fn: Any, target: str, hooks: Hooks) -> Any:
+def _environment(
+    cfg: Config, script: ScriptDirectory, fn: Any, target: Target, hooks: Hooks
+) -> Any:
     """Alembic's own environment, whose `configure()` adds upgrader's callback to whatever
     the env.py passes. (Alembic installs the instance's attributes as the `alembic.context`
     module's, so an instance attribute, not a subclass, is what env.py calls.)"""
@@ -94,15 +100,16 @@ def quiet_alembic() -> None:
     logging.getLogger("upgrader").disabled = False
 
 
-def plan_upgrade(script: ScriptDirectory, target: str, heads: tuple[str, ...]) -> list[str]:
+def plan_upgrade(script: ScriptDirectory, target: Target, heads: tuple[str, ...]) -> list[str]:
     """The revisions `alembic upgrade <target>` applies from `heads`, in Alembic's order."""
     current: Any = heads  # Alembic passes the version table's heads, typed as a str
-    return [step.revision.revision for step in script._upgrade_revs(target, current)]
+    destination: Any = target  # its revision map takes several too, typed as a str
+    return [step.revision.revision for step in script._upgrade_revs(destination, current)]
 
 
 def run_upgrade(
     cfg: Config,
-    target: str,
+    target: Target,
     hooks: Hooks,
     app: Any = None,
     script: ScriptDirectory | None = None,
@@ -112,8 +119,10 @@ def run_upgrade(
     is then not built again)."""
     script = script or ScriptDirectory.from_config(cfg)
 
+    destination: Any = target  # Alembic's revision map takes several, typed as a str
+
     def plan(heads: Any, context: Any) -> Any:
-        steps = script._upgrade_revs(target, heads)
+        steps = script._upgrade_revs(destination, heads)
         hooks.planned([step.revision.revision for step in steps], context.connection)
         return steps
 

@@ -32,7 +32,7 @@ from typing import Any
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 
-from upgrader.core import storage
+from upgrader.core import nodes, phases, storage
 from upgrader.core.database import (
     answers,
     describe_error,
@@ -147,10 +147,20 @@ class Runner:
     # ------------------------------------------------------------- upgrade
 
     def upgrade(
-        self, *, backup: bool = True, trigger: str = "cli", before: Diagnosis | None = None
+        self,
+        *,
+        backup: bool = True,
+        trigger: str = "cli",
+        before: Diagnosis | None = None,
+        phase: str | None = None,
+        force: bool = False,
     ) -> Outcome:
         """Upgrade. `before` may be a diagnosis the caller just made; under the lock it is
-        made again, since another run may have finished meanwhile."""
+        made again, since another run may have finished meanwhile.
+
+        `phase` "online" applies only what may be applied with the site up; "post-deploy"
+        applies the rest once no node runs older code (or with `force`, said in the
+        journal). Either way the site stays up while it runs (core/phases.py)."""
         before = before or self.diagnose()
         self._refuse_unless_upgradable(before)
         if not before.pending_revisions and before.state in (State.OK, State.MAINTENANCE):
@@ -181,9 +191,68 @@ class Runner:
                 pending = list(now.pending_revisions)
                 if not pending and now.state in (State.OK, State.MAINTENANCE):
                     return Outcome("nothing", "already up to date: another run finished first")
+                target: str | tuple[str, ...] = "heads"
+                note = None
+                if phase is not None:
+                    pending, target, note = self._phase_plan(engine, now, phase, force)
                 return self._run(
-                    engine, lock, now, pending, "heads", backup=backup, trigger=trigger
+                    engine,
+                    lock,
+                    now,
+                    pending,
+                    target,
+                    backup=backup,
+                    trigger=trigger,
+                    phase=phase,
+                    note=note,
                 )
+
+    def _phase_plan(
+        self, engine: Engine, d: Diagnosis, phase: str, force: bool
+    ) -> tuple[list[Revision], str | tuple[str, ...], str | None]:
+        """What `--online` or `--post-deploy` applies, or why it may not (decided under the
+        lock, on the diagnosis made there): the revisions, Alembic's target, a journal note."""
+        cli, version = self.settings.cli, d.code_version
+        split = phases.split(d.pending_revisions)
+        if d.state_row_id is None:
+            raise Refused(
+                f"upgrader has recorded no version for this database yet: run `{cli} upgrade` "
+                "once (the site waits for it)"
+            )
+        if phase == "online":
+            if not split.online:
+                first = split.rest[0]
+                why = (
+                    f"the next pending revision, {first.id}, is post-deploy: run "
+                    f"`{cli} upgrade --post-deploy` once every node runs {version}"
+                    if split.serving
+                    else f"the next pending revision, {first.id}, declares no phase, so the "
+                    f"site must wait for it: run `{cli} upgrade`"
+                )
+                raise Refused(f"nothing can be applied online: {why}. Nothing was changed.")
+            return list(split.online), phases.targets(split.online), None
+        if split.blocking:
+            ids = ", ".join(r.id for r in split.blocking)
+            raise Refused(
+                f"revision(s) {ids} declare no phase, so the site must wait for them: run "
+                f"`{cli} upgrade` instead. Nothing was changed."
+            )
+        with engine.connect() as conn:
+            live = nodes.live(conn, self.tables, beat=self.settings.node_beat)
+        old = nodes.older(live, version)
+        if old and not force:
+            raise Refused(
+                f"post-deploy revisions would break the nodes still on older code: "
+                f"{nodes.describe(old)}. Deploy {version} on them and restart them, or stop "
+                f"them, then run this again (`{cli} nodes` lists them; a node that stopped "
+                "without a word drops out of the list after a minute). Nothing was changed.",
+                EXIT_BUSY,
+            )
+        note = None
+        if old:
+            note = f"--force: applied while {nodes.describe(old)}"
+            log.warning("post-deploy run forced past old nodes: %s", nodes.describe(old))
+        return list(d.pending_revisions), "heads", note
 
     def _refuse_unless_upgradable(self, d: Diagnosis, under_lock: bool = False) -> None:
         if d.state is State.DATABASE_UNAVAILABLE:
@@ -197,6 +266,12 @@ class Runner:
         if d.code == "Err3":
             raise Refused(
                 f"{d.headline}: {'; '.join(d.details)}. {d.fix} Nothing was changed.",
+                EXIT_REFUSED_AHEAD,
+            )
+        if d.state is State.COMPATIBLE_AHEAD:
+            raise Refused(
+                f"this code ({d.code_version}) is older than the database, which a newer "
+                f"release upgraded online: {d.fix} Nothing was changed.",
                 EXIT_REFUSED_AHEAD,
             )
         if d.state is State.UPGRADE_RUNNING and not under_lock:
@@ -240,16 +315,23 @@ class Runner:
         lock: Any,
         d: Diagnosis,
         pending: list[Revision],
-        target: str,
+        target: str | tuple[str, ...],
         *,
         backup: bool,
         trigger: str,
         kind: str = "upgrade",
         to_version: str | None = None,
+        phase: str | None = None,
+        note: str | None = None,
     ) -> Outcome:
         settings = self.settings
         to_version = to_version or d.code_version
+        # An online run that leaves revisions pending keeps the version: the release is
+        # complete once `--post-deploy` has applied the rest.
+        complete = phase != "online" or len(pending) == len(d.pending_revisions)
+        recorded = to_version if complete else d.schema_version or to_version
         storage.ensure_tables(engine, self.tables)
+        self._declare_compatible(engine, d, phase)
         run_id = journal.start_run(
             engine,
             self.tables,
@@ -261,6 +343,8 @@ class Runner:
             from_revisions=d.database_revisions,
             steps=len(pending),
             client=self.client,
+            phase=phase,
+            note=note,
         )
         self.progress(
             "run",
@@ -270,7 +354,7 @@ class Runner:
         log.warning(
             "run #%d (%s, %s) started by %s@%s pid %s: %s to %s, %d revision(s)%s",
             run_id,
-            kind,
+            f"{kind} --{phase}" if phase else kind,
             trigger,
             who["actor"],
             who["host"],
@@ -309,7 +393,7 @@ class Runner:
                     )
                     self.progress("backup_done", {"path": saved.path, "size": saved.size})
                 applied = self._apply(engine, lock, run_id, target, pending, beat)
-                self._close(engine, run_id, to_version)
+                self._close(engine, run_id, recorded)
             except BackupError as exc:
                 log.error("run #%d: the backup failed, nothing was migrated: %s", run_id, exc)
                 journal.finish_run(
@@ -331,17 +415,43 @@ class Runner:
                 )
                 raise
         verb = "installed" if kind == "install" else "upgraded"
-        log.warning("run #%d succeeded: %s to %s", run_id, verb, to_version)
-        return Outcome(
-            kind, f"{verb} to {to_version}", run_id, d.schema_version, to_version, applied, saved
+        message = f"{verb} to {to_version}"
+        if not complete:
+            left = len(d.pending_revisions) - len(pending)
+            message = (
+                f"applied {len(pending)} revision(s) online; {left} post-deploy revision(s) "
+                f"wait until every node runs {to_version}: then run "
+                f"`{settings.cli} upgrade --post-deploy`"
+            )
+        log.warning("run #%d succeeded: %s", run_id, message)
+        return Outcome(kind, message, run_id, d.schema_version, recorded, applied, saved)
+
+    def _declare_compatible(self, engine: Engine, d: Diagnosis, phase: str | None) -> None:
+        """Before an online run: the code that matches the database now keeps working on
+        the schema it makes (and code declared so before it, too). Before any other run:
+        nothing older is declared to work any more."""
+        if d.state_row_id is None:
+            return
+        heads = (
+            storage.join_revisions(set(d.compatible_heads) | set(d.database_revisions))
+            if phase == "online"
+            else None
         )
+        if heads == (storage.join_revisions(d.compatible_heads) or None):
+            return
+        state = self.tables.state
+        with engine.begin() as conn:
+            conn.execute(
+                state.update().where(state.c.id == d.state_row_id).values(compatible_heads=heads)
+            )
+        log.warning("compatible heads of the schema: %s", heads or "none (cleared)")
 
     def _apply(
         self,
         engine: Engine,
         lock: Any,
         run_id: int,
-        target: str,
+        target: str | tuple[str, ...],
         pending: list[Revision],
         beat: Any,
     ) -> list[str]:
@@ -365,7 +475,13 @@ class Runner:
             if isinstance(beat, journal.Heartbeat):
                 beat.tick = None
         steps.flush()  # the last steps' rows, on a server
-        wanted = (graph.heads if graph else ()) if target == "heads" else (target,)
+        wanted = (
+            (graph.heads if graph else ())
+            if target == "heads"
+            else (target,)
+            if isinstance(target, str)
+            else target
+        )
         if graph and graph.ancestry(wanted) - graph.ancestry(self._current_revisions(engine)):
             raise MigrationFailed(
                 steps.failed(
@@ -947,6 +1063,7 @@ def start_detached(
     trigger: str = "web",
     log_dir: Path | None = None,
     client: str | None = None,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """Start `upgrader upgrade` (or `install`) in a process of its own, in a new session.
 
@@ -961,6 +1078,7 @@ def start_detached(
         argv.append("--no-backup")
     if client:
         argv += ["--client", client]
+    argv += extra  # --online, --post-deploy, --force
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
     env.update(settings_environment(settings))
     env["UPGRADER_LOG_LEVEL"] = "INFO"  # the run's log, in upgrade.log beside its output
