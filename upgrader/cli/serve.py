@@ -30,6 +30,9 @@ def guarded(app: Any, obj: CliContext) -> Any:
 @pass_cli
 def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
     """Serve the application named with --app (or UPGRADER_APP) with the guard in front of it."""
+    import signal
+    import sys
+
     import waitress
 
     settings = obj.settings
@@ -42,6 +45,9 @@ def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
         f"Serving {settings.app_ref} on http://{host}:{port}/ "
         f"(status: http://{host}:{port}{settings.status_path})"
     )
+    # SIGTERM (systemd, a rolling deploy) ends the process as Ctrl-C does: cleanly, so that
+    # the node registry hears it leave (core/nodes.py)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # waitress drops X-Forwarded-* from peers it does not trust, and trusts one address at
     # most; with UPGRADER_TRUSTED_PROXIES set, the guard decides whom to believe instead.
     waitress.serve(

@@ -112,7 +112,7 @@ def doctor(obj: CliContext, as_json: bool, runs: int, bundle_path: Path | None) 
 def _style(diagnosis: Diagnosis) -> dict[str, Any]:
     if diagnosis.state is State.OK:
         return {"fg": "green", "bold": True}
-    if diagnosis.state in (State.NOT_INSTALLED, State.MAINTENANCE):
+    if diagnosis.state.serving or diagnosis.state in (State.NOT_INSTALLED, State.MAINTENANCE):
         return {"fg": "yellow", "bold": True}
     return {"fg": "red", "bold": True}
 
@@ -130,7 +130,12 @@ def render_status(d: Diagnosis, locale_dir: i18n.Locales = None) -> str:
     ]
     if d.pending_revisions:
         rows.append(("pending", f"{len(d.pending_revisions)} revision(s)"))
-        rows.extend(("", f"  {r.id}  {r.message}") for r in d.pending_revisions)
+        rows.extend(
+            ("", f"  {r.id}  {r.message}" + ("" if r.phase == "blocking" else f"  [{r.phase}]"))
+            for r in d.pending_revisions
+        )
+    if d.compatible_heads:
+        rows.append(("compatible", f"code with heads {', '.join(d.compatible_heads)} still fits"))
     if d.run is not None:
         r = d.run
         progress = f", step {r.step} of {r.steps}" if r.steps else ""

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from upgrader.core.diagnosis import Diagnosis, State
+from upgrader.core.diagnosis import Diagnosis
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -67,7 +67,7 @@ def _current() -> Diagnosis:
 
 def accepting_new_work() -> bool:
     d = _current()
-    if d.state is not State.OK:
+    if not d.state.serving:
         return False
     m = d.maintenance
     return m is None or not m.active(d.checked_at)

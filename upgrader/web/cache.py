@@ -86,6 +86,10 @@ class DiagnosisCache:
                         State.UPGRADE_RUNNING,
                         State.DATABASE_UNAVAILABLE,
                         State.NOT_INSTALLED,  # nothing to register in (nor a file to create)
+                    ) or (  # SQLite: an online run holds its write lock
+                        fresh.run is not None
+                        and fresh.run.status == "running"
+                        and self.engine.url.get_backend_name() == "sqlite"
                     )
                     self.registration.beat(
                         self.engine, fresh.code_version, fresh.code_heads, busy=busy

@@ -62,7 +62,8 @@ def public_status(d: Diagnosis, versions: bool = False) -> dict[str, Any]:
         "state": d.state.value,
         "code": d.code,
         "maintenance": d.state is State.MAINTENANCE or active,
-        "needs_upgrade": d.state in ERR2,
+        "needs_upgrade": d.state in ERR2
+        or d.state in (State.ONLINE_PENDING, State.POST_DEPLOY_PENDING),
         "summary": d.summary,
     }
     if versions:
@@ -191,7 +192,7 @@ class UpgraderMiddleware:
         banner = self.banner(d, admin)
         if banner:
             environ["upgrader.banner"] = banner
-        if d.state is State.OK or self._exempt(path):
+        if d.state.serving or self._exempt(path):
             if banner:
                 return self._with_banner(environ, start_response)
             return self.app(environ, start_response)
@@ -468,7 +469,7 @@ class UpgraderMiddleware:
             body["diagnosis"] = d.to_dict()
             body.update(self._nodes(d))
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-        ready = d.state is State.OK
+        ready = d.state.serving  # a load balancer keeps every node that serves
         code = 200 if "ready" not in query or ready else 503
         payload = json.dumps(body).encode()
         start_response(

@@ -74,7 +74,7 @@ def shown(d: Diagnosis) -> Diagnosis:
     if m is not None and m.mode == "block" and (m.active(d.checked_at) or m.message):
         summary = m.message or SUMMARIES[State.MAINTENANCE]
         return replace(d, state=State.MAINTENANCE, summary=summary, run=None)
-    if d.state in (State.OK, State.MAINTENANCE, State.NOT_INSTALLED):
+    if d.state.serving or d.state in (State.MAINTENANCE, State.NOT_INSTALLED):
         return replace(d, state=State.MAINTENANCE, summary=SUMMARIES[State.MAINTENANCE], run=None)
     return replace(d, run=None)
 

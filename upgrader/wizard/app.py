@@ -44,7 +44,14 @@ from upgrader.wizard.access import key_fingerprint, key_matches, session_key, up
 log = logging.getLogger("upgrader")
 
 
-UPGRADABLE = (State.UPGRADE_PENDING, State.UPGRADE_INTERRUPTED, State.UPGRADE_FAILED)
+UPGRADABLE = (
+    State.UPGRADE_PENDING,
+    State.UPGRADE_INTERRUPTED,
+    State.UPGRADE_FAILED,
+    # one server: the wizard applies online and post-deploy revisions in one ordinary run
+    State.ONLINE_PENDING,
+    State.POST_DEPLOY_PENDING,
+)
 DEFAULT_EULA = (
     "This software is provided as is, without warranty of any kind. Back up your data "
     "before upgrading. By continuing you accept the licence of this application."
