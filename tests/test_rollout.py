@@ -301,6 +301,9 @@ def test_forcing_post_deploy_past_an_old_node_is_named_in_the_journal(
     last = journal_of(db_url)[0]
     assert last["phase"] == "post-deploy" and "--force" in last["note"]
     assert "worker-1 pid 902" in last["note"]
+    history = c.upgrader(c.new, "history").stdout
+    assert "upgrade --post-deploy succeeded" in history and "upgrade --online" in history
+    assert "note: --force: applied while 1 node still runs 1.0.0 (worker-1 pid 902" in history
     # The old node's code no longer fits: it says so (Err3), it does not serve.
     assert c.status(c.old)["code"] == "Err3"
 

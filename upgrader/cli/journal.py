@@ -49,8 +49,9 @@ def render(runs: list[storage.Run], d: Diagnosis) -> list[str]:
             continue
         status = run_status(r, d)
         steps = f", step {r.step}/{r.steps}" if r.steps else ""
+        kind = f"{r.kind} --{r.phase}" if r.phase else r.kind
         lines.append(
-            f"#{r.id:<4} {local(r.started_at)}  {r.kind} {status}  "
+            f"#{r.id:<4} {local(r.started_at)}  {kind} {status}  "
             f"{r.from_version or '-'} → {r.to_version or '-'}  "
             f"{run_time(r, status, d.checked_at)}{steps}  ({who} pid {r.pid})"
         )
