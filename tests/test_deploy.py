@@ -28,7 +28,21 @@ from upgrader.core import storage
 BIN = Path(sys.executable).parent
 UPGRADER = str(BIN / "upgrader")
 
-APP = '''\
+GUARDED = """
+
+application = UpgraderMiddleware(
+    site,
+    resolve({{
+        "database_url": os.environ["SITE_DATABASE_URL"],
+        "migrations": Path(__file__).resolve().parent / "migrations",
+        "code_version": __version__,
+    }}),
+)
+"""
+"""The guard as a test site's module sets it up (a template, like APP)."""
+
+APP = (
+    '''\
 """A site somebody else wrote: plain WSGI, its own Alembic environment, upgrader's guard."""
 import os
 from pathlib import Path
@@ -42,17 +56,9 @@ __version__ = "{version}"
 def site(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"site {{__version__}}".encode()]
-
-
-application = UpgraderMiddleware(
-    site,
-    resolve({{
-        "database_url": os.environ["SITE_DATABASE_URL"],
-        "migrations": Path(__file__).resolve().parent / "migrations",
-        "code_version": __version__,
-    }}),
-)
 '''
+    + GUARDED
+)
 
 
 def release(root: Path, version: str, revisions: list[tuple[str, str]]) -> Path:

@@ -25,11 +25,13 @@ from sqlalchemy import create_engine, text
 
 from tests import chains
 from tests.helpers import free_port, journal_of, wait_for_port
+from tests.test_deploy import GUARDED
 from tests.test_nodes import add_node
 
 UPGRADER = str(Path(sys.executable).parent / "upgrader")
 
-APP = '''\
+APP = (
+    '''\
 """A site somebody else wrote: plain WSGI, its own Alembic environment, upgrader's guard."""
 import os
 from pathlib import Path
@@ -48,17 +50,9 @@ def site(environ, start_response):
         count = conn.execute(text("SELECT count({column}) FROM items")).scalar()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"site {{__version__}}: {{count}}".encode()]
-
-
-application = UpgraderMiddleware(
-    site,
-    resolve({{
-        "database_url": os.environ["SITE_DATABASE_URL"],
-        "migrations": Path(__file__).resolve().parent / "migrations",
-        "code_version": __version__,
-    }}),
-)
 '''
+    + GUARDED
+)
 
 BASE = [
     ("r01", 'op.create_table("items", sa.Column("id", sa.Integer, primary_key=True),\n'
