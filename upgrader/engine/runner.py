@@ -53,7 +53,13 @@ from upgrader.core.versions import compare, parse_version
 from upgrader.engine import journal
 from upgrader.engine.backup import Backup, BackupError, create_backup, preflight, restore_backup
 from upgrader.engine.locks import LockBusy, LockLost, upgrade_lock
-from upgrader.engine.migrate import migration_config, plan_upgrade, run_upgrade, stamp_revisions
+from upgrader.engine.migrate import (
+    Target,
+    migration_config,
+    plan_upgrade,
+    run_upgrade,
+    stamp_revisions,
+)
 from upgrader.settings import Settings, load_app
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -191,7 +197,7 @@ class Runner:
                 pending = list(now.pending_revisions)
                 if not pending and now.state in (State.OK, State.MAINTENANCE):
                     return Outcome("nothing", "already up to date: another run finished first")
-                target: str | tuple[str, ...] = "heads"
+                target: Target = "heads"
                 note = None
                 if phase is not None:
                     pending, target, note = self._phase_plan(engine, now, phase, force)
@@ -209,7 +215,7 @@ class Runner:
 
     def _phase_plan(
         self, engine: Engine, d: Diagnosis, phase: str, force: bool
-    ) -> tuple[list[Revision], str | tuple[str, ...], str | None]:
+    ) -> tuple[list[Revision], Target, str | None]:
         """What `--online` or `--post-deploy` applies, or why it may not (decided under the
         lock, on the diagnosis made there): the revisions, Alembic's target, a journal note."""
         cli, version = self.settings.cli, d.code_version
@@ -315,7 +321,7 @@ class Runner:
         lock: Any,
         d: Diagnosis,
         pending: list[Revision],
-        target: str | tuple[str, ...],
+        target: Target,
         *,
         backup: bool,
         trigger: str,
@@ -451,7 +457,7 @@ class Runner:
         engine: Engine,
         lock: Any,
         run_id: int,
-        target: str | tuple[str, ...],
+        target: Target,
         pending: list[Revision],
         beat: Any,
     ) -> list[str]:
