@@ -141,6 +141,10 @@ def record(
 def leave(engine: Engine, tables: Tables) -> None:
     """Delete this process's row, at its clean exit: `upgrade --post-deploy` then need not
     wait for it to age out. Never raises (the database may be gone by then)."""
+    from upgrader.core.database import missing_sqlite_file
+
+    if missing_sqlite_file(engine.url):
+        return  # connecting would create the file
     try:
         with engine.begin() as conn:
             conn.execute(delete(tables.nodes).where(tables.nodes.c.id == this_process()))
