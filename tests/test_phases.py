@@ -128,3 +128,11 @@ def test_maintenance_switched_on_still_blocks_a_serving_state(revisions: tuple[s
 def test_a_blocking_revision_anywhere_takes_the_site_down_as_before() -> None:
     mixed = graph(("a", "blocking", ()), ("o1", "online", ("a",)), ("b", "blocking", ("o1",)))
     assert decided("2.0.0", mixed, facts(("a",))).state is State.UPGRADE_PENDING
+
+
+def test_a_phased_run_that_has_migrated_records_the_version_itself() -> None:
+    """Between its migration's commit and its close, the guards see the schema in sync with
+    an older recorded version: they must not record it as a release without migrations."""
+    d = decided("2.0.0", NEW, facts(("p1",), run=live_run("post-deploy")))
+    assert d.state is State.OK and d.version_to_record is None
+    assert decided("2.0.0", NEW, facts(("p1",))).version_to_record == "2.0.0"

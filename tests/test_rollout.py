@@ -84,6 +84,7 @@ class Cluster:
     """The two releases, the nodes that serve them and the operator's commands."""
 
     def __init__(self, url: str, tmp: Path) -> None:
+        self.tmp = tmp
         self.old = release(tmp / "rel-1.0.0", "1.0.0", "price", BASE)
         self.new = release(tmp / "rel-2.0.0", "2.0.0", "sku", [*BASE, ONLINE, POST])
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
@@ -95,7 +96,8 @@ class Cluster:
         )
         self.nodes: dict[int, subprocess.Popen[bytes]] = {}  # port -> process
         self.pool: list[int] = []  # the ports the load balancer sends visitors to
-        self.answers: list[tuple[int, int | str]] = []
+        self.answers: list[tuple[int, int | str]] = []  # (port, status), or what went wrong
+        self.step = "start"  # what the operator is doing, for the failures
         self._stop = threading.Event()
 
     def upgrader(self, release: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -113,13 +115,14 @@ class Cluster:
 
     def start(self, release: Path) -> int:
         port = free_port()
-        self.nodes[port] = subprocess.Popen(
-            [UPGRADER, "--app", "site_app:application", "serve", "--port", str(port)],
-            cwd=release,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(self.tmp / f"node-{port}.log", "wb") as log:  # its state changes, if it fails
+            self.nodes[port] = subprocess.Popen(
+                [UPGRADER, "--app", "site_app:application", "serve", "--port", str(port)],
+                cwd=release,
+                env={**self.env, "UPGRADER_LOG_LEVEL": "INFO"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         wait_for_port(port)
         self.pool.append(port)  # in the pool once it listens, as a health check would do
         return port
@@ -148,14 +151,19 @@ class Cluster:
             for port in list(self.pool):
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
-                        self.answers.append((port, r.status))
+                        self.answers.append((port, r.status))  # urllib raises for 4xx and 5xx
                 except urllib.error.HTTPError as exc:
-                    self.answers.append((port, exc.code))
+                    state = exc.headers.get("X-Upgrader-State")
+                    self.answers.append((port, f"{exc.code} {state} at {self.step}"))
                 except OSError as exc:
-                    self.answers.append((port, repr(exc)))
+                    self.answers.append((port, f"{exc!r} at {self.step}"))
 
     def failures(self) -> list[tuple[int, int | str]]:
-        return [a for a in self.answers if not (isinstance(a[1], int) and 200 <= a[1] < 300)]
+        return [a for a in self.answers if not isinstance(a[1], int)]
+
+    def logs(self) -> str:
+        """What the nodes logged, for a failure's message."""
+        return "\n".join(f"{p.name}: {p.read_text()}" for p in sorted(self.tmp.glob("node-*.log")))
 
     @property
     def visiting(self) -> Any:
@@ -221,6 +229,7 @@ def test_a_release_rolls_out_over_three_nodes_with_no_failed_request(cluster: Cl
         ]
 
         # 1. The online part, with the site up: the old nodes keep answering through it.
+        c.step = "upgrade --online"
         online = c.upgrader(c.new, "upgrade", "--online", "--yes", "--no-backup")
         assert online.returncode == 0, online.stdout + online.stderr
         assert "post-deploy" in online.stdout
@@ -232,6 +241,7 @@ def test_a_release_rolls_out_over_three_nodes_with_no_failed_request(cluster: Cl
         assert new_view["schema_version"] == "1.0.0"  # the release is not complete yet
 
         # 2. The new code serves on the first node, beside the two old ones.
+        c.step = "the first new node"
         first = c.start(c.new)
         behind = wait_until(
             "the old nodes to be listed",
@@ -242,6 +252,7 @@ def test_a_release_rolls_out_over_three_nodes_with_no_failed_request(cluster: Cl
         assert all(str(pid) in behind["behind"] for pid in old_pids)
 
         # 3. Post-deploy refuses while one old node lives, and names it.
+        c.step = "rolling the first old node"
         second = c.roll(old[0])
         still = c.pids[old[1]]
         wait_until("the rolled node to drop out", lambda: len(listed(c)["nodes"]) == 3)
@@ -254,12 +265,15 @@ def test_a_release_rolls_out_over_three_nodes_with_no_failed_request(cluster: Cl
                                          if n["pid"] == still]  # fmt: skip
 
         # 4. Once the last old node is rolled and gone, post-deploy runs, the site up.
+        c.step = "rolling the second old node"
         third = c.roll(old[1])
         wait_until("the old nodes to drop out", lambda: not listed(c)["behind"])
+        c.step = "upgrade --post-deploy"
         done = c.upgrader(c.new, "upgrade", "--post-deploy", "--yes", "--no-backup")
         assert done.returncode == 0, done.stdout + done.stderr
+        c.step = "after the release"
         time.sleep(1)  # visitors keep coming after it
-    assert c.failures() == [], c.failures()[:10]
+    assert c.failures() == [], f"{c.failures()[:10]}\n{c.logs()}"
     served = {port for port, _ in c.answers}
     assert {*old, first, second, third} <= served
     assert len(c.answers) > 50

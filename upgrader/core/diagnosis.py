@@ -593,7 +593,8 @@ def decide(
             f"run #{run.id} never closed, but the database already matches the code; "
             f"`{cli} history` shows it"
         )
-    to_record = code.version.raw if ordering < 0 else None
+    # a phased run that has migrated but not closed yet records the version itself
+    to_record = code.version.raw if ordering < 0 and phased_run is None else None
     outside = _outside_change(run, db.revisions)
     if outside:
         notes.append(
