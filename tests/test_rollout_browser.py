@@ -21,7 +21,6 @@ from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS, pytestmark  # noqa: F
 from tests.test_nodes import add_node
 from upgrader.core import storage
 
-
 CONTRACT = '''"""Drop the ISBN index: release 2.0.2 no longer looks books up by it."""
 
 from alembic import op
