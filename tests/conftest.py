@@ -106,7 +106,7 @@ def serve(tmp_path: Path) -> Iterator[Any]:
 
     servers: list[subprocess.Popen[bytes]] = []
 
-    def start(database: str, migrations: Path, version: str = CURRENT) -> Site:
+    def start(database: str, migrations: Path, version: str = CURRENT, **extra: str) -> Site:
         installer = tmp_path / "install"
         shutil.copytree(ROOT / "install", installer, ignore=shutil.ignore_patterns(".*"))
         port = free_port()
@@ -120,6 +120,7 @@ def serve(tmp_path: Path) -> Iterator[Any]:
             UPGRADER_INSTALLER_DIR=str(installer),
             UPGRADER_BACKUP_DIR=str(tmp_path / "backups"),
             UPGRADER_CACHE_TTL="0.5",
+            **extra,
         )
         servers.append(
             subprocess.Popen(

@@ -1,5 +1,6 @@
 """The rollout in Chromium: an administrator browsing the site while post-deploy revisions
-wait for an old node sees the banner that names it; visitors' pages are the application's.
+wait for an old node sees the banner that names it, and the command it prints works when
+pasted; visitors' pages are the application's.
 
 The sample at 2.0.2, whose one new revision is post-deploy, on a database at 2.0.1: the state is
 `post_deploy_pending`, and the site serves.
@@ -8,15 +9,16 @@ The sample at 2.0.2, whose one new revision is post-deploy, on a database at 2.0
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine
 
-from tests.helpers import MIGRATIONS, SAMPLE, free_port, install, run_cli, wait_for_port
+from tests.helpers import MIGRATIONS, install
 from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS, pytestmark  # noqa: F401
 from tests.test_nodes import add_node
 from upgrader.core import storage
@@ -49,65 +51,63 @@ def post_deploy_code(tmp_path: Path) -> Path:
     return code
 
 
-def test_an_administrator_sees_which_node_holds_post_deploy_back(tmp_path: Path) -> None:
+def pasted(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The command as an operator pastes it: in their shell, from anywhere, with the
+    configuration their environment carries."""
+    return subprocess.run(
+        ["sh", "-c", command],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")} | env,
+    )
+
+
+def test_an_administrator_sees_which_node_holds_post_deploy_back(
+    serve: Any, tmp_path: Path
+) -> None:
     from playwright.sync_api import sync_playwright
 
     url = f"sqlite:///{tmp_path / 'app.db'}"
     install(url, "2.0.1")
     add_node(url, "web-2", 311, "2.0.1")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
-    env.update(
-        UPGRADER_DATABASE_URL=url,
-        SHELF_DATABASE_URL=url,
-        UPGRADER_APP=SAMPLE,
-        UPGRADER_MIGRATIONS=str(post_deploy_code(tmp_path)),
-        UPGRADER_CODE_VERSION="2.0.2",
-        UPGRADER_CACHE_TTL="0.5",
-        UPGRADER_BACKUP_DIR=str(tmp_path / "backups"),
-        UPGRADER_INSTALLER_DIR=str(tmp_path / "no-installer"),
-        UPGRADER_ALLOW_IPS="127.0.0.1",  # the browser is the administrator
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "upgrader", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    # the browser is the administrator
+    site = serve(url, post_deploy_code(tmp_path), "2.0.2", UPGRADER_ALLOW_IPS="127.0.0.1")
     ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        wait_for_port(port)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1000, "height": 700})
-            response = page.goto(base + "/")
-            assert response is not None and response.status == 200
-            assert page.locator("h1").inner_text() == "Books"  # the application, not a 503
-            banner = page.locator(".upgrader-banner").inner_text()
-            assert banner.startswith("Post-deploy migrations pending (post_deploy_pending)")
-            assert "web-2 pid 311" in banner and "upgrade --post-deploy" in banner
-            page.screenshot(path=str(ARTIFACTS / "rollout-admin-banner.png"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1000, "height": 700})
+        response = page.goto(site.base + "/")
+        assert response is not None and response.status == 200
+        assert page.locator("h1").inner_text() == "Books"  # the application, not a 503
+        banner = page.locator(".upgrader-banner").inner_text()
+        assert banner.startswith("Post-deploy migrations pending (post_deploy_pending)")
+        assert "web-2 pid 311" in banner
+        page.screenshot(path=str(ARTIFACTS / "rollout-admin-banner.png"))
 
-            refused = run_cli("upgrade", "--post-deploy", "--yes", "--no-backup", env=env)
-            assert refused.exit_code == 75 and "web-2 pid 311" in refused.output
-            engine = create_engine(url)  # the old node is restarted on the new release
-            with engine.begin() as conn:
-                nodes = storage.define_tables().nodes
-                conn.execute(nodes.delete().where(nodes.c.host == "web-2"))
-            engine.dispose()
-            done = run_cli("upgrade", "--post-deploy", "--yes", "--no-backup", env=env)
-            assert done.exit_code == 0, done.output
-            for _ in range(40):  # the server sees it within its TTL (0.5 s)
-                page.reload()
-                if page.locator(".upgrader-banner").count() == 0:
-                    break
-                page.wait_for_timeout(250)
-            assert page.locator("h1").inner_text() == "Books"
-            assert page.locator(".upgrader-banner").count() == 0
-            browser.close()
-        with urllib.request.urlopen(base + "/upgrader/status") as answer:
-            assert b'"state": "ok"' in answer.read()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        printed = re.findall(r"`([^`]+)`", banner)
+        command = next(c for c in printed if c.endswith("upgrade --post-deploy"))
+        refused = pasted(command + " --yes --no-backup", site.env)
+        assert refused.returncode == 75 and "web-2 pid 311" in refused.stderr
+        listing = pasted(next(c for c in printed if c.endswith(" nodes")), site.env)
+        assert listing.returncode == 0 and "web-2" in listing.stdout
+        engine = create_engine(url)  # the old node is restarted on the new release
+        with engine.begin() as conn:
+            nodes = storage.define_tables().nodes
+            conn.execute(nodes.delete().where(nodes.c.host == "web-2"))
+        engine.dispose()
+        done = pasted(command + " --yes --no-backup", site.env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        banner_now = page.locator(".upgrader-banner")
+        for _ in range(40):  # the server sees it within its TTL (0.5 s)
+            page.reload()
+            if "post_deploy_pending" not in banner_now.inner_text():
+                break
+            page.wait_for_timeout(250)
+        assert page.locator("h1").inner_text() == "Books"
+        # what is left to tell the administrator: the installer's files (this site has them)
+        assert banner_now.inner_text().startswith("The upgrade is complete: delete the install/")
+        browser.close()
+    with urllib.request.urlopen(site.base + "/upgrader/status") as answer:
+        assert b'"state": "ok"' in answer.read()
