@@ -26,7 +26,7 @@ from upgrader.core.revisions import Revision
 class Split:
     """The pending revisions, by when they may be applied."""
 
-    online: tuple[Revision, ...]  # now, with the site up: online, and all they need too
+    online: tuple[Revision, ...]  # now, with the site up: online, needing only online ones
     rest: tuple[Revision, ...]  # after those, in apply order
     blocking: tuple[Revision, ...]  # those of the rest that take the site down
 

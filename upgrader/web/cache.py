@@ -86,7 +86,7 @@ class DiagnosisCache:
                         State.UPGRADE_RUNNING,
                         State.DATABASE_UNAVAILABLE,
                         State.NOT_INSTALLED,  # nothing to register in (nor a file to create)
-                    ) or (  # SQLite: an online run holds its write lock
+                    ) or (  # SQLite: a live --online or --post-deploy run holds its write lock
                         fresh.run is not None
                         and fresh.run.status == "running"
                         and self.engine.url.get_backend_name() == "sqlite"
