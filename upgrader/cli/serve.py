@@ -9,6 +9,7 @@ import click
 
 from upgrader.cli.context import CliContext, pass_cli
 from upgrader.settings import load_app
+from upgrader.web import clients
 
 
 def guarded(app: Any, obj: CliContext) -> Any:
@@ -50,8 +51,12 @@ def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # waitress drops X-Forwarded-* from peers it does not trust, and trusts one address at
     # most; with UPGRADER_TRUSTED_PROXIES set, the guard decides whom to believe instead.
+    app = guarded(settings.app_object, obj)
+    trusted = clients.networks(settings.trusted_proxies)
+    if trusted:  # what the proxy says of the visitor's scheme: Secure cookies behind https
+        app = clients.TrustedScheme(app, trusted)
     waitress.serve(
-        guarded(settings.app_object, obj),
+        app,
         host=host,
         port=port,
         threads=threads,

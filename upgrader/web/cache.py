@@ -52,6 +52,7 @@ class DiagnosisCache:
         self.fast: tuple[float, bool] = (0.0, False)
         self._refreshing = threading.Lock()
         self._refresh_started = 0.0
+        self._refreshed_at = float("-inf")
         self.static_page = PageKeeper(settings)
         # "worker" until this process answers a request (the guard then says "web")
         self.registration = Registration(
@@ -74,28 +75,7 @@ class DiagnosisCache:
         if self._refreshing.acquire(timeout=SLOW if value is None else 0):
             try:
                 if self._value is None or time.monotonic() >= self._expires:
-                    self._refresh_started = time.monotonic()
-                    try:
-                        fresh = diagnose(self.settings, code=self.code, engine=self.engine)
-                    finally:
-                        self._refresh_started = 0.0
-                    expires = time.monotonic() + self.ttl
-                    _log_change(self._value, fresh)
-                    self.static_page.update(fresh)
-                    busy = fresh.state in (
-                        State.UPGRADE_RUNNING,
-                        State.DATABASE_UNAVAILABLE,
-                        State.NOT_INSTALLED,  # nothing to register in (nor a file to create)
-                    ) or (  # SQLite: a live --online or --post-deploy run holds its write lock
-                        fresh.run is not None
-                        and fresh.run.status == "running"
-                        and self.engine.url.get_backend_name() == "sqlite"
-                    )
-                    self.registration.beat(
-                        self.engine, fresh.code_version, fresh.code_heads, busy=busy
-                    )
-                    self._value, self._expires = fresh, expires
-                    self.fast = (expires, _open(fresh))
+                    self._refresh()
             finally:
                 self._refreshing.release()
             assert self._value is not None
@@ -104,6 +84,51 @@ class DiagnosisCache:
         if value is None or (started and time.monotonic() - started > SLOW):
             return provisional(self.settings, "the database has not answered yet; checking")
         return value
+
+    def recheck(self, since: float) -> Diagnosis:
+        """A diagnosis made after `since` (a `time.monotonic()`): the application has just
+        failed a request that began then, and whether the database has gone away decides
+        what the visitor gets.
+
+        Single flight: one thread refreshes and the others wait for its answer (bounded by
+        the connect timeout); a diagnosis made after their own request began is answer
+        enough for them too."""
+        if self._value is not None and self._refreshed_at >= since:
+            return self._value
+        if not self._refreshing.acquire(timeout=self.settings.connect_timeout + 1):
+            return provisional(self.settings, "the database has not answered yet; checking")
+        try:
+            if self._value is None or self._refreshed_at < since:
+                self._refresh()
+        finally:
+            self._refreshing.release()
+        assert self._value is not None
+        return self._value
+
+    def _refresh(self) -> None:
+        """Diagnose now (the caller holds the refresh lock), and pass the news on: the log,
+        the static page, the node registry, the fast path."""
+        started = self._refresh_started = time.monotonic()
+        try:
+            fresh = diagnose(self.settings, code=self.code, engine=self.engine)
+        finally:
+            self._refresh_started = 0.0
+        expires = time.monotonic() + self.ttl
+        _log_change(self._value, fresh)
+        self.static_page.update(fresh)
+        busy = fresh.state in (
+            State.UPGRADE_RUNNING,
+            State.DATABASE_UNAVAILABLE,
+            State.NOT_INSTALLED,  # nothing to register in (nor a file to create)
+        ) or (  # SQLite: a live --online or --post-deploy run holds its write lock
+            fresh.run is not None
+            and fresh.run.status == "running"
+            and self.engine.url.get_backend_name() == "sqlite"
+        )
+        self.registration.beat(self.engine, fresh.code_version, fresh.code_heads, busy=busy)
+        self._value, self._expires = fresh, expires
+        self._refreshed_at = started  # what it says was read after this moment
+        self.fast = (expires, _open(fresh))
 
     @property
     def code(self) -> CodeFacts:

@@ -74,6 +74,45 @@ def client_ip(environ: Mapping[str, Any], trusted: tuple[Network, ...]) -> Addre
     return remote
 
 
+def scheme(environ: Mapping[str, Any], trusted: tuple[Network, ...]) -> str:
+    """ "https" when the request came over https: to this server, or to a trusted proxy in
+    front of it that says so (X-Forwarded-Proto, or RFC 7239's Forwarded: proto=). What
+    any other client says of itself counts for nothing."""
+    own = str(environ.get("wsgi.url_scheme") or "http")
+    if own == "https" or not trusted:
+        return own
+    remote = _address(str(environ.get("REMOTE_ADDR", "")))
+    if remote is None or not _within(remote, trusted):
+        return own
+    said = _last(environ.get("HTTP_X_FORWARDED_PROTO"))
+    if not said:
+        forwarded = _last(environ.get("HTTP_FORWARDED"))
+        for part in forwarded.split(";"):
+            key, _, value = part.partition("=")
+            if key.strip().lower() == "proto":
+                said = value.strip().strip('"')
+    said = said.lower()
+    return said if said in ("http", "https") else own
+
+
+def _last(header: Any) -> str:
+    """The rightmost element of a list header: what the nearest proxy added."""
+    return str(header or "").rsplit(",", 1)[-1].strip()
+
+
+class TrustedScheme:
+    """WSGI middleware that sets `wsgi.url_scheme` as `scheme()` finds it, so everything
+    behind it (Flask's `request.is_secure`, its URLs, its Secure cookies) sees https where
+    the visitor used it: `upgrader serve` behind a proxy that terminates TLS."""
+
+    def __init__(self, app: Any, trusted: tuple[Network, ...]) -> None:
+        self.app, self.trusted = app, trusted
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        environ["wsgi.url_scheme"] = scheme(environ, self.trusted)
+        return self.app(environ, start_response)
+
+
 def client_address(environ: Mapping[str, Any], trusted: tuple[Network, ...]) -> str | None:
     address = client_ip(environ, trusted)
     return None if address is None else str(address)
@@ -153,9 +192,20 @@ def cookie_valid(
 
 
 def read_cookie(environ: Mapping[str, Any], name: str = COOKIE) -> str | None:
-    """The cookie as browsers send it, parsed as werkzeug parses it: a malformed cookie
-    of another application beside ours must not hide ours."""
-    from werkzeug.http import parse_cookie
+    """The cookie `name` as browsers send it (RFC 6265's `a=1; b=2`), or None.
 
-    value = parse_cookie(str(environ.get("HTTP_COOKIE", ""))).get(name)
-    return value if isinstance(value, str) else None
+    Whatever the header holds is an answer, never an exception: bytes that are not UTF-8
+    are replaced (WSGI hands headers over as latin-1), a malformed pair of another
+    application beside ours is skipped, and the first pair of that name wins."""
+    header = str(environ.get("HTTP_COOKIE", ""))
+    if name not in header:
+        return None
+    text = header.encode("latin-1", "replace").decode("utf-8", "replace")
+    for pair in text.split(";"):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip() == name:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            return value
+    return None

@@ -169,15 +169,21 @@ class UpgraderMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path != self._status_path:
+            began = _monotonic()
             expires, site_open = self.cache.fast
-            if site_open and _monotonic() < expires and not path.startswith(self._admin_path):
-                return self.app(environ, start_response)  # the steady state: no query, no lock
+            if site_open and began < expires and not path.startswith(self._admin_path):
+                return self._watched(environ, start_response, began)  # no query, no lock
             self.cache.registration.kind = "web"  # this process answers requests
-            return self._guard(environ, start_response, path, self.cache.get())
+            return self._guard(environ, start_response, path, self.cache.get(), began)
         return self._status(environ, start_response)
 
     def _guard(
-        self, environ: dict[str, Any], start_response: StartResponse, path: str, d: Diagnosis
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        path: str,
+        d: Diagnosis,
+        began: float,
     ) -> Iterable[bytes]:
         installer = self.settings.installer_path.rstrip("/")
         if path == installer or path.startswith(installer + "/"):
@@ -192,12 +198,14 @@ class UpgraderMiddleware:
         banner = self.banner(d, admin)
         if banner:
             environ["upgrader.banner"] = banner
-        if d.state.serving or self._exempt(path):
+        if d.state.serving:
             if banner:
-                return self._with_banner(environ, start_response)
+                return self._with_banner(environ, start_response, began)
+            return self._watched(environ, start_response, began)
+        if self._exempt(path):
             return self.app(environ, start_response)
         if admin:
-            return self._for_admin(environ, start_response, d)
+            return self._for_admin(environ, start_response, d, began)
         if d.state is State.NOT_INSTALLED and d.installer_present and not d.missing_file:
             start_response(
                 "303 See Other",
@@ -209,15 +217,17 @@ class UpgraderMiddleware:
     # --------------------------------------------------------- administrators
 
     def _for_admin(
-        self, environ: dict[str, Any], start_response: StartResponse, d: Diagnosis
+        self, environ: dict[str, Any], start_response: StartResponse, d: Diagnosis, began: float
     ) -> Iterable[bytes]:
         """During maintenance an administrator simply gets the site. While the database
         does not fit the code, they first get a page with the state, its fix and the way
         to the installer, and may go on to the application from there; if the application
         then fails (it is running against the wrong schema), that page again, with the
         error, never a bare 500."""
-        if d.state is State.MAINTENANCE or wants_json(environ):
-            return self._with_banner(environ, start_response)
+        if d.state is State.MAINTENANCE:
+            return self._with_banner(environ, start_response, began)
+        if wants_json(environ):  # an API client: the application, or the state if it fails
+            return self._guarded_call(environ, start_response, d)
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         if CONTINUE in query:
             location = environ.get("SCRIPT_NAME", "") + (environ.get("PATH_INFO") or "/")
@@ -225,7 +235,11 @@ class UpgraderMiddleware:
                 "303 See Other",
                 [
                     ("Location", location),
-                    ("Set-Cookie", f"{CONTINUE}=1; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"),
+                    (
+                        "Set-Cookie",
+                        f"{CONTINUE}=1; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"
+                        + ("; Secure" if clients.scheme(environ, self.trusted) == "https" else ""),
+                    ),
                     ("Cache-Control", "no-store"),
                 ],
             )
@@ -241,20 +255,87 @@ class UpgraderMiddleware:
             called = _Call(self.app, environ)
         except Exception as exc:
             log.warning("the application failed for an administrator in %s: %r", d.state, exc)
-            return self._admin_page(environ, start_response, d, f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            return self._failed_for_admin(environ, start_response, d, error)
         if called.status[:1] == "5":
             called.close()
             error = f"the application answered {called.status}"
-            return self._admin_page(environ, start_response, d, error)
+            return self._failed_for_admin(environ, start_response, d, error)
         return called.respond(start_response, environ)
 
+    def _failed_for_admin(
+        self, environ: dict[str, Any], start_response: StartResponse, d: Diagnosis, error: str
+    ) -> Iterable[bytes]:
+        """The application failed an administrator while the database does not fit the
+        code: the state instead (the page, or problem+json for an API client)."""
+        if wants_json(environ):
+            return self.blocked(environ, start_response, d)
+        return self._admin_page(environ, start_response, d, error)
+
+    def _watched(
+        self, environ: dict[str, Any], start_response: StartResponse, began: float
+    ) -> Iterable[bytes]:
+        """The application, for a request the site serves. When it fails (a 5xx answer, or
+        an exception) because the database has gone away since the last refresh, the
+        visitor gets Err1 instead, as every request will from the next refresh on; a
+        failure of the application's own passes unchanged."""
+        held = _Held(start_response)
+        try:
+            body = self.app(environ, held)
+        except Exception:
+            down = self._outage(began)
+            if down is None:
+                raise
+            return self._down(environ, start_response, down)
+        held.open = False
+        if held.status is None:
+            return body
+        down = self._outage(began)
+        if down is None:
+            return held.release(body)
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+        return self._down(environ, start_response, down)
+
+    def _outage(self, began: float) -> Diagnosis | None:
+        """The diagnosis, made after the failed request `began`, if it says Err1."""
+        d = self.cache.recheck(began)
+        return d if d.state is State.DATABASE_UNAVAILABLE else None
+
+    def _down(
+        self, environ: dict[str, Any], start_response: StartResponse, d: Diagnosis
+    ) -> Iterable[bytes]:
+        client = clients.client_address(environ, self.trusted) or "unknown"
+        log.warning(
+            "the application failed %s for %s while the database is unavailable: Err1 instead",
+            environ.get("PATH_INFO") or "/",
+            client,
+        )
+        if self.is_admin(environ, d):
+            error = "the application failed: its database cannot be reached"
+            return self._admin_page(environ, start_response, d, error)
+        return self.blocked(environ, start_response, d)
+
     def _with_banner(
-        self, environ: dict[str, Any], start_response: StartResponse
+        self, environ: dict[str, Any], start_response: StartResponse, began: float
     ) -> Iterable[bytes]:
         """The application's response, with the banner after `<body>` of an HTML page (not in
         fragments, nor where the page placed it with `upgrader_banner()`). Only while there is
         a banner to show: the steady state never comes here."""
-        return _Call(self.app, environ).respond(start_response, environ)
+        try:
+            called = _Call(self.app, environ)
+        except Exception:
+            down = self._outage(began)
+            if down is None:
+                raise
+            return self._down(environ, start_response, down)
+        if called.status[:1] == "5":
+            down = self._outage(began)
+            if down is not None:
+                called.close()
+                return self._down(environ, start_response, down)
+        return called.respond(start_response, environ)
 
     def _admin_page(
         self,
@@ -310,6 +391,7 @@ class UpgraderMiddleware:
                     f"{directory} ({exc.strerror or exc}). Make that directory writable by the "
                     "web server's user, or run `upgrader upgrade` on the server instead.",
                 )
+        environ["wsgi.url_scheme"] = clients.scheme(environ, self.trusted)  # Secure cookies
         environ["upgrader.site_root"] = environ.get("SCRIPT_NAME", "")
         environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
         environ["PATH_INFO"] = path[len(prefix) :] or "/"
@@ -339,6 +421,7 @@ class UpgraderMiddleware:
             location = environ.get("SCRIPT_NAME", "") + path + "/"
             start_response("308 Permanent Redirect", [("Location", location)])
             return [b""]
+        environ["wsgi.url_scheme"] = clients.scheme(environ, self.trusted)  # Secure cookies
         environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self._admin_path
         environ["PATH_INFO"] = path[len(self._admin_path) :]
         return self._console(environ, start_response)
@@ -523,7 +606,7 @@ class UpgraderMiddleware:
         self.bypass_throttle.succeeded(client)
         log.info("bypass granted to %s (cookie for %ds)", client, self.bypass_lifetime)
         value, _ = clients.make_cookie(self.key, stored or "", self.bypass_lifetime)
-        secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
+        secure = "; Secure" if clients.scheme(environ, self.trusted) == "https" else ""
         cookie = (
             f"{clients.COOKIE}={value}; Path=/; Max-Age={int(self.bypass_lifetime)}; "
             f"HttpOnly; SameSite=Lax{secure}"
@@ -545,6 +628,36 @@ SECURITY_HEADERS = (
 
 CONTINUE = "upgrader-continue"
 """An administrator who chose to go on to the application while its database does not fit."""
+
+
+class _Held:
+    """start_response for a request the site serves: an answer of 5xx is held back until
+    the guard knows whether the database has gone away; any other passes on at once, and
+    so does everything once the application has returned (a generator that answers late
+    is passed through as it is)."""
+
+    __slots__ = ("exc_info", "headers", "open", "start_response", "status", "written")
+
+    def __init__(self, start_response: StartResponse) -> None:
+        self.start_response = start_response
+        self.status: str | None = None
+        self.headers: list[Any] = []
+        self.exc_info: Any = None
+        self.written: list[bytes] = []
+        self.open = True
+
+    def __call__(self, status: str, headers: list[Any], exc_info: Any = None) -> Any:
+        if self.open and status[:1] == "5":
+            self.status, self.headers, self.exc_info = status, headers, exc_info
+            return self.written.append
+        return self.start_response(status, headers, exc_info)
+
+    def release(self, body: Iterable[bytes]) -> Iterable[bytes]:
+        """The held answer, passed on as the application gave it."""
+        write = self.start_response(self.status, self.headers, self.exc_info)
+        for chunk in self.written:
+            write(chunk)
+        return body
 
 
 class _Call:
