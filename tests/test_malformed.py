@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import MIGRATIONS, cli_args, install, run_cli
+from tests.helpers import MIGRATIONS, cli_args, execute, install, run_cli
+from upgrader.core.maintenance import hash_secret
 
 SECRET = "open-sesame-4242"
 VISITOR = b"203.0.113.5"
@@ -79,17 +80,8 @@ def site(db_url: str, tmp_path: Path, serve: Any) -> Iterator[Any]:
     """The sample, one release behind its database (Err2), with a bypass secret set;
     198.51.100.7 is allow-listed, and 127.0.0.1 is the trusted proxy in front."""
     install(db_url, "1.0.0")
-    run_cli(*cli_args(db_url, tmp_path, "1.0.0"), "maintenance", "secret")
-    from sqlalchemy import create_engine, text
-
-    from upgrader.core.maintenance import hash_secret
-
-    engine = create_engine(db_url)
-    with engine.begin() as conn:
-        conn.execute(
-            text("UPDATE upgrader_state SET maintenance_secret = :s"), {"s": hash_secret(SECRET)}
-        )
-    engine.dispose()
+    secret = hash_secret(SECRET)
+    execute(db_url, "UPDATE upgrader_state SET maintenance_secret = :s", s=secret)
     yield serve(
         db_url,
         MIGRATIONS,
