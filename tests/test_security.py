@@ -191,12 +191,15 @@ def test_backups_are_private_and_credentials_leave_no_trace(
 
     monkeypatch.setattr(backup_module.subprocess, "run", spy)
     backups = tmp_path / "backups"
+    doctor = run_cli(*cli_args(db_url), "doctor", env={"UPGRADER_BACKUP_DIR": str(backups)})
+    assert f"LEFT BEHIND      {dead}" in doctor.output  # doctor reads, and says so
+    assert dead.exists()
     result = run_cli(*cli_args(db_url), "backup", env={"UPGRADER_BACKUP_DIR": str(backups)})
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE(backups.stat().st_mode) == 0o700
     for file in backups.iterdir():
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
-    assert not dead.exists()  # the next run cleaned what a killed one left
+    assert not dead.exists()  # the next command cleaned what a killed one left
     assert list(secrets.iterdir()) == []  # and left nothing of its own
     dumps = [a for a in seen if "--format=custom" in a or "--single-transaction" in a]
     if not db_url.startswith("sqlite"):
@@ -324,3 +327,103 @@ def test_the_cookie_signature_needs_the_site_key(tmp_path: Path) -> None:
     assert clients.cookie_valid(key, value, "hmac-sha256$00$11")
     assert not clients.cookie_valid(clients.site_key("x", tmp_path), value, "hmac-sha256$00$11")
     assert not clients.cookie_valid(key, value, "hmac-sha256$00$22")  # a new bypass secret
+
+
+PASSWORD = "k1ll-m3:n0w"
+
+
+def _with_password(url: str) -> str:
+    """The same database through a user with a password (PostgreSQL's trust ignores it;
+    MariaDB gets a user of its own), so the dump tools need one."""
+    from sqlalchemy import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "mysql":
+        from tests.helpers import execute
+
+        execute(url, "CREATE USER IF NOT EXISTS 'killtest'@'%' IDENTIFIED BY 'k1ll-m3:n0w'")
+        execute(url, f"GRANT ALL ON {parsed.database}.* TO 'killtest'@'%'")
+        parsed = parsed.set(username="killtest")
+    return parsed.set(password=PASSWORD).render_as_string(hide_password=False)
+
+
+def _files_holding(secret: str, root: Path) -> list[Path]:
+    found = []
+    for path in root.rglob("*"):
+        try:
+            if path.is_file() and secret.encode() in path.read_bytes():
+                found.append(path)
+        except OSError:
+            continue
+    return found
+
+
+def _dump_running(parent: int) -> bool:
+    """Whether a dump tool runs as a child of `parent` (setpriv execs into it)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            stat_line = (proc / "stat").read_text()
+        except OSError:
+            continue
+        name = stat_line[stat_line.index("(") + 1 : stat_line.rindex(")")]
+        ppid = int(stat_line[stat_line.rindex(")") + 2 :].split()[1])
+        if ppid == parent and name in ("pg_dump", "mariadb-dump", "mysqldump"):
+            return True
+    return False
+
+
+@pytest.mark.slow
+def test_a_backup_killed_mid_dump_leaves_no_password_anywhere(
+    server_db_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL while the dump tool waits behind a table lock: nothing on disk ever held
+    the password, during the dump or after; the next command finds nothing to clean."""
+    import tempfile
+
+    from sqlalchemy import create_engine, text
+
+    install(server_db_url, CURRENT)
+    url = _with_password(server_db_url)
+    holder = create_engine(server_db_url)
+    blocker = holder.connect()
+    blocker.begin()
+    if url.startswith("postgresql"):
+        blocker.execute(text("LOCK TABLE books IN ACCESS EXCLUSIVE MODE"))
+    else:
+        blocker.execute(text("LOCK TABLES books WRITE"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    env.update(
+        UPGRADER_DATABASE_URL=url,
+        UPGRADER_MIGRATIONS=str(MIGRATIONS),
+        UPGRADER_CODE_VERSION=CURRENT,
+        UPGRADER_BACKUP_DIR=str(tmp_path / "backups"),
+        UPGRADER_INSTALLER_DIR=str(tmp_path / "none"),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "upgrader", "backup"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _dump_running(process.pid):
+            assert time.monotonic() < deadline, "the dump tool never started"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        temporary = Path(tempfile.gettempdir())
+        assert _files_holding(PASSWORD, temporary) == []  # not even while it runs
+        process.kill()
+        process.wait(timeout=10)
+    finally:
+        if not url.startswith("postgresql"):
+            blocker.execute(text("UNLOCK TABLES"))
+        blocker.rollback()
+        blocker.close()
+        holder.dispose()
+    assert _files_holding(PASSWORD, temporary) == []
+    assert _files_holding(PASSWORD, tmp_path) == []
+    doctor = subprocess.run(
+        [sys.executable, "-m", "upgrader", "doctor"], env=env, capture_output=True, text=True
+    )
+    assert "LEFT BEHIND" not in doctor.stdout and PASSWORD not in doctor.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from functools import cached_property
@@ -11,7 +12,10 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from upgrader.core.database import describe_error, redact
+from upgrader.engine.backup import remove_credential_leftovers
 from upgrader.settings import ConfigError, Settings, resolve
+
+log = logging.getLogger("upgrader")
 
 EXIT_USAGE = 64
 EXIT_UNAVAILABLE = 69
@@ -20,10 +24,19 @@ EXIT_BUSY = 75
 
 
 class CliContext:
-    def __init__(self, flags: dict[str, Any], app: Any = None, via_flask: bool = False) -> None:
+    def __init__(
+        self,
+        flags: dict[str, Any],
+        app: Any = None,
+        via_flask: bool = False,
+        command: str | None = None,
+    ) -> None:
         self.flags = flags
         self.app = app  # set by `flask upgrader`: the application Flask already loaded
         self.via_flask = via_flask
+        if command != "doctor":  # doctor only reads, and reports them
+            for path in remove_credential_leftovers():
+                log.warning("removed %s, a password file a killed backup left behind", path)
 
     @cached_property
     def settings(self) -> Settings:

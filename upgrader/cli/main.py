@@ -62,7 +62,7 @@ def cli(ctx: click.Context, /, **flags: Any) -> None:
     application with --app, or set UPGRADER_DATABASE_URL, UPGRADER_MIGRATIONS and
     UPGRADER_CODE_VERSION; `upgrader demo` shows it all on a sample application.
     """
-    ctx.obj = CliContext(flags)
+    ctx.obj = CliContext(flags, command=ctx.invoked_subcommand)
 
 
 COMMANDS = (

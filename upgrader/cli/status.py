@@ -231,6 +231,11 @@ def render_doctor(d: Diagnosis, report: dict[str, Any]) -> str:
     out.extend(f"    - {problem}" for problem in checks["problems"])
     if checks.get("note"):
         out.append(f"    ({checks['note']})")
+    for left in backups.get("credential_leftovers", []):
+        out.append(
+            f"  LEFT BEHIND      {left}: a password file of a killed backup (any upgrader "
+            "command but doctor removes it)"
+        )
     out += ["", f"== Journal (last {len(report['runs'])})"]
     for run in report["runs"]:
         if "error" in run and "id" not in run:

@@ -33,6 +33,7 @@ from upgrader.core.database import (
     safe_url,
 )
 from upgrader.core.diagnosis import Diagnosis, diagnose, load_code_facts, run_status, run_time
+from upgrader.engine.backup import credential_leftovers, preflight
 from upgrader.settings import Settings
 
 _DRIVERS = {
@@ -153,7 +154,6 @@ def disk(directory: Path) -> dict[str, Any]:
 def preflight_report(engine: Engine, backup_dir: Path) -> dict[str, Any]:
     """What would stop a backup now (the check an upgrade makes before it starts). Read
     only: where the backup directory does not exist yet, it is not created."""
-    from upgrader.engine.backup import preflight
 
     if not Path(backup_dir).is_dir():
         parent = Path(backup_dir).resolve().parent
@@ -355,6 +355,7 @@ def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any
             "directory": disk(Path(settings.backup_dir)),
             "tools": tools(needed),
             "preflight": checks,
+            "credential_leftovers": [str(p) for p in credential_leftovers()],
         },
         "sessions": others,
         "installer": {

@@ -7,9 +7,10 @@
   its "Dump completed" trailer.
 
 Every check also confirms the backup holds each table the database had.
-Passwords reach the tools through a 0600 file (PGPASSFILE, or
---defaults-extra-file) in a private 0700 directory, never through the command
-line; a run killed before it could remove that file has it removed by the next.
+Passwords reach the tools through their environment (PGPASSWORD) or a pipe
+(MariaDB's --defaults-extra-file=/dev/fd/N), never through the command line nor a
+file: a killed run leaves no credential behind. (Older releases wrote a 0600 file;
+every command removes any such file a killed run left.)
 The tools die with upgrader (PR_SET_PDEATHSIG, through util-linux's `setpriv`).
 A backup is written under a temporary name and renamed when verified, so a
 half-written file never looks like a backup; backups are 0600 in a 0700
@@ -117,33 +118,35 @@ def private_directory(path: Path) -> None:
         path.chmod(0o700)
 
 
-@contextlib.contextmanager
-def _secrets_dir() -> Iterator[Path]:
-    """A 0700 directory for the dump tools' credentials, removed afterwards. Each is named
-    by its process; those of processes that are gone (killed runs) are removed here."""
-    base = _secrets_base()
-    path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _secrets_base() -> Path:
-    """The private directory of this user's credential files; entries of processes that are
-    gone (killed runs) are removed here, by every backup, whatever its database."""
+def credential_leftovers() -> list[Path]:
+    """Password files that a killed backup of an older upgrader left in this user's private
+    temporary directory (this one writes none: the password reaches the dump tools through
+    their environment or a pipe). `doctor` lists them; `remove_credential_leftovers()`,
+    run by every command, deletes them."""
     base = Path(tempfile.gettempdir()) / f"upgrader-{os.getuid()}"
     try:
-        private_directory(base)
         if base.is_symlink() or base.stat().st_uid != os.getuid():
-            raise OSError("not ours")
+            return []
+        entries = list(base.iterdir())
     except OSError:
-        return Path(tempfile.mkdtemp(prefix="upgrader-"))
-    for stale in base.iterdir():
-        owner = stale.name.split("-")[0]
-        if owner.isdigit() and not _alive(int(owner)):
-            shutil.rmtree(stale, ignore_errors=True)
-    return base
+        return []
+    return [e for e in entries if not _alive_owner(e.name)]
+
+
+def remove_credential_leftovers() -> list[Path]:
+    """Delete what `credential_leftovers()` finds; returns what was deleted."""
+    found = credential_leftovers()
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
+def _alive_owner(name: str) -> bool:
+    owner = name.split("-")[0]
+    return owner.isdigit() and int(owner) != os.getpid() and _alive(int(owner))
 
 
 def _alive(pid: int) -> bool:
@@ -218,7 +221,6 @@ def create_backup(
     ext = {"sqlite": "sqlite", "postgresql": "pgdump"}.get(backend, "sql")
     for stale in backup_dir.glob("*.partial*"):  # a killed backup's; we hold the upgrade lock
         stale.unlink(missing_ok=True)
-    _secrets_base()  # and a killed backup's credentials
     name = f"{_safe(database_name(url))}-{stamp}-{_safe(label)}"
     final = backup_dir / f"{name}.{ext}"
     for n in range(2, 1000):  # two backups within one second keep both
@@ -304,14 +306,13 @@ def _require_tables(found: set[str], expected: list[str]) -> None:
         raise BackupError(f"the backup lacks table(s) {', '.join(missing)}")
 
 
-@contextlib.contextmanager
-def _pg_env(url: URL) -> Iterator[tuple[list[str], dict[str, str]]]:
-    """Connection options and an environment with a temporary 0600 password file.
+def _pg_env(url: URL) -> tuple[list[str], dict[str, str]]:
+    """Connection options, and an environment holding the password (PGPASSWORD): it never
+    touches the disk, and only this user (and root) can read a process's environment.
 
     What the URL names is passed on; what it leaves out (the host, for a Unix socket) is
     left to libpq's defaults and the PG* variables, as the driver does."""
-    env = dict(os.environ)
-    env.pop("PGPASSWORD", None)
+    env = {k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "PGPASSFILE")}
     query_host = url.query.get("host")
     host = url.host or (query_host if isinstance(query_host, str) else None)
     args = [f"--host={host}"] if host else []
@@ -322,22 +323,9 @@ def _pg_env(url: URL) -> Iterator[tuple[list[str], dict[str, str]]]:
     sslmode = url.query.get("sslmode")
     if isinstance(sslmode, str):
         env["PGSSLMODE"] = sslmode
-    with _secrets_dir() as tmp:
-        if url.password:
-            passfile = tmp / "pgpass"
-            fields = [
-                "*",
-                "*",
-                "*",
-                "*",
-                str(url.password),
-            ]
-            passfile.write_text(
-                ":".join(f.replace("\\", "\\\\").replace(":", "\\:") for f in fields) + "\n"
-            )
-            passfile.chmod(0o600)
-            env["PGPASSFILE"] = str(passfile)
-        yield args, env
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    return args, env
 
 
 def _run(argv: list[str], env: dict[str, str], url: URL, what: str, **kw: Any) -> str:
@@ -357,21 +345,21 @@ def _run(argv: list[str], env: dict[str, str], url: URL, what: str, **kw: Any) -
 
 
 def _pg_dump(url: URL, target: Path) -> None:
-    with _pg_env(url) as (args, env):
-        _run(
-            [
-                "pg_dump",
-                "--format=custom",
-                "--no-password",
-                f"--lock-wait-timeout={LOCK_WAIT}",
-                *args,
-                f"--file={target}",
-                f"--dbname={url.database}",
-            ],
-            env,
-            url,
+    args, env = _pg_env(url)
+    _run(
+        [
             "pg_dump",
-        )
+            "--format=custom",
+            "--no-password",
+            f"--lock-wait-timeout={LOCK_WAIT}",
+            *args,
+            f"--file={target}",
+            f"--dbname={url.database}",
+        ],
+        env,
+        url,
+        "pg_dump",
+    )
 
 
 def _verify_pg(path: Path, tables: list[str]) -> None:
@@ -391,8 +379,10 @@ def _mysql_tool(kind: str) -> str | None:
 
 
 @contextlib.contextmanager
-def _mysql_options(url: URL) -> Iterator[str]:
-    """A temporary 0600 option file: how MySQL's docs say to pass a password safely."""
+def _mysql_options(url: URL) -> Iterator[tuple[str, int]]:
+    """The client's options, password included, through a pipe the tool reads as its
+    `--defaults-extra-file` (/dev/fd/N): never on disk, gone with the process. Yields the
+    file's name and the descriptor to pass to the tool."""
 
     def quoted(value: object) -> str:
         return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -405,18 +395,22 @@ def _mysql_options(url: URL) -> Iterator[str]:
     ]
     if url.password:
         lines.append(f"password={quoted(url.password)}")
-    with _secrets_dir() as tmp:
-        name = str(tmp / "client.cnf")
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write("\n".join(lines) + "\n")
-        yield name
+    read, write = os.pipe()
+    try:
+        os.write(write, ("\n".join(lines) + "\n").encode())  # a few bytes: the pipe holds them
+        os.close(write)
+        write = -1
+        yield f"/dev/fd/{read}", read
+    finally:
+        os.close(read)
+        if write != -1:
+            os.close(write)
 
 
 def _mysql_dump(url: URL, target: Path) -> None:
     tool = _mysql_tool("dump")
     assert tool is not None
-    with _mysql_options(url) as options:
+    with _mysql_options(url) as (options, fd):
         _run(
             [
                 tool,
@@ -432,6 +426,7 @@ def _mysql_dump(url: URL, target: Path) -> None:
             dict(os.environ),
             url,
             os.path.basename(tool),
+            pass_fds=(fd,),
         )
 
 
@@ -500,24 +495,24 @@ def restore_backup(engine: Engine, path: Path) -> Backup:
         with engine.begin() as conn:
             for table in extra:
                 conn.execute(text(f"DROP TABLE IF EXISTS {_q(conn, table)} CASCADE"))
-        with _pg_env(url) as (args, env):
-            _run(
-                [
-                    "pg_restore",
-                    "--clean",
-                    "--if-exists",
-                    "--no-owner",
-                    "--single-transaction",
-                    "--exit-on-error",
-                    "--no-password",
-                    *args,
-                    f"--dbname={url.database}",
-                    str(path),
-                ],
-                env,
-                url,
+        args, env = _pg_env(url)
+        _run(
+            [
                 "pg_restore",
-            )
+                "--clean",
+                "--if-exists",
+                "--no-owner",
+                "--single-transaction",
+                "--exit-on-error",
+                "--no-password",
+                *args,
+                f"--dbname={url.database}",
+                str(path),
+            ],
+            env,
+            url,
+            "pg_restore",
+        )
     else:
         with engine.begin() as conn:
             conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
@@ -527,13 +522,14 @@ def restore_backup(engine: Engine, path: Path) -> Backup:
         tool = _mysql_tool("client")
         if tool is None:
             raise BackupError("the mariadb (or mysql) client is not installed")
-        with _mysql_options(url) as options, open(path, "rb") as dump:
+        with _mysql_options(url) as (options, fd), open(path, "rb") as dump:
             _run(
                 [tool, f"--defaults-extra-file={options}", url.database or ""],
                 dict(os.environ),
                 url,
                 os.path.basename(tool),
                 stdin=dump,
+                pass_fds=(fd,),
             )
     engine.dispose()
     return backup

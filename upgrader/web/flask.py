@@ -196,7 +196,7 @@ def cli_group(ctx: click.Context, directory: str | None) -> None:
     info = ctx.ensure_object(ScriptInfo)
     app = info.load_app()  # as Flask's own commands find it
     flags = {"app": info.app_import_path, "migrations": directory}
-    ctx.obj = CliContext(flags, app=app, via_flask=True)
+    ctx.obj = CliContext(flags, app=app, via_flask=True, command=ctx.invoked_subcommand)
 
 
 def _register_commands() -> None:
