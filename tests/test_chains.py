@@ -131,6 +131,9 @@ def spawn(
     )
 
 
+RECOVERY_ORDER = [revision for revision, _ in RECOVERY]
+
+
 def kill_inside(url: str, process: subprocess.Popen[str], revision: str) -> None:
     """SIGKILL while `revision` sleeps between its two halves."""
     deadline = time.monotonic() + 60
@@ -198,10 +201,22 @@ def test_sigkill_inside_each_step_then_the_printed_fix(
 ) -> None:
     full = seeded(db_url, tmp_path)
     revision = RECOVERY[position - 1][0]
-    kill_inside(db_url, spawn(db_url, full, tmp_path, revision), revision)
+    process = spawn(db_url, full, tmp_path, revision)
+    kill_inside(db_url, process, revision)
+    printed = process.communicate()[0]
     after = status(db_url, full, "2.0.0")
     assert after["state"] == "upgrade_interrupted", after
     assert any(f"step {position - 1} of 6 ({revision}" in d for d in after["details"]), after
+    # the printed progress says "done" only of what the database holds
+    committed = RECOVERY_ORDER.index(after["database_revisions"][0])
+    assert printed.count("done in") == committed, printed
+    if db_url.startswith("postgresql") and position > 2:
+        # one transaction held the whole pass: the kill rolled every step back
+        assert committed == 0
+        assert any(
+            f"none of its {position - 2} finished step(s) was committed" in d
+            for d in after["details"]
+        ), after["details"]
     first_backup = after["run"]["backup_path"]
     if not db_url.startswith("postgresql"):
         # a half-done revision is possible here: the way back is the clean backup
@@ -349,3 +364,94 @@ def test_a_revision_declares_its_phase_in_its_file(tmp_path: Path) -> None:
         ("r03", "post-deploy"),
         ("r04", "blocking"),
     ]
+
+
+def _commands(fix: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", fix)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ending", ["resume", "end"])
+def test_a_stopped_upgrade_is_named_and_its_printed_fix_works(
+    ending: str, db_url: str, tmp_path: Path
+) -> None:
+    """SIGSTOP (Ctrl-Z) inside a step, past the lease: the state stays Err2, and the text
+    says the process is stopped, with the commands to resume or end it; pasted as printed,
+    either leads to ok with the data intact."""
+    full = seeded(db_url, tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "upgrader", *config(db_url, full, "2.0.0"), "upgrade", "--yes"],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")},
+            "CHAIN_SLEEP_AT": "r03",
+            "CHAIN_SLEEP": "3",
+            "UPGRADER_LEASE_SECONDS": "2",
+            "UPGRADER_BACKUP_DIR": str(tmp_path / "backups"),
+            "UPGRADER_INSTALLER_DIR": str(tmp_path / "none"),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while rows(db_url, "SELECT revision FROM upgrader_runs ORDER BY id DESC")[0] != ("r03",):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(3)  # past its lease
+        stopped = status(db_url, full, "2.0.0")
+        assert (stopped["state"], stopped["code"]) == ("upgrade_running", "Err2"), stopped
+        assert f"Process {process.pid} on" in stopped["fix"], stopped["fix"]
+        assert "is stopped" in stopped["fix"], stopped["fix"]
+        commands = _commands(stopped["fix"])
+        resume, end = commands[0], commands[1]
+        assert resume == f"kill -CONT {process.pid}", commands
+        refused = run_cli(*config(db_url, full, "2.0.0"), "unlock")
+        assert refused.exit_code == 1 and "is stopped" in refused.output, refused.output
+        pasted = subprocess.run(["sh", "-c", resume if ending == "resume" else end], cwd="/")
+        assert pasted.returncode == 0
+    finally:
+        process.send_signal(signal.SIGCONT)
+    output = process.communicate(timeout=120)[0]
+    if ending == "resume":
+        assert process.returncode == 0, output
+    else:
+        assert process.returncode == 130, output
+        after = status(db_url, full, "2.0.0")
+        assert after["state"] == "upgrade_interrupted", after
+        follow(after["fix"], tmp_path)
+    assert status(db_url, full, "2.0.0")["state"] == "ok"
+    assert_intact(db_url)
+
+
+@pytest.mark.slow
+def test_unlock_force_ends_a_stopped_run_and_says_so(db_url: str, tmp_path: Path) -> None:
+    full = seeded(db_url, tmp_path)
+    process = spawn(db_url, full, tmp_path, "r03")
+    deadline = time.monotonic() + 60
+    while rows(db_url, "SELECT revision FROM upgrader_runs ORDER BY id DESC")[0] != ("r03",):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGSTOP)
+    try:
+        forced = run_cli(*config(db_url, full, "2.0.0"), "unlock", "--force", "--yes")
+        assert forced.exit_code == 0, forced.output
+        if db_url.startswith("sqlite"):
+            assert f"its process {process.pid} (stopped) was killed" in forced.output
+        else:
+            assert "database session(s)" in forced.output and "were ended" in forced.output
+    finally:
+        process.send_signal(signal.SIGCONT)
+    process.communicate(timeout=60)
+    assert process.returncode != 0  # it could change nothing more
+    after = status(db_url, full, "2.0.0")
+    assert after["state"] in ("upgrade_interrupted", "upgrade_failed", "upgrade_pending"), after
+    assert "aborted" in json.dumps(journal(db_url)), journal(db_url)
+    follow(after["fix"], tmp_path)
+    assert status(db_url, full, "2.0.0")["state"] == "ok"
+    assert_intact(db_url)
+
+
+def journal(url: str) -> list[tuple[Any, ...]]:
+    return rows(url, "SELECT id, kind, status, note FROM upgrader_runs ORDER BY id")

@@ -64,16 +64,20 @@ def render(runs: list[storage.Run], d: Diagnosis) -> list[str]:
 
 
 @click.command()
-@click.option("--force", is_flag=True, help="Also close a run whose lease is still live.")
+@click.option(
+    "--force", is_flag=True, help="Also end a run whose process is alive (stopped or hung)."
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation with --force.")
 @pass_cli
 def unlock(obj: CliContext, force: bool, yes: bool) -> int:
     """Close a run whose process is gone, so the state stops saying it is running."""
     if force and not yes:
         click.confirm(
-            "--force closes a run whose lease is still live. If its process is in fact still "
-            "working, the site will look upgradable while it migrates, and a second upgrade "
-            "could be started against a half-migrated schema. Continue?",
+            "--force also ends a run whose process is alive (stopped, hung, or on a host "
+            "that is gone): its database sessions are ended (on SQLite its process, on this "
+            "host, is killed), so it stops where it is. PostgreSQL rolls back what it had not "
+            "committed; on MariaDB/MySQL and SQLite a revision may be left half done, and "
+            "`status` then says how to recover. Continue?",
             abort=True,
         )
     try:

@@ -39,8 +39,13 @@ class Printer:
                 f"{elapsed}  [{data['position']}/{data['total']}] {data['revision']}  "
                 f"{data['message']}"
             )
-        elif event == "step_done":
+        elif event == "step_done" and data.get("first", data["position"]) == data["position"]:
             click.echo(f"{elapsed}        done in {data['duration']:.2f}s")
+        elif event == "step_done":  # one transaction for several: committed together
+            click.echo(
+                f"{elapsed}        done: steps {data['first']} to {data['position']} were "
+                "committed together (the env.py runs them in one transaction)"
+            )
 
 
 def _fail(exc: EngineError) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from upgrader.core import lockfile, nodes, phases, storage
+from upgrader.core import lockfile, nodes, phases, processes, storage
 from upgrader.core.database import (
     NoAnswer,
     describe_error,
@@ -167,6 +167,7 @@ class Diagnosis:
     missing_file: str | None = None  # SQLite: the database file is not there
     compatible_heads: tuple[str, ...] = ()  # older code declared to work on this schema
     blocked_by: tuple[str, ...] = ()  # post-deploy: the nodes on older code, by name
+    stalled: bool = False  # the running upgrade's process is stopped, or silent past its lease
 
     @property
     def code(self) -> str | None:
@@ -322,11 +323,15 @@ def decide(
         )
 
     if db.busy:
+        pid, host = db.holder or (None, None)
+        stopped = _stopped(host, pid, db.process, upgrade, sqlite=True)
         return result(
             State.UPGRADE_RUNNING,
-            f"Wait for it to finish; follow it with `{cli} status`.",
+            stopped[1] if stopped else f"Wait for it to finish; follow it with `{cli} status`.",
             "the database is busy with the running upgrade (its process holds the upgrade "
             f"lock, and SQLite lets nobody read during its writes): {db.busy}",
+            stopped[0] if stopped else "",
+            stalled=stopped is not None,
         )
 
     # 2. Code that cannot be compared with anything.
@@ -376,13 +381,18 @@ def decide(
     # Except for `upgrade --online` / `--post-deploy`: what they apply was declared safe for
     # the code that serves, which goes on serving (the phased states below say it runs).
     if run is not None and alive and phased_run is None:
+        stalled = _stopped(
+            run.host, run.pid, db.process, upgrade, sqlite=db.dialect == "sqlite"
+        ) or _silent(run, now, db, cli, upgrade)
         return result(
             State.UPGRADE_RUNNING,
-            f"Wait for it to finish; follow it with `{cli} status`. "
+            stalled[1]
+            if stalled
+            else f"Wait for it to finish; follow it with `{cli} status`. "
             f"It was started by {run.actor or 'unknown'} on {run.host} (pid {run.pid}) at "
             f"{storage.iso(run.started_at)}.",
             f"run #{run.id} from {run.from_version or '-'} to {run.to_version}: {progress}",
-            _stuck(run, now, db),
+            stalled[0] if stalled else "",
             f"a session of the killed run is still working in the server: {db.lingering}"
             if db.lingering
             else "",
@@ -390,6 +400,7 @@ def decide(
             summary=f"{SUMMARIES[State.UPGRADE_RUNNING]} (step {run.step} of {run.steps})"
             if run.step and run.steps
             else None,
+            stalled=stalled is not None,
         )
 
     # 4. Never installed, or never seen by upgrader.
@@ -735,8 +746,8 @@ def _attempt(
     rerun's, which may hold the half-done revision.
     """
     run = db.last_run
-    if run is None or run.status not in ("running", "interrupted", "failed"):
-        return None
+    if run is None or run.status not in ("running", "interrupted", "failed", "aborted"):
+        return None  # (aborted: closed by `unlock`, perhaps in the middle of a step)
     if run.kind != "upgrade":
         return None
     alive = db.lock_held if db.lock_held is not None else run.lease_live(now)
@@ -762,7 +773,7 @@ def _attempt(
     if state is State.UPGRADE_INTERRUPTED:
         how = (
             run.note or "it was stopped"
-            if run.status == "interrupted"
+            if run.status in ("interrupted", "aborted")
             else "no process holds its upgrade lock any more"
             if db.lock_held is False
             else f"its lease expired at {storage.iso(run.lease_expires_at)}"
@@ -777,6 +788,9 @@ def _attempt(
             f"{progress or 'its start'}"
         )
         details.append(f"error: {run.error or 'not recorded'}")
+    committed = _committed(run, graph, db)
+    if committed:
+        details.append(committed)
     if cut and partial_possible:
         why = (
             "MariaDB/MySQL commits each schema change as it runs"
@@ -825,6 +839,30 @@ def _attempt(
     return (state, fix[0].upper() + fix[1:] + ".", *details)
 
 
+def _committed(run: Run, graph: RevisionGraph, db: DatabaseFacts) -> str:
+    """What of a cut-off run the database holds now, when that is less than the journal's
+    progress suggests: a transaction that held several steps was rolled back with them
+    (PostgreSQL, where env.py runs the whole pass in one)."""
+    if not run.step or run.from_revisions is None:
+        return ""
+    before = graph.ancestry(storage.split_revisions(run.from_revisions))
+    now = len(graph.ancestry(db.revisions) - before)
+    finished = run.step - 1  # the journal's step k is the one that was running
+    if now >= finished:
+        return ""
+    where = f"the database is at revision {', '.join(db.revisions) or 'none'}"
+    if now == 0:
+        return (
+            f"{where}, as before the run: none of its {finished} finished step(s) was "
+            "committed (the database rolled back the transaction that held them; step 0 of "
+            f"{run.steps})"
+        )
+    return (
+        f"{where}: {now} of its {finished} finished step(s) are committed (step {now} of "
+        f"{run.steps}); the database rolled back the rest with their transaction"
+    )
+
+
 def _stopped_early(run: Run | None) -> str | None:
     """A run that ended before migrating anything (its backup failed, or it was stopped
     while backing up) leaves the upgrade pending: say why, without calling it a failure."""
@@ -853,13 +891,49 @@ def _last_backup(runs: Sequence[Run]) -> str | None:
     return next((r.backup_path for r in runs if r.backup_path), None)
 
 
-def _stuck(run: Run, now: dt.datetime, db: DatabaseFacts) -> str:
-    """Alive (it holds the lock) but silent: stopped with Ctrl-Z, or hung."""
+def _stopped(
+    host: str | None, pid: int | None, process: str | None, upgrade: str, *, sqlite: bool
+) -> tuple[str, str] | None:
+    """(detail, fix) for a run whose process, on this host, is stopped: it holds the upgrade
+    lock (on SQLite perhaps the write lock too) and does nothing until it is resumed."""
+    if process != processes.STOPPED or pid is None:
+        return None
+    holds = "the upgrade lock and SQLite's write lock" if sqlite else "the upgrade lock"
+    detail = (
+        f"process {pid} on {host} is stopped (Ctrl-Z, SIGSTOP or a debugger): it holds {holds} "
+        "and does nothing until it is resumed"
+    )
+    fix = (
+        f"Process {pid} on {host} is stopped: resume it with `kill -CONT {pid}` and it "
+        f"finishes the upgrade; or end it with `kill -TERM {pid} && kill -CONT {pid}` (it "
+        f"records where it stopped), then {upgrade}."
+    )
+    return detail, fix
+
+
+def _silent(
+    run: Run, now: dt.datetime, db: DatabaseFacts, cli: str, upgrade: str
+) -> tuple[str, str] | None:
+    """(detail, fix) for a run on a server database that holds the lock but has not renewed
+    its lease: stopped or hung, on a host this one cannot look into (else _stopped says)."""
     if db.dialect == "sqlite" or run.lease_live(now) or not db.lock_held:
-        return ""
+        return None
+    if db.process == processes.RUNNING:
+        silent = int((now - (run.heartbeat_at or run.started_at)).total_seconds())
+        return (
+            f"no heartbeat for {silent} s, yet process {run.pid} on {run.host} runs and holds "
+            "the lock: a long statement, or a wait on the disk or the network",
+            f"Wait for it; `{cli} doctor` shows the database sessions it waits behind. To end "
+            f"it, run `kill -TERM {run.pid}` on {run.host}, then {upgrade}.",
+        )
+    silent = int((now - (run.heartbeat_at or run.started_at)).total_seconds())
+    pid, host = run.pid, run.host
     return (
-        f"no heartbeat since {storage.iso(run.heartbeat_at)}, yet its process holds the lock: "
-        f"if it was stopped (Ctrl-Z), resume it with `kill -CONT {run.pid}` on {run.host}"
+        f"no heartbeat for {silent} s from {host} pid {pid}, yet it holds the upgrade lock",
+        f"On {host}, see whether process {pid} is stopped (`ps -o stat= -p {pid}` shows T): "
+        f"resume it with `kill -CONT {pid}`, or end it with `kill -TERM {pid} && kill -CONT "
+        f"{pid}`, then {upgrade}. If {host} itself is gone, `{cli} unlock --force --yes` ends "
+        "the run's database sessions and closes it.",
     )
 
 
@@ -930,7 +1004,11 @@ def _read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
             storage.forget_columns(engine)  # a restore may have changed upgrader's tables
             if held and "database is locked" in reason:
                 # SQLite: a long migration holds the write lock, and its process is alive.
-                return DatabaseFacts(busy=reason, lock_held=True, dialect="sqlite")
+                who = lockfile.holder(url.database)
+                state = processes.of_run(who[1], who[0]) if who else None
+                return DatabaseFacts(
+                    busy=reason, lock_held=True, dialect="sqlite", holder=who, process=state
+                )
             if attempt == 1 and _column_error(reason):
                 continue
             break
@@ -957,6 +1035,7 @@ def _with_run_facts(conn: Connection, facts: DatabaseFacts, held: bool | None) -
     run = facts.last_run
     if run is None or run.status != "running":
         return replace(facts, lock_held=held)
+    facts = replace(facts, process=processes.of_run(run.host, run.pid))
     if held is None:
         try:
             held = lockfile.server_lock_held(conn)

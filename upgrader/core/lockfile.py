@@ -44,6 +44,19 @@ def lock_held(database: str | None) -> bool | None:
         return False
 
 
+def holder(database: str | None) -> tuple[int, str] | None:
+    """The pid and host the lock file names: the process that took the upgrade lock last
+    (the engine writes them when it takes it). None when the file says nothing usable."""
+    path = lock_file(database)
+    if path is None:
+        return None
+    try:
+        pid, host = path.read_text().split()[:2]
+        return int(pid), host
+    except (OSError, ValueError):
+        return None
+
+
 def lock_name(database: str | None, purpose: str = "upgrader") -> str:
     return f"{purpose}:{database}"
 
@@ -56,6 +69,27 @@ def pg_key(name: str) -> int:
 def mysql_name(name: str) -> str:
     """MySQL's lock names are server-wide and at most 64 characters."""
     return name if len(name) <= 64 else "upgrader:" + hashlib.sha256(name.encode()).hexdigest()[:40]
+
+
+def server_lock_holder(conn: Connection) -> str | None:
+    """The server session (PostgreSQL backend pid, MySQL connection id) that holds the
+    upgrade lock of this database, or None when none does (or it cannot be asked)."""
+    name = lock_name(conn.engine.url.database)
+    if conn.dialect.name == "postgresql":
+        unsigned = pg_key(name) & 0xFFFFFFFFFFFFFFFF
+        pid = conn.scalar(
+            text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database "
+                "= (SELECT oid FROM pg_database WHERE datname = current_database()) AND "
+                "classid = :high AND objid = :low AND objsubid = 1"
+            ),
+            {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF},
+        )
+        return None if pid is None else str(pid)
+    if conn.dialect.name in ("mysql", "mariadb"):
+        holder = conn.scalar(text("SELECT IS_USED_LOCK(:n)"), {"n": mysql_name(name)})
+        return None if holder is None else str(holder)
+    return None
 
 
 def server_lock_held(conn: Connection) -> bool | None:

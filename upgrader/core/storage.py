@@ -306,6 +306,8 @@ class DatabaseFacts:
     dialect: str = ""
     lingering: str | None = None  # a dead run's statement still running in the server
     busy: str | None = None  # SQLite: locked by the live upgrade, so not readable now
+    holder: tuple[int, str] | None = None  # SQLite, busy: the lock holder's pid and host
+    process: str | None = None  # the open run's process, on this host (core/processes.py)
     nodes: tuple[Node, ...] | None = None  # the live nodes, read only when the decision needs them
 
     @property

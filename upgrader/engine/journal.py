@@ -75,9 +75,15 @@ def update_run(engine: Engine, tables: Tables, run_id: int, **values: Any) -> No
 
 
 def finish_run(engine: Engine, tables: Tables, run_id: int, status: str, **values: Any) -> None:
-    update_run(
-        engine, tables, run_id, status=status, finished_at=utcnow(), lease_expires_at=None, **values
-    )
+    """Close the run, unless someone closed it already (`unlock --force` while its process
+    was stopped): their account of it stands."""
+    runs = tables.runs
+    with engine.begin() as conn:
+        conn.execute(
+            runs.update()
+            .where(runs.c.id == run_id, runs.c.status == "running")
+            .values(status=status, finished_at=utcnow(), lease_expires_at=None, **values)
+        )
 
 
 def at_step(

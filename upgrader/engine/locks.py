@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -94,6 +96,10 @@ def _sqlite_lock(engine: Engine) -> Iterator[UpgradeLock]:
                 if attempt == 19:
                     raise LockBusy(f"{path} is locked by another process") from exc
                 time.sleep(0.05)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {socket.gethostname()}\n")  # who holds it (lockfile.holder)
+        handle.flush()
         try:
             yield UpgradeLock(None)
         finally:

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, event, inspect, text
 
-from upgrader.core import nodes, phases, storage
+from upgrader.core import lockfile, nodes, phases, processes, storage
 from upgrader.core.database import (
     answers,
     describe_error,
@@ -480,6 +480,7 @@ class Runner:
         finally:
             if isinstance(beat, journal.Heartbeat):
                 beat.tick = None
+        steps.finished()
         steps.flush()  # the last steps' rows, on a server
         wanted = (
             (graph.heads if graph else ())
@@ -759,28 +760,72 @@ class Runner:
     # ---------------------------------------------------------------- unlock
 
     def unlock(self, *, force: bool = False) -> str:
+        """Close a run whose process is gone. With `force`, also one whose process lives
+        (stopped, hung, or on a host that is gone): its database sessions are ended (on
+        SQLite, where the process itself holds the lock, the process is killed), so it can
+        change nothing more; PostgreSQL rolls back what it had not committed."""
         with self._engine() as engine:
             d = self.diagnose(engine)
-            run = d.run
-            if run is None or run.status != "running":
-                return "nothing to unlock: no run is open"
             alive = d.state is State.UPGRADE_RUNNING
             if alive and not force:
                 raise Refused(
-                    self._busy_message(d) + "; it is alive (its lease is live, or its "
-                    "process holds the lock). Wait for it, or use --force if you are sure "
-                    "that process is gone"
+                    self._busy_message(d) + "; it is alive (its process holds the lock). "
+                    f"{d.fix} `unlock --force` ends it from here instead"
                 )
+            ended = self._end_live_run(engine, d) if alive else []
+            if ended:
+                d = self.diagnose(engine)
+            run = d.run
+            if run is None or run.status != "running":
+                return "nothing to unlock: no run is open" if not ended else "; ".join(ended)
             with self._locked(engine):  # never while another process really holds the lock
-                ended = self._end_session(engine, run.db_session)
-            journal.finish_run(
-                engine,
-                self.tables,
-                run.id,
-                "aborted",
-                note="cleared by `upgrader unlock`" + (" --force" if force else ""),
-            )
-            return f"run #{run.id} is closed{ended}; run the upgrade again to finish it"
+                lingering = self._end_session(engine, run.db_session)
+            note = "cleared by `upgrader unlock`" + (" --force" if force else "")
+            if ended:
+                note += ": " + "; ".join(ended)
+            journal.finish_run(engine, self.tables, run.id, "aborted", note=note)
+            log.warning("run #%d closed by unlock%s", run.id, f" ({note})" if ended else "")
+            done = f"run #{run.id} is closed{lingering}"
+            if ended:
+                done += " (" + "; ".join(ended) + ")"
+            return f"{done}; run the upgrade again to finish it"
+
+    def _end_live_run(self, engine: Engine, d: Diagnosis) -> list[str]:
+        """End what keeps a live run's lock: its process (SQLite, this host: the lock is
+        the process's own) or its database sessions. Says what was done."""
+        run = d.run
+        if engine.url.get_backend_name() == "sqlite":
+            pid, host = (run.pid, run.host) if run else (lockfile.holder(engine.url.database)
+                                                         or (None, None))  # fmt: skip
+            state = processes.of_run(host, pid)
+            if pid is None or state is None:
+                raise Refused(
+                    f"the run's process (pid {pid} on {host}) holds the SQLite database's "
+                    "lock, and this host cannot end it: end it on its host"
+                )
+            if state in (processes.RUNNING, processes.STOPPED):
+                os.kill(pid, signal.SIGKILL)
+                _wait_gone(pid)
+                return [f"its process {pid} ({state}) was killed"]
+            return []
+        ended = []
+        with engine.connect() as conn:
+            sessions = [lockfile.server_lock_holder(conn), run.db_session if run else None]
+            for session in dict.fromkeys(s for s in sessions if s):
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": int(session)})
+                else:
+                    with contextlib.suppress(Exception):
+                        conn.execute(text(f"KILL {int(session)}"))
+                ended.append(session)
+            conn.commit()
+        if not ended:
+            return []
+        who = f" (pid {run.pid} on {run.host})" if run else ""
+        return [
+            f"its database session(s) {', '.join(ended)} were ended: its process{who} can "
+            "change nothing more, and stops with an error if it resumes"
+        ]
 
     def _end_session(self, engine: Engine, session: str | None) -> str:
         """End the dead run's statement still running in the server (it would hold its
@@ -796,6 +841,12 @@ class Runner:
                 conn.execute(text(f"KILL {int(session)}"))
             conn.commit()
         return f", and its database session {session} was ended"
+
+
+def _wait_gone(pid: int, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and processes.state_of(pid) == processes.RUNNING:
+        time.sleep(0.05)
 
 
 LEFTOVER = "_alembic_tmp_"
@@ -852,6 +903,9 @@ class _Steps:
         self.plan = plan
         self.done: list[str] = []
         self.rows: list[dict[str, Any]] = []  # finished steps not written yet
+        # applied by Alembic, not committed yet: (position, revision, duration, row)
+        self.uncommitted: list[tuple[int, str, float, dict[str, Any]]] = []
+        self.committing: list[tuple[int, str, float, dict[str, Any]]] = []
         self.dirty = False
         self.mutex = threading.Lock()  # the migration's thread and the heartbeat's
         self.started = self.checked = time.monotonic()
@@ -903,11 +957,17 @@ class _Steps:
             )
 
     def configured(self, connection: Connection | None) -> None:
-        """Note the migration connection's server session (if this process dies, its
-        statement may live on in the server, and `status` can then name it), and bound how
-        long its statements wait for a table lock: a migration stuck behind the application's
-        traffic fails with a clear error rather than hold the site down without end."""
-        if self.sqlite or connection is None:
+        """Follow the migration connection's transactions (a step is done once committed),
+        note its server session (if this process dies, its statement may live on in the
+        server, and `status` can then name it), and bound how long its statements wait for a
+        table lock: a migration stuck behind the application's traffic fails with a clear
+        error rather than hold the site down without end."""
+        if connection is None:
+            return
+        event.listen(connection, "commit", self._commit_asked)
+        event.listen(connection, "begin", self._commit_over)
+        event.listen(connection, "rollback", self._rolled_back)
+        if self.sqlite:
             return
         seconds = self.runner.settings.lock_timeout
         if self.engine.dialect.name == "postgresql":
@@ -932,37 +992,23 @@ class _Steps:
         self.flush(connection)
 
     def applied(self, revision: str, connection: Connection | None) -> None:
+        """Alembic has run `revision` and moved its version table, inside the migration's
+        transaction: done once that commits (`_commit_over`), which may be now (one
+        transaction per revision) or with the last one (one for the whole run)."""
         duration = time.monotonic() - self.started
+        position = len(self.done) + 1
+        message = self._message(revision)
         row = journal.step_row(
-            self.run_id,
-            len(self.done) + 1,
-            revision,
-            self._message(revision),
-            "succeeded",
-            self.started_at,
-            duration,
+            self.run_id, position, revision, message, "succeeded", self.started_at, duration
         )
         with self.mutex:
-            self.rows.append(row)
             self.done.append(revision)
+            if self.sqlite:  # written inside the migration's transaction: it commits with it
+                self.rows.append(row)
+            self.uncommitted.append((position, revision, duration, row))
             self.dirty = True
-        log.info(
-            "run #%d: step %d of %d, %s, done in %.2fs",
-            self.run_id,
-            len(self.done),
-            len(self.plan),
-            revision,
-            duration,
-        )
-        self.runner.progress(
-            "step_done",
-            {
-                "position": len(self.done),
-                "total": len(self.plan),
-                "revision": revision,
-                "duration": duration,
-            },
-        )
+        log.info("run #%d: step %d of %d, %s, applied in %.2fs", self.run_id, position,
+                 len(self.plan), revision, duration)  # fmt: skip
         if self.sqlite or time.monotonic() - self.checked >= self.CHECK_EVERY:
             try:
                 self.lock.check()
@@ -973,6 +1019,41 @@ class _Steps:
             self.flush(connection)
         self.started, self.started_at = time.monotonic(), storage.utcnow()
         self._announce()
+
+    def _commit_asked(self, connection: Connection) -> None:
+        """The migration's transaction is about to commit (SQLAlchemy's event comes before
+        the database has answered): what it holds is done once the next transaction
+        begins, or the run ends."""
+        with self.mutex:
+            self.committing, self.uncommitted = self.committing + self.uncommitted, []
+
+    def _commit_over(self, connection: Connection | None = None) -> None:
+        with self.mutex:
+            committed, self.committing = self.committing, []
+            if not self.sqlite:
+                self.rows.extend(row for *_, row in committed)
+        if not committed:
+            return
+        first, last = committed[0], committed[-1]
+        log.info("run #%d: step(s) %d to %d committed", self.run_id, first[0], last[0])
+        self.runner.progress(
+            "step_done",
+            {
+                "position": last[0],
+                "first": first[0],
+                "total": len(self.plan),
+                "revision": last[1],
+                "duration": last[2],
+            },
+        )
+
+    def _rolled_back(self, connection: Connection) -> None:
+        with self.mutex:
+            self.committing = []
+
+    def finished(self) -> None:
+        """Alembic's pass is over: its last commit has been answered."""
+        self._commit_over()
 
     def tick(self) -> None:
         """From the heartbeat's thread: write what changed since the last tick."""
@@ -1009,8 +1090,12 @@ class _Steps:
                     )
                 )
             with self.mutex:
+                # what the run applied but had not committed, for undo_steps to judge
+                uncommitted = [row for *_, row in self.committing + self.uncommitted]
+                if not self.sqlite:
+                    self.rows.extend(uncommitted)
                 journal.record_steps(conn, self.tables, self.rows)
-                self.rows = []
+                self.rows, self.committing, self.uncommitted = [], [], []
             runs = self.tables.runs
             conn.execute(runs.update().where(runs.c.id == self.run_id).values(**values))
         with contextlib.suppress(Exception):

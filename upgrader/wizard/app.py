@@ -346,6 +346,7 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
             message=run.message if run else None,
             backup_path=run.backup_path if run else None,
             elapsed=_elapsed(run) if run else "",
+            stalled=d.stalled,
         )
         return answer
 
