@@ -248,6 +248,39 @@ def test_backup_and_restore_round_trip(db_url: str, tmp_path: Path) -> None:
     assert status_of(db_url, tmp_path)["state"] == "ok"
 
 
+def test_a_restore_is_an_entry_of_its_own_and_rewrites_no_history(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The upgrade's backup holds the journal as it was when it was taken: its own run, open
+    at step 0. Restoring it leaves every earlier run as it ended (the upgrade succeeded),
+    adds the restore, and the next run still gets an id of its own."""
+    install(db_url, "1.0.0")
+    args = upgrade_args(db_url, tmp_path)
+    upgraded = run_cli(*args, "upgrade", "--yes", env=env_for(tmp_path))
+    assert upgraded.exit_code == 0, upgraded.output
+    before = journal(db_url)
+    run = before[0]
+    assert (run["kind"], run["status"], run["step"]) == ("upgrade", "succeeded", 2)
+    restored = run_cli(*args, "restore", "--yes", run["backup_path"], env=env_for(tmp_path))
+    assert restored.exit_code == 0, restored.output
+    after = journal(db_url)
+    assert after[0]["kind"] == "restore" and after[1:] == before
+    history = run_cli(*args, "history", env=env_for(tmp_path)).output
+    assert f"#{run['id']}" in history and "aborted" not in history, history
+    assert "upgrade succeeded" in history and "restore succeeded" in history, history
+    doctor = run_cli(*args, "doctor", "--json", env=env_for(tmp_path)).output
+    runs = json.loads(doctor)["runs"]
+    assert [(r["kind"], r["status"]) for r in runs[:2]] == [
+        ("restore", "succeeded"),
+        ("upgrade", "succeeded"),
+    ]
+    assert status_of(db_url, tmp_path)["state"] == "upgrade_pending"  # back at 1.0.0
+    again = run_cli(*args, "upgrade", "--yes", "--no-backup", env=env_for(tmp_path))
+    assert again.exit_code == 0, again.output
+    ids = [r["id"] for r in journal(db_url)]
+    assert len(ids) == len(set(ids)) and ids[0] == max(ids)
+
+
 def test_restore_refuses_a_foreign_or_damaged_backup(db_url: str, tmp_path: Path) -> None:
     install(db_url, CURRENT)
     args = upgrade_args(db_url, tmp_path)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, true
+from sqlalchemy import Connection, Engine, inspect, select, text, true
 
 from upgrader.core import storage
 from upgrader.core.storage import Tables, utcnow
@@ -208,3 +208,53 @@ class Heartbeat:
                 # The database may be briefly away; if it stays away the lease
                 # expires and others see the run as interrupted, which is true.
                 self.failures += 1
+
+
+Saved = dict[str, list[dict[str, Any]]]
+"""The journal's rows (runs and steps), by table name, as `save` read them."""
+
+
+def save(engine: Engine, tables: Tables) -> Saved | None:
+    """Every row of the journal, to outlive a restore: the journal is the history of the
+    database, not part of its content. None when the database has no journal yet."""
+    with engine.connect() as conn:
+        names = set(inspect(conn).get_table_names())
+        if tables.runs.name not in names:
+            return None
+        saved: Saved = {}
+        for table in (tables.runs, tables.steps):
+            if table.name not in names:
+                saved[table.name] = []
+                continue
+            have = {c["name"] for c in inspect(conn).get_columns(table.name)}
+            columns = [c for c in table.c if c.name in have]
+            rows = conn.execute(select(*columns).order_by(table.c.id)).mappings()
+            saved[table.name] = [dict(r) for r in rows]
+    return saved
+
+
+def put_back(conn: Connection, tables: Tables, saved: Saved, note: str) -> None:
+    """Replace the journal a restore brought back (the backup's, as old as the backup) with
+    the one `save` read before it, ids and all; a run the saved journal still calls
+    running had no process any more (the restore held the upgrade lock)."""
+    for table in (tables.steps, tables.runs):
+        conn.execute(table.delete())
+    for table in (tables.runs, tables.steps):
+        rows = saved.get(table.name) or []
+        if table is tables.runs:
+            rows = [_closed(r, note) for r in rows]
+        if rows:
+            conn.execute(table.insert(), rows)
+        if conn.dialect.name == "postgresql":  # the restored sequence lags the ids put back
+            conn.execute(
+                text(
+                    f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                    f"COALESCE((SELECT MAX(id) FROM {table.name}), 0) + 1, false)"
+                )
+            )
+
+
+def _closed(row: dict[str, Any], note: str) -> dict[str, Any]:
+    if row.get("status") != "running":
+        return row
+    return {**row, "status": "interrupted", "finished_at": utcnow(), "note": note}

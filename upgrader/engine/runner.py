@@ -648,23 +648,32 @@ class Runner:
                 return saved
 
     def restore(self, path: Path, trigger: str = "cli") -> Backup:
+        """Make the database what the backup holds, except its journal: what happened
+        since the backup was taken stays in the history, and the restore is an entry of
+        its own."""
         with self._engine() as engine, self._locked(engine):
+            history = journal.save(engine, self.tables)
             try:
                 restored = restore_backup(engine, path)
             except BackupError as exc:
                 raise EngineError(str(exc)) from exc
             storage.ensure_tables(engine, self.tables)
             with engine.begin() as conn:
-                # Runs open in the backup were open when it was taken; they are over.
-                conn.execute(
-                    self.tables.runs.update()
-                    .where(self.tables.runs.c.status == "running")
-                    .values(
-                        status="aborted",
-                        finished_at=storage.utcnow(),
-                        note=f"the database was restored from {restored.path}",
+                if history is not None:
+                    journal.put_back(
+                        conn, self.tables, history, "its process was gone when the database "
+                        "was restored",
+                    )  # fmt: skip
+                else:  # no journal before: the backup's runs that were open are over
+                    conn.execute(
+                        self.tables.runs.update()
+                        .where(self.tables.runs.c.status == "running")
+                        .values(
+                            status="aborted",
+                            finished_at=storage.utcnow(),
+                            note=f"the database was restored from {restored.path}",
+                        )
                     )
-                )
                 storage.journal_entry(
                     conn,
                     self.tables,
@@ -675,6 +684,7 @@ class Runner:
                     revisions=restored.revisions or [],
                     note=f"restored from {restored.path} (taken {restored.created_at})",
                 )
+            log.warning("database restored from %s (taken %s)", restored.path, restored.created_at)
             return restored
 
     # ----------------------------------------------------------------- stamp
