@@ -65,7 +65,7 @@ def test_support_can_name_the_nodes_on_old_code(db_url: str) -> None:
     me = next(n for n in listed["nodes"] if n["pid"] == os.getpid())
     assert (me["code_version"], me["heads"], me["kind"]) == (CURRENT, ["0003_sort_names"], "web")
     text = run_cli(*cli_args(db_url), "nodes").output
-    assert "web-2" in text and "← older code" in text and "web-3" not in text
+    assert "web-2" in text and "← older than the database" in text and "web-3" not in text
     status = json.loads(run_cli(*cli_args(db_url), "status", "--json").output)
     assert status["nodes_behind"] == listed["behind"]
     assert "2 nodes still run 1.1.0" in run_cli(*cli_args(db_url), "status").output
@@ -79,6 +79,32 @@ def test_support_can_name_the_nodes_on_old_code(db_url: str) -> None:
     finally:
         engine.dispose()
     assert "web-3:412:x" not in ids
+
+
+def test_nodes_and_doctor_agree_with_the_site(db_url: str) -> None:
+    """The database at the current release and its only server on the previous one (which
+    shows Err3): `nodes` and `doctor` name it as older than the database and say what to
+    do; with no node listed, they say why a running server may not be."""
+    install(db_url, CURRENT)
+    empty = run_cli(*cli_args(db_url), "nodes").output
+    assert "No process has recorded itself" in empty and "answered no request" in empty
+    doctor = run_cli(*cli_args(db_url), "doctor").output
+    assert "seen in the last minute: 0" in doctor and "answered no request" in doctor
+    assert "all on the same code" not in doctor
+    add_node(db_url, "web-2", 311, "2.0.0")
+    text = run_cli(*cli_args(db_url), "nodes").output
+    assert f"← older than the database ({CURRENT})" in text, text
+    assert f"older than the database's release {CURRENT}" in text, text
+    assert f"Deploy {CURRENT} or later on them and restart them" in text, text
+    assert "All 1 run" not in text
+    listed = nodes_json(db_url)
+    assert (
+        listed["older_than_database"] == ["web-2:311:x"] and listed["database_version"] == CURRENT
+    )
+    doctor = run_cli(*cli_args(db_url), "doctor").output
+    assert f"older than the database's release {CURRENT}" in doctor, doctor
+    status = run_cli(*cli_args(db_url), "status").output
+    assert "web-2 pid 311" in status and "Deploy" in status, status
 
 
 def test_serving_processes_record_themselves_and_a_killed_one_ages_out(

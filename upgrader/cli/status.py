@@ -31,11 +31,8 @@ def status(obj: CliContext, as_json: bool) -> int:
     else:
         click.echo(render_status(diagnosis, obj.settings.locale_dir))
         if live:
-            behind = nodes.summary(live, diagnosis.code_version)
-            click.echo(
-                f"\nnodes: {len(live)} seen in the last minute"
-                + (f"; {behind}" if behind else ", all on the same code")
-            )
+            said = nodes.verdict(live, diagnosis.schema_version, obj.settings.cli)
+            click.echo(f"\nnodes: {len(live)} seen in the last minute: {said}")
     return diagnosis.exit_code
 
 
@@ -44,34 +41,46 @@ def status(obj: CliContext, as_json: bool) -> int:
 @pass_cli
 def nodes_command(obj: CliContext, as_json: bool) -> int:
     """The processes that run the guard (web servers, workers) and the code each runs, as
-    they last said within the last minute: who still runs old code."""
-    from upgrader.core.storage import utcnow
-
-    live = nodes.read(obj.settings)
+    they last said within the last minute, against the database's release: who still runs
+    old code, and what to do about it."""
+    settings = obj.settings
+    d = diagnose(settings, record=False)
+    live = None if d.state is State.DATABASE_UNAVAILABLE else nodes.read(settings)
     if live is None:
-        raise click.ClickException("the database cannot be reached or read")
-    now = utcnow()
-    newest = nodes.newest(live)
-    behind = nodes.summary(live)
+        raise click.ClickException(f"the database cannot be reached or read: {d.fix}")
+    now = d.checked_at
+    older, newer = nodes.against(live, d.schema_version)
+    said = nodes.verdict(live, d.schema_version, settings.cli, settings.node_beat)
     if as_json:
         click.echo(
             json.dumps(
-                {"nodes": [n.to_dict(now) for n in live], "newest": newest, "behind": behind},
+                {
+                    "nodes": [n.to_dict(now) for n in live],
+                    "newest": nodes.newest(live),
+                    "behind": nodes.summary(live),
+                    "database_version": d.schema_version,
+                    "older_than_database": [n.id for n in older],
+                    "newer_than_database": [n.id for n in newer],
+                    "verdict": said,
+                },
                 indent=2,
             )
         )
         return 0
-    if not live:
-        click.echo("No process has recorded itself in the last minute.")
-        return 0
     for n in live:
-        mark = "" if n.code_version == newest else "  ← older code"
+        mark = (
+            f"  ← older than the database ({d.schema_version})"
+            if n in older
+            else f"  ← newer than the database ({d.schema_version})"
+            if n in newer
+            else ""
+        )
         click.echo(
             f"{n.host:<20} pid {n.pid:<7} {n.kind:<6} {n.code_version or '?':<10} "
             f"heads {','.join(n.heads) or '-'}  since {local(n.started_at)}, "
             f"seen {int((now - n.last_seen).total_seconds())} s ago{mark}"
         )
-    click.echo(behind or f"All {len(live)} run {newest}.")
+    click.echo(said[0].upper() + said[1:] + ".")
     return 0
 
 
@@ -217,7 +226,7 @@ def render_doctor(d: Diagnosis, report: dict[str, Any]) -> str:
                 f"  {n['host']} pid {n['pid']} {n['kind']} {n['code_version']}"
                 f" heads {','.join(n['heads']) or '-'}, seen {n['seconds_since_seen']} s ago"
             )
-        out.append(f"  {seen['behind'] or 'all on the same code'}")
+        out.append(f"  {seen['verdict']}")
     backups = report["backups"]
     place = backups["directory"]
     out += ["", "== Backups"]

@@ -226,6 +226,49 @@ def describe(old: Sequence[Node]) -> str | None:
     return "; ".join(parts)
 
 
+def against(nodes: Sequence[Node], schema: str | None) -> tuple[list[Node], list[Node]]:
+    """The nodes on code older than the database's release, and those on newer code."""
+    from upgrader.core.versions import compare, parse_version
+
+    recorded = parse_version(schema)
+    if not recorded.valid:
+        return [], []
+    order = [(n, compare(parse_version(n.code_version), recorded)) for n in nodes]
+    return [n for n, c in order if c is None or c < 0], [n for n, c in order if c and c > 0]
+
+
+def verdict(nodes: Sequence[Node], schema: str | None, cli: str, beat: float = BEAT) -> str:
+    """What the nodes say against the database: which do not run its release, what to do
+    about each, or that they all do; and when none is listed, why that need not mean none
+    runs (a process records itself on the refresh a request makes)."""
+    if not nodes:
+        return (
+            "no process has recorded itself in the last minute. A process records itself "
+            f"on the refresh a request makes (at most every {beat:g} s), so a server that "
+            "answered no request in that minute is not listed even though it runs: one "
+            "request to it (its /upgrader/status) lists it"
+        )
+    older, newer = against(nodes, schema)
+    said = []
+    if older:
+        said.append(
+            f"{describe(older)}, older than the database's release {schema}: they answer "
+            f"Err3 (or serve only as far as an online upgrade declared them compatible). "
+            f"Deploy {schema} or later on them and restart them"
+        )
+    if newer:
+        names = ", ".join(n.name for n in newer)
+        said.append(
+            f"{len(newer)} node(s) run code newer than the database's release {schema} "
+            f"({names}): they wait for the upgrade (`{cli} status` says which step is next)"
+        )
+    if said:
+        return "; ".join(said)
+    if schema is None:
+        return summary(nodes) or f"all {len(nodes)} run {newest(nodes)}"
+    return f"all {len(nodes)} run {schema}, the database's release"
+
+
 def read(settings: Any) -> list[Node] | None:
     """The live nodes of the installation `settings` describe; None when unreadable."""
     from upgrader.core.database import guard_engine, missing_sqlite_file

@@ -375,6 +375,7 @@ def _nodes(settings: Settings, d: Diagnosis, unavailable: bool) -> dict[str, Any
     return {
         "seen": [n.to_dict(d.checked_at) for n in live],
         "behind": nodes.summary(live, d.code_version),
+        "verdict": nodes.verdict(live, d.schema_version, settings.cli, settings.node_beat),
     }
 
 

@@ -126,7 +126,7 @@ def create_console(
             upcoming=m is not None and m.upcoming(d.checked_at),
             runs=runs,
             nodes=seen,
-            behind=nodes.summary(seen, d.code_version),
+            verdict=nodes.verdict(seen, d.schema_version, settings.cli, settings.node_beat),
             user=user(),
             integrated=integrated,
             csrf_token=session["csrf"],
