@@ -74,6 +74,16 @@ def _releases(value: Any) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def _pep440(value: Any) -> str:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        Version(str(value))
+    except InvalidVersion:
+        raise ValueError("not a PEP 440 version") from None
+    return str(value)
+
+
 def _options(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError("must be a mapping of create_engine() options")
@@ -109,6 +119,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "lease_seconds": (_positive, 60.0),
     "lock_timeout": (_positive, 60.0),
     "releases": (_releases, {}),
+    "upgrade_from": (_pep440, None),
     "engine_options": (_options, {}),
     # the request guard (docs/embedding.md)
     "cache_ttl": (_positive, 2.0),
@@ -146,6 +157,7 @@ class Settings:
     lease_seconds: float = 60.0
     lock_timeout: float = 60.0  # how long a migration waits for a table lock
     releases: dict[str, str] = field(default_factory=dict)
+    upgrade_from: str | None = None  # the oldest release this code upgrades (an upgrade stop)
     engine_options: dict[str, Any] = field(default_factory=dict, compare=False)
     cache_ttl: float = 2.0
     node_beat: float = 10.0  # seconds between a process's writes to the node registry

@@ -45,6 +45,7 @@ class State(str, enum.Enum):
     UPGRADE_FAILED = "upgrade_failed"
     DATABASE_AHEAD = "database_ahead"
     SCHEMA_UNKNOWN = "schema_unknown"
+    DATABASE_TOO_OLD = "database_too_old"  # older than this release upgrades from (a stop)
     MAINTENANCE = "maintenance"
     DATABASE_UNAVAILABLE = "database_unavailable"
     # Serving states (core/phases.py): the site stays up, administrators see a banner.
@@ -76,6 +77,7 @@ _ERROR_CODES = {
     State.UPGRADE_FAILED: "Err2",
     State.DATABASE_AHEAD: "Err3",
     State.SCHEMA_UNKNOWN: "Err3",
+    State.DATABASE_TOO_OLD: "Err3",
 }
 _EXIT_CODES = {
     State.OK: 0,
@@ -86,6 +88,7 @@ _EXIT_CODES = {
     State.UPGRADE_FAILED: 2,
     State.DATABASE_AHEAD: 3,
     State.SCHEMA_UNKNOWN: 3,
+    State.DATABASE_TOO_OLD: 3,
     State.NOT_INSTALLED: 4,
     State.MAINTENANCE: 5,
     State.ONLINE_PENDING: 6,
@@ -116,6 +119,10 @@ SUMMARIES = {
     State.SCHEMA_UNKNOWN: N_(
         "This site's database does not match its software. An administrator needs to look at it."
     ),
+    State.DATABASE_TOO_OLD: N_(
+        "This site's database is too old for this version of its software. An administrator "
+        "needs to upgrade it in steps."
+    ),
     State.MAINTENANCE: N_("This site is down for maintenance. Please check back soon."),
     State.DATABASE_UNAVAILABLE: N_(
         "This site cannot reach its database right now. Please try again in a few minutes."
@@ -140,6 +147,7 @@ class CodeFacts:
     error: str | None = None  # the script directory could not be read
     releases: Mapping[str, str] = field(default_factory=dict)
     guard_tables: frozenset[str] = field(default_factory=storage.table_names)
+    upgrade_from: str | None = None  # the oldest release this code upgrades (UPGRADER_UPGRADE_FROM)
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -529,6 +537,9 @@ def decide(
 
     ordering = compare(stored, code.version)
     assert ordering is not None
+    stop = _upgrade_stop(code, stored, unknown)
+    if stop is not None:
+        return result(State.DATABASE_TOO_OLD, *stop)
     if unknown and phases.compatible(code.heads, single.compatible_heads):
         return maintenance_or(
             State.COMPATIBLE_AHEAD,
@@ -557,9 +568,12 @@ def decide(
         )
         return result(
             State.SCHEMA_UNKNOWN,
-            f"The database holds revision(s) {', '.join(unknown)} that no release up to "
-            f"{stored.raw} has: a patch or a migration meant for another version was applied. "
-            f"Deploy the code those revisions belong to, or {back}.",
+            f"This code ({code.version.raw}) does not have revision(s) {', '.join(unknown)}, "
+            f"which the database (at {stored.raw}) holds. If this release no longer carries "
+            f"the migrations of {stored.raw} (its chain was squashed), upgrade the database "
+            "with an intermediate release first, then deploy this one; the application's "
+            "developer can say so with UPGRADER_UPGRADE_FROM and UPGRADER_RELEASES. If no "
+            f"release has them, deploy the code they belong to, or {back}.",
             f"revision(s) {', '.join(unknown)} are not part of this code, yet the stored "
             f"version {stored.raw} is not newer than the code ({code.version.raw})",
         )
@@ -839,6 +853,47 @@ def _attempt(
     return (state, fix[0].upper() + fix[1:] + ".", *details)
 
 
+def _upgrade_stop(
+    code: CodeFacts, stored: ParsedVersion, unknown: Sequence[str]
+) -> tuple[str, str] | None:
+    """(fix, detail) when this release cannot upgrade the database: it is older than the
+    release the code declares it upgrades from, or it holds the revisions of a release
+    (UPGRADER_RELEASES) that the code's chain no longer has (a squash: an upgrade stop)."""
+    floor = parse_version(code.upgrade_from) if code.upgrade_from else None
+    below = floor is not None and (compare(stored, floor) or 0) < 0
+    dropped = [
+        version
+        for version, revision in code.releases.items()
+        if revision in unknown and (compare(parse_version(version), code.version) or 0) < 0
+    ]
+    if not below and not dropped:
+        return None
+    version = code.version.raw
+    if floor is not None and below:
+        series = ".".join(str(p) for p in floor.public.release[:2]) + ".x" if floor.public else ""
+        fix = (
+            f"This release upgrades databases from {floor.raw} on; this database is at "
+            f"{stored.raw}. Upgrade it with release {series or floor.raw} first (deploy it, "
+            f"upgrade, check the site), then deploy {version} again and upgrade. Nothing was "
+            "changed."
+        )
+        detail = (
+            f"the database is at {stored.raw}, older than {floor.raw}, the oldest release "
+            f"{version} upgrades from"
+        )
+    else:
+        fix = (
+            f"This release no longer carries the migrations of {', '.join(sorted(dropped))} "
+            f"(its chain starts later). Upgrade the database with a release that still has "
+            f"them first, then deploy {version} again and upgrade. Nothing was changed."
+        )
+        detail = (
+            f"the database holds revision(s) {', '.join(unknown)} of release(s) "
+            f"{', '.join(sorted(dropped))}, which this release's chain no longer has"
+        )
+    return fix, detail
+
+
 def _committed(run: Run, graph: RevisionGraph, db: DatabaseFacts) -> str:
     """What of a cut-off run the database holds now, when that is less than the journal's
     progress suggests: a transaction that held several steps was rolled back with them
@@ -953,15 +1008,19 @@ def load_code_facts(settings: Settings) -> CodeFacts:
     """Read the code's version and migration graph. Slow (imports revision files): cache it."""
     version = parse_version(settings.resolved_code_version())
     migrations = Path(settings.migrations)
-    ours = storage.table_names(settings.table_prefix)
+    facts = CodeFacts(
+        version,
+        None,
+        releases=settings.releases,
+        guard_tables=storage.table_names(settings.table_prefix),
+        upgrade_from=settings.upgrade_from,
+    )
     if not migrations.is_dir():
-        error = f"{migrations} is not a directory"
-        return CodeFacts(version, None, error, settings.releases, ours)
+        return replace(facts, error=f"{migrations} is not a directory")
     try:
-        graph = load_graph(migrations)
+        return replace(facts, graph=load_graph(migrations))
     except Exception as exc:  # revision files are the application's code: anything can fail
-        return CodeFacts(version, None, f"{type(exc).__name__}: {exc}", settings.releases, ours)
-    return CodeFacts(version, graph, None, settings.releases, ours)
+        return replace(facts, error=f"{type(exc).__name__}: {exc}")
 
 
 def read_database(

@@ -1151,6 +1151,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         env["UPGRADER_APP"] = settings.app_ref
     if settings.installer_dir:
         env["UPGRADER_INSTALLER_DIR"] = str(settings.installer_dir)
+    if settings.upgrade_from:
+        env["UPGRADER_UPGRADE_FROM"] = settings.upgrade_from
     if settings.releases:
         env["UPGRADER_RELEASES"] = ",".join(f"{k}={v}" for k, v in settings.releases.items())
     return env
