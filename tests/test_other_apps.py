@@ -434,7 +434,21 @@ def wizard_upgrade(server: Server, installer: Path, name: str) -> str:
         page.goto(server.base + "/")
         assert page.locator("h1").inner_text() == "Down for Maintenance (Err2)"
         page.goto(server.base + "/install")
-        page.fill("input[name=key]", (installer / KEY_FILE).read_text().strip())
+        # The key page's command, pasted as printed: from another directory, in a shell
+        # without the virtualenv on its PATH, nor the application's settings, nor a terminal.
+        command = page.locator("pre").inner_text()
+        printed = subprocess.run(
+            ["sh", "-c", command],
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        key = (installer / KEY_FILE).read_text().strip()
+        assert printed.stdout.strip() == key, (command, printed.stderr)
+        page.fill("input[name=key]", key)
         page.click("button[type=submit]")
         page.check("input[name=accept]")
         page.click("button[type=submit]")
@@ -505,6 +519,10 @@ def test_install_wizard_and_printed_fix_in_an_application_not_ours(
     assert pending["state"] == "upgrade_pending", pending
     commands = [c for c in backticked(pending["fix"]) if c.endswith(" upgrade")]
     assert commands, pending["fix"]
+    # Where no terminal can answer its question, it says how to go without one.
+    unasked = run("sh", "-c", commands[0], cwd=elsewhere, env=env, input="", ok=False)
+    assert unasked.returncode == 64, unasked.stdout + unasked.stderr
+    assert "no terminal to confirm: add --yes" in unasked.stderr, unasked.stderr
     pasted = run("sh", "-c", commands[0], cwd=elsewhere, env=env, input="y\n")
     assert "Upgraded to 1.2.0." in pasted.stdout, pasted.stdout
     done = status(project, "1.2.0", env)

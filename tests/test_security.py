@@ -55,29 +55,6 @@ def test_a_silent_server_is_err1_within_the_deadline(
     assert time.monotonic() - started < 3, "status waited past the deadline + 1 s"
 
 
-def test_commands_that_run_long_refuse_a_silent_server_at_once(
-    server_backend: str,
-    silent_port: int,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    url = url_with_password(server_backend, silent_port)
-    env = {"UPGRADER_CONNECT_TIMEOUT": "2", "UPGRADER_BACKUP_DIR": str(tmp_path / "b")}
-    dump = tmp_path / "some.sql"
-    dump.write_text("")
-    for command in (
-        ("backup",),
-        ("install", "--yes"),
-        ("unlock",),
-        ("upgrade", "--yes"),
-        ("restore", str(dump), "--yes"),
-    ):
-        started = time.monotonic()
-        result = run_cli(*cli_args(url), *command, env=env)
-        elapsed = time.monotonic() - started
-        assert result.exit_code in (1, 69), (command, result.output)
-        assert elapsed < 4, (command, elapsed)
-
-
 def test_a_cold_process_answers_everybody_during_an_outage(
     server_backend: str,
     silent_port: int,  # noqa: F811
@@ -255,8 +232,10 @@ def test_wizard_pages_are_not_framed_secure_over_https_and_hide_server_paths(
     assert page.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     assert "Secure" in page.headers["Set-Cookie"]
-    assert str(installer.resolve()) not in page.text and str(MIGRATIONS) not in page.text
-    assert "install-key" in page.text
+    # the key's command names the key's directory (so it works pasted anywhere), nothing
+    # of the application: no database, no migrations
+    assert f"install-key --installer-dir {installer.resolve()}" in page.text
+    assert str(MIGRATIONS) not in page.text and url.split("://")[-1] not in page.text
 
 
 def test_a_missing_database_file_is_not_installed_unasked(tmp_path: Path) -> None:

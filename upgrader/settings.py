@@ -232,12 +232,12 @@ class Settings:
                 del short[i : i + 2]
         return shlex.join(short)
 
-    @cached_property
-    def visitor_cli(self) -> str:
-        """`short_cli` with its first word as `cli` has it (the full path of the executable
-        when the PATH would not find it): what the installer's key page prints, so the
-        command works when pasted on the server while nothing else of it is shown."""
-        return shlex.join([shlex.split(self.cli)[0], *shlex.split(self.short_cli)[1:]])
+    def key_command(self, command: str, option: str, directory: Path) -> str:
+        """A command that prints a key file of this server (`install-key`, `admin-key`): the
+        console script by its full path and the key's directory, so that it works pasted
+        from any directory, in a shell without the virtualenv nor the application's
+        settings (a page before login prints it: it names no database, no application)."""
+        return shlex.join([*console_script(), command, option, str(directory)])
 
     def resolved_code_version(self) -> str:
         """The code version: configured, or read from the distribution's metadata."""
@@ -634,6 +634,13 @@ def _module_label(name: str, module: Any) -> str:
     if name == "__main__":  # `python notes.py`: import it by its file instead
         return str(Path(module.__file__).resolve()) if getattr(module, "__file__", None) else name
     return portable_ref(name)
+
+
+def console_script() -> list[str]:
+    """`upgrader` of this environment by its full path (the interpreter's `-m` where the
+    script was not installed)."""
+    mine = Path(sys.executable).parent / "upgrader"
+    return [str(mine)] if mine.is_file() else [sys.executable, "-m", "upgrader"]
 
 
 def executable(name: str) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from upgrader.cli.context import CliContext, pass_cli
+from upgrader.cli.context import CliContext, confirm, pass_cli, require_database
 from upgrader.cli.status import render_status
 from upgrader.core.adopt import AdoptionRefused, plan_adoption
 from upgrader.core.adopt import adopt as adopt_database
@@ -31,14 +31,13 @@ def adopt(obj: CliContext, version: str | None, yes: bool) -> int:
     try:
         plan = plan_adoption(settings, version)
     except AdoptionRefused as exc:
+        if exc.diagnosis is not None:
+            require_database(exc.diagnosis)
         raise click.ClickException(f"cannot adopt: {exc}") from exc
     where = safe_url(settings.database_url)
     before = f" (it records {plan.previous!r} now)" if plan.previous else ""
     if not yes:
-        click.confirm(
-            f"Record version {plan.version} for {where}{before}? The schema is not changed.",
-            abort=True,
-        )
+        confirm(f"Record version {plan.version} for {where}{before}? The schema is not changed.")
     adopt_database(settings, plan)
     click.echo(f"Recorded version {plan.version} for {where}.")
     diagnosis = diagnose(settings)

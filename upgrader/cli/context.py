@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
@@ -12,6 +13,7 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from upgrader.core.database import describe_error, redact
+from upgrader.core.diagnosis import Diagnosis, State
 from upgrader.engine.backup import remove_credential_leftovers
 from upgrader.settings import ConfigError, Settings, resolve
 
@@ -46,10 +48,104 @@ class CliContext:
 pass_cli = click.make_pass_decorator(CliContext)
 
 
+class Unreachable(click.ClickException):
+    """The database does not answer: nothing a command could read or write (exit 69)."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+def require_database(d: Diagnosis) -> None:
+    """Stop here when the diagnosis found no database: every further connection would
+    wait its connect timeout again for the same answer."""
+    if d.state is State.DATABASE_UNAVAILABLE:
+        raise Unreachable(f"the database cannot be reached: {'; '.join(d.details)}. {d.fix}")
+
+
+class NoTerminal(click.ClickException):
+    """A question nobody can answer: stdin is closed or empty (a script, `ssh host cmd`)."""
+
+    exit_code = EXIT_USAGE
+
+
+def confirm(question: str) -> None:
+    """Ask on the terminal; Abort on no. Where nothing can answer (stdin at its end: a
+    script, cron, `ssh host 'cmd'`), say how to run the command without asking (exit 64),
+    rather than click's bare "Aborted."."""
+    if sys.stdin is None or not sys.stdin.isatty():
+        click.echo(f"{question} [y/N]: ", nl=False)
+        answer = sys.stdin.readline() if sys.stdin is not None else ""
+        if not answer:
+            click.echo()
+            raise NoTerminal("no terminal to confirm: add --yes to run it without asking")
+        click.echo(answer.rstrip("\n"))
+        if answer.strip().lower() not in ("y", "yes"):
+            raise click.Abort()
+        return
+    click.confirm(question, abort=True)
+
+
+class QuietPipe:
+    """stdout that stops writing, without a word, once its reader has gone
+    (`upgrader status | head -1`): the command ends with the exit status it would have had,
+    not with an internal error."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.gone = False
+
+    @property
+    def encoding(self) -> Any:
+        return self.stream.encoding
+
+    @property
+    def errors(self) -> Any:
+        return self.stream.errors
+
+    def isatty(self) -> bool:
+        return bool(self.stream.isatty())
+
+    def fileno(self) -> int:
+        return int(self.stream.fileno())
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return int(self.stream.write(text))
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self.gone = True
+        try:  # what is still buffered, and Python's flush at exit, go nowhere
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
 def exit_status(call: Callable[[], Any]) -> int:
     """Run a command and map every outcome to an exit status (docs/cli.md), under
     `upgrader` and `flask upgrader` alike: usage and configuration errors are 64 (never
-    click's 2, which reads as Err2), anything unexpected 70 with a redacted message."""
+    click's 2, which reads as Err2), anything unexpected 70 with a redacted message; a
+    reader that goes away (`| head -1`) ends nothing early."""
+    stdout = sys.stdout
+    sys.stdout = QuietPipe(stdout)
+    try:
+        return _status_of(call)
+    finally:
+        sys.stdout = stdout
+
+
+def _status_of(call: Callable[[], Any]) -> int:
     try:
         rv = call()
     except click.exceptions.Exit:

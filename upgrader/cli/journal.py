@@ -6,7 +6,7 @@ import json
 
 import click
 
-from upgrader.cli.context import CliContext, pass_cli
+from upgrader.cli.context import CliContext, confirm, pass_cli, require_database
 from upgrader.core import report, storage
 from upgrader.core.database import guard_engine
 from upgrader.core.diagnosis import Diagnosis, diagnose, run_status, run_time
@@ -26,6 +26,7 @@ def history(obj: CliContext, limit: int, as_json: bool) -> int:
     engine = guard_engine(settings)
     try:
         d = diagnose(settings, engine=engine, record=False)
+        require_database(d)
         with engine.connect() as conn:
             if as_json:
                 click.echo(json.dumps(report.journal(conn, settings, d, limit), indent=2))
@@ -72,13 +73,12 @@ def render(runs: list[storage.Run], d: Diagnosis) -> list[str]:
 def unlock(obj: CliContext, force: bool, yes: bool) -> int:
     """Close a run whose process is gone, so the state stops saying it is running."""
     if force and not yes:
-        click.confirm(
+        confirm(
             "--force also ends a run whose process is alive (stopped, hung, or on a host "
             "that is gone): its database sessions are ended (on SQLite its process, on this "
             "host, is killed), so it stops where it is. PostgreSQL rolls back what it had not "
             "committed; on MariaDB/MySQL and SQLite a revision may be left half done, and "
-            "`status` then says how to recover. Continue?",
-            abort=True,
+            "`status` then says how to recover. Continue?"
         )
     try:
         click.echo(Runner(obj.settings).unlock(force=force))

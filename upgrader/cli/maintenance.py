@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from upgrader.cli.context import CliContext, pass_cli
+from upgrader.cli.context import CliContext, pass_cli, require_database
 from upgrader.core import maintenance as mode
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
 from upgrader.core.times import local
@@ -143,6 +143,7 @@ def secret_command(obj: CliContext) -> int:
 def status(obj: CliContext) -> int:
     """Show the maintenance settings and whether they are in force."""
     d = diagnose(obj.settings, record=False)
+    require_database(d)
     click.echo(describe(d))
     return 0 if d.state is not State.MAINTENANCE else 5
 

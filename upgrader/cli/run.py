@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from upgrader.cli.context import CliContext, pass_cli
+from upgrader.cli.context import CliContext, confirm, pass_cli
 from upgrader.core.database import normalise_url, safe_url
 from upgrader.core.diagnosis import State
 from upgrader.engine.backup import BackupError, read_backup
@@ -135,7 +135,7 @@ def upgrade(
     if not yes:
         backup = "without a backup" if no_backup else f"after a backup into {settings.backup_dir}"
         what = f"Apply the {phase} revisions, with the site up," if phase else "Upgrade"
-        click.confirm(f"{what} {backup}?", abort=True)
+        confirm(f"{what} {backup}?")
     if detach:
         flags = (f"--{phase}",) if phase else ()
         process = start_detached(
@@ -177,9 +177,7 @@ def install(
     runner = Runner(settings, progress=Printer(), client=client)
     target = release or runner.code.version.raw
     if not yes:
-        click.confirm(
-            f"Install release {target} into {safe_url(settings.database_url)}?", abort=True
-        )
+        confirm(f"Install release {target} into {safe_url(settings.database_url)}?")
     try:
         outcome = runner.install(release=release, trigger=trigger)
     except EngineError as exc:
@@ -220,10 +218,9 @@ def restore(obj: CliContext, file: Path, yes: bool) -> int:
             f"Backup of {described.dialect} database {described.database!r}, taken "
             f"{described.created_at}, at version {described.schema_version or '-'}."
         )
-        click.confirm(
+        confirm(
             f"Replace everything in {safe_url(settings.database_url)} with it? "
-            "Changes made since the backup are lost.",
-            abort=True,
+            "Changes made since the backup are lost."
         )
     try:
         restored = Runner(settings).restore(file)
@@ -243,10 +240,9 @@ def stamp(obj: CliContext, revisions: tuple[str, ...], purge: bool, yes: bool) -
     application's env.py). Only for the repairs `status` names; journalled."""
     settings = obj.settings
     if not yes:
-        click.confirm(
+        confirm(
             f"Record {' '.join(revisions)} as the schema's revision in "
-            f"{safe_url(settings.database_url)}? No migration runs.",
-            abort=True,
+            f"{safe_url(settings.database_url)}? No migration runs."
         )
     try:
         click.echo(Runner(settings).stamp(list(revisions), purge=purge))
@@ -262,7 +258,7 @@ def repair(obj: CliContext, yes: bool) -> int:
     """Remove the table copies an interrupted batch migration left behind (_alembic_tmp_*),
     where the original table is still there. Only what `status` names."""
     if not yes:
-        click.confirm("Drop the leftover _alembic_tmp_* tables?", abort=True)
+        confirm("Drop the leftover _alembic_tmp_* tables?")
     try:
         click.echo(Runner(obj.settings).repair())
     except EngineError as exc:

@@ -67,23 +67,33 @@ def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
 
 
 @click.command("admin-key")
+@click.option(
+    "--backup-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the key is (the backup directory); no application is needed then.",
+)
 @pass_cli
-def admin_key(obj: CliContext) -> int:
+def admin_key(obj: CliContext, backup_dir: Path | None) -> int:
     """Print the admin console's key (/upgrader/admin, when the application has no check of
     its own); made on first use in the backup directory, readable only on the server."""
     from upgrader.web.console import console_key
 
-    click.echo(console_key(Path(obj.settings.backup_dir)))
+    click.echo(console_key(backup_dir or Path(obj.settings.backup_dir)))
     return 0
 
 
 @click.command("install-key")
+@click.option(
+    "--installer-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The installer's directory; no application is needed then.",
+)
 @pass_cli
-def install_key(obj: CliContext) -> int:
+def install_key(obj: CliContext, installer_dir: Path | None) -> int:
     """Print the installer's upgrade key (created on first use, readable only on the server)."""
     from upgrader.wizard.access import upgrade_key
 
-    directory = obj.settings.installer_dir
+    directory = installer_dir or obj.settings.installer_dir
     if directory is None or not Path(directory).is_dir():
         raise click.ClickException(f"the installer directory {directory} does not exist")
     click.echo(upgrade_key(Path(directory)))

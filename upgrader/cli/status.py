@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from upgrader import i18n
-from upgrader.cli.context import CliContext, pass_cli
+from upgrader.cli.context import CliContext, pass_cli, require_database
 from upgrader.core import nodes
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
 from upgrader.core.times import local
@@ -45,9 +45,10 @@ def nodes_command(obj: CliContext, as_json: bool) -> int:
     old code, and what to do about it."""
     settings = obj.settings
     d = diagnose(settings, record=False)
-    live = None if d.state is State.DATABASE_UNAVAILABLE else nodes.read(settings)
+    require_database(d)
+    live = nodes.read(settings)
     if live is None:
-        raise click.ClickException(f"the database cannot be reached or read: {d.fix}")
+        raise click.ClickException("the node registry cannot be read")
     now = d.checked_at
     older, newer = nodes.against(live, d.schema_version)
     said = nodes.verdict(live, d.schema_version, settings.cli, settings.node_beat)

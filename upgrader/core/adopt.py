@@ -19,6 +19,10 @@ from upgrader.settings import Settings
 class AdoptionRefused(Exception):
     """Adopting would record something false; the message says what to do instead."""
 
+    def __init__(self, message: str, diagnosis: Diagnosis | None = None) -> None:
+        super().__init__(message)
+        self.diagnosis = diagnosis
+
 
 @dataclass(frozen=True)
 class AdoptionPlan:
@@ -32,7 +36,9 @@ def plan_adoption(settings: Settings, version: str | None = None) -> AdoptionPla
     code = load_code_facts(settings)
     diagnosis = diagnose(settings, code=code, record=False)
     if diagnosis.state in (State.DATABASE_UNAVAILABLE, State.NOT_INSTALLED):
-        raise AdoptionRefused(f"nothing to adopt: {diagnosis.headline.lower()}; {diagnosis.fix}")
+        raise AdoptionRefused(
+            f"nothing to adopt: {diagnosis.headline.lower()}; {diagnosis.fix}", diagnosis
+        )
     if diagnosis.state is State.UPGRADE_RUNNING:
         raise AdoptionRefused("an upgrade is running; wait for it to finish")
     if code.graph is None or len(code.heads) != 1:

@@ -7,6 +7,7 @@ Every message that may reach a page, a report or a log goes through
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
-from sqlalchemy import URL, Engine, create_engine, make_url
+from sqlalchemy import URL, Engine, create_engine, event, make_url
 
 from upgrader.settings import Settings
 
@@ -66,7 +67,33 @@ def make_engine(
         connect_args["timeout"] = connect_timeout
     connect_args.update(kwargs.pop("connect_args", None) or {})  # the application's win
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(u, connect_args=connect_args, **kwargs)
+    engine = create_engine(u, connect_args=connect_args, **kwargs)
+    if backend != "sqlite":
+        _bound_connects(engine, connect_timeout)
+    return engine
+
+
+def _bound_connects(engine: Engine, seconds: float) -> None:
+    """Every new connection of `engine` gives up after `seconds`, whatever the driver's
+    own timeouts (PyMySQL reads a silent server's handshake with its read timeout): a
+    command against a hung server ends within its connect timeout, however many
+    connections it would have opened."""
+
+    @event.listens_for(engine, "do_connect")
+    def bounded(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return within(
+                seconds, lambda: dialect.connect(*cargs, **cparams), abandon=_close_quietly
+            )
+        except NoAnswer as exc:
+            raise dialect.loaded_dbapi.OperationalError(
+                f"the server accepted the connection but did not answer within {seconds:g} s"
+            ) from exc
+
+
+def _close_quietly(connection: Any) -> None:
+    with contextlib.suppress(Exception):
+        connection.close()
 
 
 def guard_engine(settings: Settings) -> Engine:
@@ -96,23 +123,32 @@ class NoAnswer(Exception):
     """The database server did not answer within the deadline."""
 
 
-def within(seconds: float, work: Callable[[], T]) -> T:
+def within(seconds: float, work: Callable[[], T], abandon: Callable[[T], None] | None = None) -> T:
     """`work()`, or NoAnswer after `seconds`: one deadline above every driver's own idea of
     a timeout (PyMySQL reads the handshake with its read timeout; libpq tries every
-    address). The work goes on in a daemon thread, which those timeouts end."""
+    address). The work goes on in a daemon thread, which those timeouts end; what it
+    brings back too late is handed to `abandon` (a connection, to be closed)."""
     box: list[Any] = []
+    lock = threading.Lock()
 
     def run() -> None:
         try:
-            box.append((True, work()))
+            result: tuple[bool, Any] = (True, work())
         except BaseException as exc:  # handed to the caller below
-            box.append((False, exc))
+            result = (False, exc)
+        with lock:
+            box.append(result)
+            late = len(box) > 1
+        if late and result[0] and abandon is not None:
+            abandon(result[1])
 
     worker = threading.Thread(target=run, name="upgrader-deadline", daemon=True)
     worker.start()
     worker.join(seconds)
-    if not box:
-        raise NoAnswer(f"no answer within {seconds:g} s")
+    with lock:
+        if not box:
+            box.append((False, None))  # the caller has gone: a late answer is abandoned
+            raise NoAnswer(f"no answer within {seconds:g} s")
     ok, value = box[0]
     if not ok:
         raise value

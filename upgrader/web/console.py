@@ -190,7 +190,7 @@ def create_console(
         if integrated or user() is not None:
             return redirect(url_for("index"))
         console_key(key_dir)  # made on first visit, readable only on the server
-        command = f"{settings.cli} admin-key"
+        command = settings.key_command("admin-key", "--backup-dir", key_dir.resolve())
         if request.method == "GET":
             return render_template("console/key.html", error=None, command=command), 200
         wait = throttle.wait(client())

@@ -109,9 +109,11 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
             "installer_dir": str(installer.resolve()) if authed else "",
             "cli": settings.cli if authed else settings.short_cli,
             "authed": authed,
-            # the command that prints the key, as it works on this server: it is how a
-            # visitor proves access, so it must work when pasted (it names no other path)
-            "key_command": f"{settings.visitor_cli} install-key",
+            # the command that prints the key: it is how a visitor proves access, so it
+            # works pasted anywhere on the server (it names no database, no application)
+            "key_command": settings.key_command(
+                "install-key", "--installer-dir", installer.resolve()
+            ),
         }
 
     @app.before_request
