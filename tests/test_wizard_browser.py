@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -186,6 +187,10 @@ def test_on_a_phone_with_a_backup_of_ones_own(serve: Any, phone: Any, tmp_path: 
         json.dumps({"1.1.0": "Loans, and an ISBN for each book.", "2.0.0": "Sort by family name."})
     )
     page = phone
+    failed: list[str] = []  # every answer of 4xx or 5xx the browser got (a favicon's too)
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else 0)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else 0)
     page.goto(site.base + "/install")
     no_sideways_scroll(page)
     command = page.locator("pre").inner_text()
@@ -209,10 +214,14 @@ def test_on_a_phone_with_a_backup_of_ones_own(serve: Any, phone: Any, tmp_path: 
     text = page.locator("main").inner_text()
     assert "Loans, and an ISBN for each book." in text and "Sort by family name." in text
     assert "Database size" in text and "Expected time" in text
+    assert re.search(r"Database size\s+\d+ KB", text), text  # a small database, not "0.0 MB"
     shot(page, "p3-checks-390")
     page.get_by_text("I have a backup of my own", exact=True).click()
     page.click("button:has-text('Start the upgrade')")  # not confirmed
     assert "tick “I confirm that I have a backup of my own”" in page.locator("main").inner_text()
+    assert failed == [f"400 {site.base}/install/start"], failed  # that refusal, nothing else
+    failed.clear()
+    errors.clear()
     no_sideways_scroll(page)
     page.get_by_text("I have a backup of my own", exact=True).click()
     page.get_by_text("I confirm that I have a backup of my own, made just now").click()
@@ -225,6 +234,7 @@ def test_on_a_phone_with_a_backup_of_ones_own(serve: Any, phone: Any, tmp_path: 
     port = int(site.base.rsplit(":", 1)[1])
     assert get(port, "/", source="127.0.0.2")[0] == 503  # another address: a visitor waits
     assert page.request.get(site.base + "/").status == 200  # the administrator gets through
+    assert not failed and not errors, (failed, errors)
     page.click("button:has-text('Open the site to visitors')")
     assert "still in maintenance" not in page.locator("main").inner_text()
     assert get(port, "/", source="127.0.0.2")[0] == 200
