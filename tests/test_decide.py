@@ -161,7 +161,9 @@ def test_the_fix_names_the_web_installer_only_while_it_is_there() -> None:
     code = CodeFacts(parse_version("2.0.0"), GRAPH)
     facts_ = facts("1.0.0", ("a",))
     there = decide(code, facts_, now=NOW, installer_present=True)
-    gone = decide(code, facts_, now=NOW, installer_present=False)
+    gone = decide(code, facts_, now=NOW, installer_present=False, installer_dir="/srv/i")
     assert there.fix == "Open /install in a browser, or run `upgrader upgrade`."
     assert gone.fix.startswith("Run `upgrader upgrade` on the server")
-    assert "put the release's install/ directory back" in gone.fix
+    assert "its directory /srv/i is not there; copy the release's install/" in gone.fix
+    none = decide(code, facts_, now=NOW, installer_present=False)
+    assert "no installer directory is configured" in none.fix

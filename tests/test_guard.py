@@ -94,7 +94,8 @@ def test_every_state_is_answered(name: str, db_url: str, tmp_path: Path) -> None
         finishing = ("upgrade_pending", "upgrade_interrupted", "upgrade_failed")
         if case.state in finishing and name != "unadopted_at_head":
             # No install/ here: administrators are told how to get it back.
-            assert "put the release&#39;s install/ directory back" in admin.text
+            assert "copy the release&#39;s install/ directory there" in admin.text
+            assert str(tmp_path) in admin.text  # where it goes
         go_on = client.get("/books/1?upgrader-continue", environ_base=at)
         assert go_on.status_code == 303
         admin = client.get("/books/1", environ_base=at)
@@ -113,6 +114,7 @@ def test_every_state_is_answered(name: str, db_url: str, tmp_path: Path) -> None
                 case.release,
                 "status",
                 "--json",
+                env={"UPGRADER_INSTALLER_DIR": str(tmp_path / "no-installer")},
             ).output
         )["fix"]
     )

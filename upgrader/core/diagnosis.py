@@ -248,6 +248,7 @@ def decide(
     now: dt.datetime,
     cli: str = "upgrader",
     installer_present: bool = False,
+    installer_dir: str | None = None,
 ) -> Diagnosis:
     """Decide the state. Pure: the same facts always give the same diagnosis."""
     single: StateRow | None = db.states[0] if len(db.states) == 1 else None
@@ -310,10 +311,13 @@ def decide(
         """How to finish: the web installer while it is on the server, else the command."""
         if installer_present:
             return f"open /install in a browser, or run `{cli} {command}`"
-        return (
-            f"run `{cli} {command}` on the server (the web installer at /install is off: put "
-            "the release's install/ directory back to use it)"
+        where = (
+            f"its directory {installer_dir} is not there; copy the release's install/ "
+            "directory there to use it"
+            if installer_dir
+            else "no installer directory is configured"
         )
+        return f"run `{cli} {command}` on the server (the web installer is off: {where})"
 
     upgrade = finish("upgrade")
     upgrade_now = upgrade[0].upper() + upgrade[1:]
@@ -1166,13 +1170,23 @@ def diagnose(
     engine = engine or guard_engine(settings)
     try:
         facts = read_database(engine, settings, deadline=settings.connect_timeout)
-        installer = settings.installer_dir is not None and Path(settings.installer_dir).is_dir()
+        directory = settings.installer_dir
         at = now or utcnow()
-        diagnosis = decide(code, facts, now=at, cli=settings.cli, installer_present=installer)
+
+        def decided(facts: DatabaseFacts) -> Diagnosis:
+            return decide(
+                code,
+                facts,
+                now=at,
+                cli=settings.cli,
+                installer_present=directory is not None and Path(directory).is_dir(),
+                installer_dir=str(directory) if directory else None,
+            )
+
+        diagnosis = decided(facts)
         if diagnosis.state is State.POST_DEPLOY_PENDING:
             # which nodes still run older code: read only in this state, which needs it
-            facts = replace(facts, nodes=_live_nodes(engine, settings))
-            diagnosis = decide(code, facts, now=at, cli=settings.cli, installer_present=installer)
+            diagnosis = decided(replace(facts, nodes=_live_nodes(engine, settings)))
         if record and diagnosis.version_to_record and diagnosis.state_row_id is not None:
             diagnosis = _record(engine, settings, diagnosis)
         return diagnosis
