@@ -11,6 +11,7 @@ import click
 from upgrader.cli.context import CliContext, pass_cli, require_database
 from upgrader.core import maintenance as mode
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
+from upgrader.core.storage import Maintenance, utcnow
 from upgrader.core.times import local
 from upgrader.settings import Settings
 from upgrader.web import clients, static
@@ -102,7 +103,15 @@ def on(
         raise click.ClickException(str(exc)) from exc
     if written:
         click.echo(f"Static page written: {written} (the flag file beside it is on)")
-    click.echo(f"Maintenance is on ({level}); every node follows within {settings.cache_ttl:g}s.")
+    ttl = f"every node follows within {settings.cache_ttl:g}s"
+    if request.start is not None and request.start > utcnow():
+        end = f" until {local(request.end)}" if request.end else ""
+        click.echo(
+            f"Maintenance is scheduled ({level}) from {local(request.start)}{end}; until it "
+            f"begins, a banner announces it. Once it begins, {ttl}."
+        )
+    else:
+        click.echo(f"Maintenance is on ({level}); {ttl}.")
     if generate_secret and secret:
         click.echo(f"Bypass URL (shown once; keep it private): {settings.bypass_path}{secret}")
     return 0
@@ -190,13 +199,21 @@ def who() -> str:
     "--allow",
     multiple=True,
     metavar="ADDR",
-    help="Addresses or CIDR ranges that get through (default: UPGRADER_ALLOW_IPS).",
+    help="Addresses or CIDR ranges that get through (default: those the application lets "
+    "through: UPGRADER_ALLOW_IPS and `maintenance on --allow`).",
 )
 @click.option(
     "--status",
     "status_code",
     type=click.IntRange(400, 599),
     help="The status of the page while the flag exists (default: UPGRADER_BLOCKED_STATUS, 503).",
+)
+@click.option(
+    "--retry-after",
+    type=click.IntRange(1),
+    metavar="SECONDS",
+    help="The page's Retry-After (default: the time left until the end of the maintenance "
+    "set now, else UPGRADER_RETRY_AFTER).",
 )
 @pass_cli
 def webserver(
@@ -205,6 +222,7 @@ def webserver(
     static_dir: Path | None,
     allow: tuple[str, ...],
     status_code: int | None,
+    retry_after: int | None,
 ) -> int:
     """Print a configuration snippet that serves the static page while the flag exists,
     and whenever the application behind the web server does not answer.
@@ -215,8 +233,27 @@ def webserver(
     static_dir = static_dir or settings.static_dir
     if static_dir is None:
         raise click.UsageError("give --static DIR (or set UPGRADER_STATIC_DIR)")
-    entries = _allow(allow) or list(settings.allow_ips)
+    d = diagnose(settings, record=False)
+    m = d.maintenance if d.state is not State.DATABASE_UNAVAILABLE else None
+    through = [*settings.allow_ips, *(m.allow if m is not None else ())]
+    entries = _allow(allow) or list(dict.fromkeys(through))
+    for entry in entries:
+        if entry not in through:
+            click.echo(
+                f"note: {entry} gets past the web server, but the application lets only its "
+                f"own allow-list through: add it there too (`{settings.cli} maintenance on "
+                f"--allow {entry}`, or UPGRADER_ALLOW_IPS)",
+                err=True,
+            )
+    seconds = retry_after or _time_left(m, d.checked_at) or int(settings.retry_after)
     render = static.nginx if server == "nginx" else static.apache
     status_code = status_code or settings.blocked_status
-    click.echo(render(Path(static_dir).resolve(), entries, int(settings.retry_after), status_code))
+    click.echo(render(Path(static_dir).resolve(), entries, seconds, status_code))
     return 0
+
+
+def _time_left(m: Maintenance | None, now: dt.datetime) -> int | None:
+    """Seconds until the end of the maintenance set now (a web server's header is fixed:
+    this is the best it can say)."""
+    end = (m.until or m.end) if m is not None and m.mode != "off" else None
+    return max(1, int((end - now).total_seconds())) if end is not None and end > now else None

@@ -112,11 +112,11 @@ def upgrade(
         start = d.database_revisions[0] if len(d.database_revisions) == 1 else None
         url = normalise_url(settings.database_url)
         try:
-            click.echo(offline_sql(Path(settings.migrations), url, start, runner.app()))
-        except OfflineSQLError as exc:
-            click.echo(exc.partial)
-            click.secho(f"Error: {exc}", fg="red", err=True)
+            script = offline_sql(Path(settings.migrations), url, start, runner.app())
+        except OfflineSQLError as exc:  # half a script (an open BEGIN) is worse than none
+            click.secho(f"Error: {exc}. Nothing was written.", fg="red", err=True)
             return 1
+        click.echo(script)
         return 0
     summary = (
         f"{safe_url(settings.database_url)}: {d.schema_version or 'not recorded'} → "

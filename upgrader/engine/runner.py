@@ -808,7 +808,7 @@ class Runner:
             pid, host = (run.pid, run.host) if run else (lockfile.holder(engine.url.database)
                                                          or (None, None))  # fmt: skip
             state = processes.of_run(host, pid)
-            if pid is None or state is None:
+            if pid is None or state is None or pid == os.getpid():
                 raise Refused(
                     f"the run's process (pid {pid} on {host}) holds the SQLite database's "
                     "lock, and this host cannot end it: end it on its host"

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from upgrader.core.diagnosis import Diagnosis
+from upgrader.core.diagnosis import Diagnosis, State
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,8 +32,24 @@ class NotAcceptingWork(RuntimeError):
     """Raised instead of starting a job while maintenance or a version mismatch lasts."""
 
     def __init__(self, diagnosis: Diagnosis) -> None:
-        super().__init__(f"not starting new work: {diagnosis.state.value} ({diagnosis.summary})")
+        super().__init__(f"not starting new work: {_why(diagnosis)}")
         self.diagnosis = diagnosis
+
+
+def _why(d: Diagnosis) -> str:
+    """What holds new work back: the maintenance an administrator switched on (its level,
+    message and expected end), or the state."""
+    m = d.maintenance
+    if (
+        m is not None
+        and m.active(d.checked_at)
+        and (d.state.serving or d.state is State.MAINTENANCE)
+    ):
+        end = m.end or m.until
+        said = f": {m.message}" if m.message else ""
+        until = f", until about {end:%Y-%m-%d %H:%M} UTC" if end else ""
+        return f"maintenance is on ({m.mode} level{until}){said}"
+    return f"{d.state.value} ({d.summary})"
 
 
 def register(guard: Any) -> None:

@@ -29,7 +29,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, s
 
 from upgrader import i18n
 from upgrader.core.diagnosis import Diagnosis, State
-from upgrader.core.storage import utcnow
+from upgrader.core.storage import Maintenance, utcnow
 from upgrader.settings import Settings, resolve
 from upgrader.web import clients
 from upgrader.web.cache import DiagnosisCache
@@ -83,6 +83,33 @@ def _iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.isoformat() + "Z"
 
 
+def _utc(value: dt.datetime) -> str:
+    return f"{value:%Y-%m-%d %H:%M} UTC"
+
+
+def maintenance_notice(m: Maintenance, now: dt.datetime, _: i18n.Translate) -> str:
+    """A window as people read it: when it begins (or began) and when it should end."""
+    end = m.end or m.until
+    if m.upcoming(now) and m.start is not None:
+        if end is not None:
+            return _("Scheduled maintenance from %(start)s until about %(end)s.") % {
+                "start": _utc(m.start),
+                "end": _utc(end),
+            }
+        return _("Scheduled maintenance from %(start)s.") % {"start": _utc(m.start)}
+    since = m.start or m.set_at
+    if since is not None and end is not None:
+        return _("Maintenance since %(start)s, until about %(end)s.") % {
+            "start": _utc(since),
+            "end": _utc(end),
+        }
+    if since is not None:
+        return _("Maintenance since %(start)s.") % {"start": _utc(since)}
+    if end is not None:
+        return _("Maintenance until about %(end)s.") % {"end": _utc(end)}
+    return _("Maintenance.")
+
+
 class Pages:
     """The blocked page, from the integrator's template directory first, then ours."""
 
@@ -109,6 +136,7 @@ class Pages:
     ) -> str:
         m = d.maintenance
         run = d.run
+        back = (m.until or m.end) if m is not None and m.active(d.checked_at) else None
         _ = i18n.gettext_for(language, settings.locale_dir)
         return self.env.get_template("blocked.html").render(
             _=_,
@@ -119,8 +147,8 @@ class Pages:
             code=d.code,
             step=run.step if run else 0,
             steps=run.steps if run else 0,
-            until=_iso(m.until) if m and m.until else None,
-            until_text=f"{m.until:%Y-%m-%d %H:%M} UTC" if m and m.until else "",
+            until=_iso(back) if back else None,
+            until_text=_utc(back) if back else "",
             status_url=settings.status_path,
             poll_seconds=poll_seconds,
             refresh=refresh,
@@ -195,7 +223,8 @@ class UpgraderMiddleware:
         admin = self.is_admin(environ, d)
         environ["upgrader.diagnosis"] = d
         environ["upgrader.admin"] = admin
-        banner = self.banner(d, admin)
+        language = i18n.negotiate(environ.get("HTTP_ACCEPT_LANGUAGE"), self.settings.locale_dir)
+        banner = self.banner(d, admin, language)
         if banner:
             environ["upgrader.banner"] = banner
         if d.state.serving:
@@ -452,26 +481,26 @@ class UpgraderMiddleware:
             self._maintenance_allow = (entries, tuple(parsed))
         return self._maintenance_allow[1]
 
-    def banner(self, d: Diagnosis, admin: bool) -> dict[str, str] | None:
-        """A notice for the page: a maintenance window, or what administrators must know."""
+    def banner(
+        self, d: Diagnosis, admin: bool, language: str = i18n.DEFAULT
+    ) -> dict[str, str] | None:
+        """A notice for the page, in the visitor's language: a maintenance window (when it
+        began or begins, and its expected end), or what administrators must know."""
         m = d.maintenance
         now = d.checked_at
+        _ = i18n.gettext_for(language, self.settings.locale_dir)
         if admin and d.state is not State.OK:
-            return {"level": "admin", "text": f"{d.headline} ({d.state.value}): {d.fix}"}
+            return {"level": "admin", "text": f"{d.headline_in(_)} ({d.state.value}): {d.fix}"}
         if m is not None and m.mode != "off" and (m.active(now) or m.upcoming(now)):
-            when = []
-            if m.start and m.upcoming(now):
-                when.append(f"from {m.start:%Y-%m-%d %H:%M} UTC")
-            end = m.end or m.until
-            if end:
-                when.append(f"until about {end:%Y-%m-%d %H:%M} UTC")
-            text = "Scheduled maintenance " + " ".join(when) if when else "Maintenance"
-            return {"level": "maintenance", "text": f"{text}. {m.message or ''}".strip()}
+            text = maintenance_notice(m, now, _)
+            return {"level": "maintenance", "text": f"{text} {m.message or ''}".strip()}
         if admin and d.installer_present:
             return {
                 "level": "admin",
-                "text": "The upgrade is complete: delete the install/ "
-                "directory from the server, so nobody can run the installer again.",
+                "text": _(
+                    "The upgrade is complete: delete the install/ directory from the server, "
+                    "so nobody can run the installer again."
+                ),
             }
         return None
 
