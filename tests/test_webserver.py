@@ -195,7 +195,7 @@ def test_the_web_server_serves_the_static_page(
     )
     try:
         wait_for_port(app_port)
-        with start_server(snippet.output, port, app_port, work):
+        with start_server(snippet.stdout, port, app_port, work):
             assert get(port, "/books/1")[0] == 200  # no flag: the application
 
             on = run_cli(

@@ -233,8 +233,7 @@ def webserver(
     static_dir = static_dir or settings.static_dir
     if static_dir is None:
         raise click.UsageError("give --static DIR (or set UPGRADER_STATIC_DIR)")
-    d = diagnose(settings, record=False)
-    m = d.maintenance if d.state is not State.DATABASE_UNAVAILABLE else None
+    m = switch.current(settings)
     through = [*settings.allow_ips, *(m.allow if m is not None else ())]
     entries = _allow(allow) or list(dict.fromkeys(through))
     for entry in entries:
@@ -245,7 +244,7 @@ def webserver(
                 f"--allow {entry}`, or UPGRADER_ALLOW_IPS)",
                 err=True,
             )
-    seconds = retry_after or _time_left(m, d.checked_at) or int(settings.retry_after)
+    seconds = retry_after or _time_left(m, utcnow()) or int(settings.retry_after)
     render = static.nginx if server == "nginx" else static.apache
     status_code = status_code or settings.blocked_status
     click.echo(render(Path(static_dir).resolve(), entries, seconds, status_code))

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from upgrader.core import maintenance as mode
 from upgrader.core import storage
 from upgrader.core.database import guard_engine
-from upgrader.core.diagnosis import CodeFacts, diagnose
+from upgrader.core.diagnosis import CodeFacts, diagnose, read_database
 from upgrader.settings import Settings
 from upgrader.web import static
 
@@ -79,3 +79,12 @@ def rotate_secret(
         tables = storage.define_tables(settings.table_prefix)
         mode.set_secret(e, tables, mode.hash_secret(secret), who, trigger)
     return secret
+
+
+def current(settings: Settings) -> storage.Maintenance | None:
+    """The maintenance settings stored now (None when there are none, or no database
+    answers within the connect timeout): no code version needed, as the web server's
+    snippet has none."""
+    with _engine(settings, None) as engine:
+        facts = read_database(engine, settings, deadline=settings.connect_timeout)
+    return facts.states[0].maintenance if len(facts.states) == 1 else None
