@@ -1,13 +1,15 @@
 """The guard's own tables in the application's database, and reading them back.
 
-Three tables, named with a configurable prefix (default `upgrader_`):
+Four tables, named with a configurable prefix (default `upgrader_`):
 
 - `state`: one row: the application version the schema was last brought to,
   when it was installed, and the maintenance settings;
 - `runs`: the journal: one row per install, upgrade or version record, with
   who started it, from where, from -> to, status, step k of n, lease, error,
   backup;
-- `steps`: one row per migration a run applied, with its duration.
+- `steps`: one row per migration a run applied, with its duration;
+- `nodes`: one row per process that runs the guard, and the code it runs
+  (core/nodes.py).
 
 Alembic's `alembic_version` stays Alembic's: it is read, never written here.
 Every timestamp is naive UTC.
