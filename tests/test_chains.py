@@ -106,13 +106,14 @@ def test_sqlite_long_upgrade_with_a_short_lease(tmp_path: Path) -> None:
 
 
 def spawn(
-    url: str, migrations: Path, tmp_path: Path, sleep_at: str, *extra: str
+    url: str, migrations: Path, tmp_path: Path, sleep_at: str, *extra: str, **variables: str
 ) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
     env.update(
         CHAIN_SLEEP_AT=sleep_at,
         UPGRADER_BACKUP_DIR=str(tmp_path / "backups"),
         UPGRADER_INSTALLER_DIR=str(tmp_path / "none"),
+        **variables,
     )
     return subprocess.Popen(
         [
@@ -132,6 +133,14 @@ def spawn(
 
 
 RECOVERY_ORDER = [revision for revision, _ in RECOVERY]
+
+
+def wait_until_at(url: str, process: subprocess.Popen[str], revision: str) -> None:
+    """Until the run's journal says it applies `revision`."""
+    deadline = time.monotonic() + 60
+    while rows(url, "SELECT revision FROM upgrader_runs ORDER BY id DESC")[0] != (revision,):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
 
 
 def kill_inside(url: str, process: subprocess.Popen[str], revision: str) -> None:
@@ -253,10 +262,7 @@ def test_a_failed_rerun_still_names_the_first_backup(db_url: str, tmp_path: Path
 def test_ctrl_c_is_journalled_as_interrupted(db_url: str, tmp_path: Path) -> None:
     full = seeded(db_url, tmp_path)
     process = spawn(db_url, full, tmp_path, "r03")
-    deadline = time.monotonic() + 60
-    while rows(db_url, "SELECT revision FROM upgrader_runs ORDER BY id DESC")[0] != ("r03",):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until_at(db_url, process, "r03")
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     output = process.communicate(timeout=60)[0]
@@ -379,24 +385,8 @@ def test_a_stopped_upgrade_is_named_and_its_printed_fix_works(
     says the process is stopped, with the commands to resume or end it; pasted as printed,
     either leads to ok with the data intact."""
     full = seeded(db_url, tmp_path)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "upgrader", *config(db_url, full, "2.0.0"), "upgrade", "--yes"],
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")},
-            "CHAIN_SLEEP_AT": "r03",
-            "CHAIN_SLEEP": "3",
-            "UPGRADER_LEASE_SECONDS": "2",
-            "UPGRADER_BACKUP_DIR": str(tmp_path / "backups"),
-            "UPGRADER_INSTALLER_DIR": str(tmp_path / "none"),
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while rows(db_url, "SELECT revision FROM upgrader_runs ORDER BY id DESC")[0] != ("r03",):
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.05)
+    process = spawn(db_url, full, tmp_path, "r03", CHAIN_SLEEP="3", UPGRADER_LEASE_SECONDS="2")
+    wait_until_at(db_url, process, "r03")
     process.send_signal(signal.SIGSTOP)
     try:
         time.sleep(3)  # past its lease
@@ -429,10 +419,7 @@ def test_a_stopped_upgrade_is_named_and_its_printed_fix_works(
 def test_unlock_force_ends_a_stopped_run_and_says_so(db_url: str, tmp_path: Path) -> None:
     full = seeded(db_url, tmp_path)
     process = spawn(db_url, full, tmp_path, "r03")
-    deadline = time.monotonic() + 60
-    while rows(db_url, "SELECT revision FROM upgrader_runs ORDER BY id DESC")[0] != ("r03",):
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.05)
+    wait_until_at(db_url, process, "r03")
     process.send_signal(signal.SIGSTOP)
     try:
         forced = run_cli(*config(db_url, full, "2.0.0"), "unlock", "--force", "--yes")

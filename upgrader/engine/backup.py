@@ -38,6 +38,7 @@ from typing import Any
 
 from sqlalchemy import URL, Engine, inspect, text
 
+from upgrader.core import processes
 from upgrader.core.database import redact
 
 DUMP_TIMEOUT = 6 * 3600
@@ -145,18 +146,11 @@ def remove_credential_leftovers() -> list[Path]:
 
 
 def _alive_owner(name: str) -> bool:
+    """Entries are named by the process that made them (`<pid>-…`)."""
     owner = name.split("-")[0]
-    return owner.isdigit() and int(owner) != os.getpid() and _alive(int(owner))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not owner.isdigit() or int(owner) == os.getpid():
         return False
-    except PermissionError:
-        return True
-    return True
+    return processes.state_of(int(owner)) in (processes.RUNNING, processes.STOPPED)
 
 
 def estimated_size(engine: Engine) -> int | None:
