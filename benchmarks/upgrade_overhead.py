@@ -46,6 +46,7 @@ os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/tes
 from tests.conftest import fresh_server_database  # noqa: E402
 from upgrader.core import storage  # noqa: E402
 from upgrader.core.revisions import alembic_config  # noqa: E402
+from upgrader.core.tables import define_tables, ensure_tables  # noqa: E402
 from upgrader.engine.backup import create_backup  # noqa: E402
 from upgrader.sample.data import AUTHORS, BOOKS  # noqa: E402
 
@@ -91,8 +92,8 @@ def prepare(url: str, rows: int) -> None:
                 for i in range(rows)
             ],
         )
-    tables = storage.define_tables()
-    storage.ensure_tables(engine, tables)
+    tables = define_tables()
+    ensure_tables(engine, tables)
     with engine.begin() as conn:
         storage.write_single_state(conn, tables, "1.0.0")
     engine.dispose()

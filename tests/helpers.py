@@ -16,8 +16,9 @@ from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, make_url, text
 
 from upgrader.cli.main import cli
-from upgrader.core import storage
+from upgrader.core import storage, times
 from upgrader.core.revisions import alembic_config
+from upgrader.core.tables import define_tables, ensure_tables
 from upgrader.sample.data import seed
 from upgrader.sample.releases import CURRENT, RELEASES
 from upgrader.settings import Settings, resolve
@@ -90,8 +91,8 @@ def install(url: str, release: str, *, data: bool = True, record: bool = True) -
             if data:
                 seed(conn, release)
         if record:
-            tables = storage.define_tables()
-            storage.ensure_tables(engine, tables)
+            tables = define_tables()
+            ensure_tables(engine, tables)
             with engine.begin() as conn:
                 storage.write_single_state(conn, tables, release)
     finally:
@@ -110,7 +111,7 @@ def execute(url: str, *statements: str, **params: Any) -> None:
 
 def add_run(url: str, **values: Any) -> None:
     """A journal row, as a run of the upgrade engine writes it."""
-    now = storage.utcnow()
+    now = times.utcnow()
     row: dict[str, Any] = {
         "kind": "upgrade",
         "status": "running",
@@ -132,7 +133,7 @@ def add_run(url: str, **values: Any) -> None:
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            conn.execute(storage.define_tables().runs.insert().values(**row))
+            conn.execute(define_tables().runs.insert().values(**row))
     finally:
         engine.dispose()
 
@@ -229,7 +230,7 @@ def journal_of(url: str) -> list[dict[str, Any]]:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return [r.to_dict() for r in storage.recent_runs(conn, storage.define_tables(), 50)]
+            return [r.to_dict() for r in storage.recent_runs(conn, define_tables(), 50)]
     finally:
         engine.dispose()
 

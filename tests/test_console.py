@@ -18,6 +18,7 @@ from tests.helpers import add_run, cli_args, install, journal_of, run_cli, statu
 from tests.test_guard import plain_app
 from tests.test_wizard_security import csrf, site
 from upgrader.core import storage
+from upgrader.core.tables import define_tables
 from upgrader.sample.releases import CURRENT
 from upgrader.web import UpgraderMiddleware
 
@@ -73,7 +74,7 @@ def stored(url: str) -> Any:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return storage.read_facts(conn, storage.define_tables()).states[0]
+            return storage.read_facts(conn, define_tables()).states[0]
     finally:
         engine.dispose()
 

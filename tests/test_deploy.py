@@ -23,7 +23,7 @@ from sqlalchemy import create_engine
 from tests import chains
 from tests.helpers import journal_of
 from upgrader.core import maintenance as mode
-from upgrader.core import storage
+from upgrader.core.tables import define_tables
 
 BIN = Path(sys.executable).parent
 UPGRADER = str(BIN / "upgrader")
@@ -121,7 +121,7 @@ class Site:
     def settings(self) -> dict[str, Any] | None:
         engine = create_engine(self.url)
         try:
-            return mode.snapshot(engine, storage.define_tables())
+            return mode.snapshot(engine, define_tables())
         finally:
             engine.dispose()
 

@@ -30,7 +30,7 @@ from tests.helpers import (
     run_cli,
     status_of,
 )
-from upgrader.core import storage
+from upgrader.core.tables import define_tables
 from upgrader.engine.locks import upgrade_lock
 from upgrader.sample.data import AUTHORS, BOOKS
 from upgrader.sample.releases import CURRENT
@@ -53,7 +53,7 @@ journal = journal_of
 
 def steps(url: str) -> list[dict[str, Any]]:
     engine = create_engine(url)
-    tables = storage.define_tables()
+    tables = define_tables()
     try:
         with engine.connect() as conn:
             return [dict(r) for r in conn.execute(select(tables.steps)).mappings()]

@@ -17,8 +17,8 @@ from werkzeug.test import Client
 
 from tests.helpers import cli_args, install, run_cli
 from tests.test_guard import guard
-from upgrader.core import storage
 from upgrader.core.diagnosis import State
+from upgrader.core.tables import define_tables
 from upgrader.sample.releases import CURRENT
 
 STATES = {s.value for s in State}
@@ -109,7 +109,7 @@ def prepared(db_url: str, tmp_path: Path) -> str:
     assert result.exit_code == 0, result.output
     engine = create_engine(db_url)
     with engine.begin() as conn:
-        runs = storage.define_tables().runs
+        runs = define_tables().runs
         conn.execute(
             runs.insert().values(
                 kind="upgrade",

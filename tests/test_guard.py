@@ -12,7 +12,7 @@ from werkzeug.test import Client
 
 from tests.helpers import MIGRATIONS, code_at, execute, install, run_cli
 from tests.test_states import CASES, _release_held_locks  # noqa: F401 (its fixture)
-from upgrader.core.storage import utcnow
+from upgrader.core.times import utcnow
 from upgrader.sample import create_app
 from upgrader.sample.releases import CURRENT, RELEASES
 from upgrader.settings import resolve

@@ -14,7 +14,7 @@ from werkzeug.test import Client
 
 from tests.helpers import MIGRATIONS, execute, install, run_cli
 from tests.test_guard import guard, plain_app
-from upgrader.core.storage import utcnow
+from upgrader.core.times import utcnow
 from upgrader.sample.releases import CURRENT
 from upgrader.web import background
 

@@ -17,19 +17,20 @@ from sqlalchemy import create_engine
 
 from tests.helpers import SAMPLE, cli_args, install, run_cli, serving
 from tests.test_webserver import get
-from upgrader.core import nodes, storage
+from upgrader.core import nodes, times
+from upgrader.core.tables import define_tables
 from upgrader.sample.releases import CURRENT
 
 
 def add_node(
     url: str, host: str, pid: int, version: str, kind: str = "web", ago: float = 1
 ) -> None:
-    seen = storage.utcnow() - dt.timedelta(seconds=ago)
+    seen = times.utcnow() - dt.timedelta(seconds=ago)
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
             conn.execute(
-                storage.define_tables().nodes.insert().values(
+                define_tables().nodes.insert().values(
                     id=f"{host}:{pid}:x", host=host, pid=pid, kind=kind, code_version=version,
                     heads="0002_loans_isbn", started_at=seen, last_seen=seen,
                 )
@@ -51,7 +52,7 @@ def test_support_can_name_the_nodes_on_old_code(db_url: str) -> None:
     add_node(db_url, "web-3", 412, "1.1.0", ago=5 * 60)  # gone for five minutes
     engine = create_engine(db_url)
     try:
-        nodes.record(engine, storage.define_tables(), "web", CURRENT, ["0003_sort_names"])
+        nodes.record(engine, define_tables(), "web", CURRENT, ["0003_sort_names"])
     finally:
         engine.dispose()
     listed = nodes_json(db_url)
@@ -75,7 +76,7 @@ def test_support_can_name_the_nodes_on_old_code(db_url: str) -> None:
     engine = create_engine(db_url)
     try:
         with engine.connect() as conn:
-            ids = {r[0] for r in conn.execute(storage.define_tables().nodes.select())}
+            ids = {r[0] for r in conn.execute(define_tables().nodes.select())}
     finally:
         engine.dispose()
     assert "web-3:412:x" not in ids

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine
 from tests.helpers import MIGRATIONS, install
 from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS, pytestmark  # noqa: F401
 from tests.test_nodes import add_node
-from upgrader.core import storage
+from upgrader.core.tables import define_tables
 
 CONTRACT = '''"""Drop the ISBN index: release 2.0.2 no longer looks books up by it."""
 
@@ -94,7 +94,7 @@ def test_an_administrator_sees_which_node_holds_post_deploy_back(
         assert listing.returncode == 0 and "web-2" in listing.stdout
         engine = create_engine(url)  # the old node is restarted on the new release
         with engine.begin() as conn:
-            nodes = storage.define_tables().nodes
+            nodes = define_tables().nodes
             conn.execute(nodes.delete().where(nodes.c.host == "web-2"))
         engine.dispose()
         done = pasted(command + " --yes --no-backup", site.env)

@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from tests.helpers import SAMPLE, add_run, cli_args, execute, install, migrate, run_cli
-from upgrader.core import storage
+from upgrader.core import times
+from upgrader.core.tables import define_tables, ensure_tables
 from upgrader.engine.locks import upgrade_lock
 from upgrader.sample.releases import CURRENT
 
@@ -67,7 +68,7 @@ def foreign_tables(url: str, tmp_path: Path) -> None:
 
 def guard_tables(url: str, tmp_path: Path) -> None:
     engine = create_engine(url)
-    storage.ensure_tables(engine, storage.define_tables())
+    ensure_tables(engine, define_tables())
     engine.dispose()
 
 
@@ -75,7 +76,7 @@ def damaged_state_table(url: str, tmp_path: Path) -> None:
     execute(url, "ALTER TABLE upgrader_state DROP COLUMN updated_at")
 
 
-EXPIRED = storage.utcnow() - dt.timedelta(minutes=10)
+EXPIRED = times.utcnow() - dt.timedelta(minutes=10)
 
 
 @dataclass
@@ -340,7 +341,7 @@ def test_release_without_migrations_is_recorded_once(db_url: str, tmp_path: Path
     run_cli(*cli_args(db_url, tmp_path), "status", "--json")
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        runs = storage.define_tables().runs
+        runs = define_tables().runs
         rows = conn.execute(select(runs.c.kind, runs.c.from_version, runs.c.to_version)).all()
     engine.dispose()
     assert [tuple(r) for r in rows] == [("version", "2.0.0", "2.0.1")]

@@ -18,7 +18,7 @@ from sqlalchemy import make_url
 
 from tests.conftest import SERVER_URLS, fresh_server_database
 from tests.helpers import RELEASES_ENV, add_run, cli_args, install, run_cli
-from upgrader.core import storage
+from upgrader.core import times
 
 
 def doctor_json(url: str, env: dict[str, str]) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def test_doctor_reports_everything_support_asks_for(db_url: str, tmp_path: Path)
 
 def test_history_reads_a_dead_run_as_the_diagnosis_does(db_url: str, tmp_path: Path) -> None:
     install(db_url, "1.0.0")
-    now = storage.utcnow()
+    now = times.utcnow()
     add_run(
         db_url,
         started_at=now - dt.timedelta(minutes=4),

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from upgrader.core.storage import table_names
+from upgrader.core.tables import table_names
 
 IncludeName = Callable[[str | None, str, Mapping[str, Any]], bool]
 

@@ -19,7 +19,7 @@ import click
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from upgrader.core import report, storage
+from upgrader.core import report, times
 from upgrader.core.database import describe_error, guard_engine, redact
 from upgrader.core.diagnosis import Diagnosis
 from upgrader.settings import Settings
@@ -118,5 +118,5 @@ def write_bundle(
 
 
 def default_name() -> str:
-    stamp = storage.utcnow().strftime("%Y%m%dT%H%M%SZ")
+    stamp = times.utcnow().strftime("%Y%m%dT%H%M%SZ")
     return f"upgrader-support-{stamp}.zip"

@@ -27,8 +27,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from upgrader.cli.context import CliContext, pass_cli
 from upgrader.cli.maintenance import when
 from upgrader.core import maintenance as mode
-from upgrader.core import storage
 from upgrader.core.database import guard_engine
+from upgrader.core.tables import Tables, define_tables
 from upgrader.web import maintenance as switch
 from upgrader.web import static
 
@@ -149,7 +149,7 @@ def deploy(
     """
     settings = obj.settings
     actor = f"{_user()} (deploy)"
-    tables = storage.define_tables(settings.table_prefix)
+    tables = define_tables(settings.table_prefix)
     directory = static_dir or settings.static_dir
     request = mode.MaintenanceRequest(level="block", message=message, until=when(until))
     engine = guard_engine(settings)
@@ -193,7 +193,7 @@ def deploy(
 
 def _restore(
     engine: Any,
-    tables: storage.Tables,
+    tables: Tables,
     saved: dict[str, Any],
     ours: dict[str, Any] | None,
     actor: str,

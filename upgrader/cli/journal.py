@@ -7,9 +7,10 @@ import json
 import click
 
 from upgrader.cli.context import CliContext, confirm, pass_cli, require_database
-from upgrader.core import report, storage
+from upgrader.core import records, report, storage
 from upgrader.core.database import guard_engine
 from upgrader.core.diagnosis import Diagnosis, diagnose, run_status, run_time
+from upgrader.core.tables import define_tables
 from upgrader.core.times import local
 from upgrader.engine.runner import EngineError, Runner
 
@@ -31,7 +32,7 @@ def history(obj: CliContext, limit: int, as_json: bool) -> int:
             if as_json:
                 click.echo(json.dumps(report.journal(conn, settings, d, limit), indent=2))
                 return 0
-            runs = storage.recent_runs(conn, storage.define_tables(settings.table_prefix), limit)
+            runs = storage.recent_runs(conn, define_tables(settings.table_prefix), limit)
     finally:
         engine.dispose()
     if not runs:
@@ -41,7 +42,7 @@ def history(obj: CliContext, limit: int, as_json: bool) -> int:
     return 0
 
 
-def render(runs: list[storage.Run], d: Diagnosis) -> list[str]:
+def render(runs: list[records.Run], d: Diagnosis) -> list[str]:
     lines = []
     for r in runs:
         who = f"{r.trigger} {r.actor or '?'}@{r.host}" + (f" from {r.client}" if r.client else "")

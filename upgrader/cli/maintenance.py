@@ -11,8 +11,8 @@ import click
 from upgrader.cli.context import CliContext, pass_cli, require_database
 from upgrader.core import maintenance as mode
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
-from upgrader.core.storage import Maintenance, utcnow
-from upgrader.core.times import local
+from upgrader.core.records import Maintenance
+from upgrader.core.times import local, utcnow
 from upgrader.settings import Settings
 from upgrader.web import clients, static
 from upgrader.web import maintenance as switch

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from upgrader.core import storage
+from upgrader.core import journal, storage
 from upgrader.core.database import guard_engine
 from upgrader.core.diagnosis import Diagnosis, State, diagnose, load_code_facts
+from upgrader.core.tables import define_tables, ensure_tables
 from upgrader.core.versions import parse_version
 from upgrader.settings import Settings
 
@@ -72,16 +73,16 @@ def plan_adoption(settings: Settings, version: str | None = None) -> AdoptionPla
 
 def adopt(settings: Settings, plan: AdoptionPlan, trigger: str = "cli") -> None:
     """Write the single state row and a journal entry, in one transaction."""
-    tables = storage.define_tables(settings.table_prefix)
+    tables = define_tables(settings.table_prefix)
     engine = guard_engine(settings)
     try:
-        storage.ensure_tables(engine, tables)
+        ensure_tables(engine, tables)
         with engine.begin() as conn:
             facts = storage.read_facts(conn, tables, settings.version_table)
             keep = next((s for s in facts.states if parse_version(s.schema_version).valid), None)
             keep = keep or (facts.states[0] if facts.states else None)
             storage.write_single_state(conn, tables, plan.version, keep)
-            storage.journal_entry(
+            journal.journal_entry(
                 conn,
                 tables,
                 kind="adopt",

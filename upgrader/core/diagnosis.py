@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from upgrader.core import lockfile, nodes, phases, processes, storage
+from upgrader.core import journal, lockfile, nodes, phases, processes, records, storage, times
 from upgrader.core.database import (
     NoAnswer,
     describe_error,
@@ -29,8 +29,11 @@ from upgrader.core.database import (
     safe_url,
     within,
 )
+from upgrader.core.records import Maintenance, Run, StateRow
 from upgrader.core.revisions import Revision, RevisionGraph, load_graph
-from upgrader.core.storage import DatabaseFacts, Maintenance, Run, StateRow, utcnow
+from upgrader.core.storage import DatabaseFacts
+from upgrader.core.tables import define_tables, forget_columns, table_names
+from upgrader.core.times import utcnow
 from upgrader.core.versions import ParsedVersion, compare, parse_version
 from upgrader.i18n import N_
 from upgrader.settings import Settings
@@ -146,7 +149,7 @@ class CodeFacts:
     graph: RevisionGraph | None
     error: str | None = None  # the script directory could not be read
     releases: Mapping[str, str] = field(default_factory=dict)
-    guard_tables: frozenset[str] = field(default_factory=storage.table_names)
+    guard_tables: frozenset[str] = field(default_factory=table_names)
     upgrade_from: str | None = None  # the oldest release this code upgrades (UPGRADER_UPGRADE_FROM)
 
     @property
@@ -237,7 +240,7 @@ class Diagnosis:
             else self.maintenance.to_dict(self.checked_at),
             "run": None if self.run is None else self.run.to_dict(),
             "installer_present": self.installer_present,
-            "checked_at": storage.iso(self.checked_at),
+            "checked_at": times.iso(self.checked_at),
         }
 
 
@@ -296,7 +299,7 @@ def decide(
         assert single is not None
         m = single.maintenance
         if m.active(now) and m.mode == "block":
-            until = f" until {storage.iso(m.until)}" if m.until else ""
+            until = f" until {times.iso(m.until)}" if m.until else ""
             return result(
                 State.MAINTENANCE,
                 f"Switch it off with `{cli} maintenance off` when the work is done.",
@@ -402,7 +405,7 @@ def decide(
             if stalled
             else f"Wait for it to finish; follow it with `{cli} status`. "
             f"It was started by {run.actor or 'unknown'} on {run.host} (pid {run.pid}) at "
-            f"{storage.iso(run.started_at)}.",
+            f"{times.iso(run.started_at)}.",
             f"run #{run.id} from {run.from_version or '-'} to {run.to_version}: {progress}",
             stalled[0] if stalled else "",
             f"a session of the killed run is still working in the server: {db.lingering}"
@@ -738,7 +741,7 @@ def _outside_change(run: Run | None, revisions: Sequence[str]) -> tuple[str, str
     hand): the last journal entry that closed well says which revisions it left."""
     if run is None or run.status != "succeeded" or run.to_revisions is None:
         return None
-    recorded = storage.split_revisions(run.to_revisions)
+    recorded = records.split_revisions(run.to_revisions)
     if sorted(recorded) == sorted(revisions):
         return None
     return ", ".join(recorded) or "none", ", ".join(revisions) or "none"
@@ -794,7 +797,7 @@ def _attempt(
             if run.status in ("interrupted", "aborted")
             else "no process holds its upgrade lock any more"
             if db.lock_held is False
-            else f"its lease expired at {storage.iso(run.lease_expires_at)}"
+            else f"its lease expired at {times.iso(run.lease_expires_at)}"
         )
         details.append(
             f"run #{run.id} ({run.from_version or '-'} to {run.to_version}) stopped at "
@@ -904,7 +907,7 @@ def _committed(run: Run, graph: RevisionGraph, db: DatabaseFacts) -> str:
     (PostgreSQL, where env.py runs the whole pass in one)."""
     if not run.step or run.from_revisions is None:
         return ""
-    before = graph.ancestry(storage.split_revisions(run.from_revisions))
+    before = graph.ancestry(records.split_revisions(run.from_revisions))
     now = len(graph.ancestry(db.revisions) - before)
     finished = run.step - 1  # the journal's step k is the one that was running
     if now >= finished:
@@ -1016,7 +1019,7 @@ def load_code_facts(settings: Settings) -> CodeFacts:
         version,
         None,
         releases=settings.releases,
-        guard_tables=storage.table_names(settings.table_prefix),
+        guard_tables=table_names(settings.table_prefix),
         upgrade_from=settings.upgrade_from,
     )
     if not migrations.is_dir():
@@ -1051,7 +1054,7 @@ def _read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
     missing = missing_sqlite_file(url)
     if missing is not None:
         return DatabaseFacts(missing_file=str(missing))
-    tables = storage.define_tables(settings.table_prefix)
+    tables = define_tables(settings.table_prefix)
     held = lockfile.lock_held(url.database) if url.get_backend_name() == "sqlite" else None
     for attempt in (1, 2):
         try:
@@ -1064,7 +1067,7 @@ def _read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
                 return _with_run_facts(conn, facts, held)
         except (SQLAlchemyError, ValueError, TypeError, KeyError) as exc:
             reason = describe_error(exc, url)
-            storage.forget_columns(engine)  # a restore may have changed upgrader's tables
+            forget_columns(engine)  # a restore may have changed upgrader's tables
             if held and "database is locked" in reason:
                 # SQLite: a long migration holds the write lock, and its process is alive.
                 who = lockfile.holder(url.database)
@@ -1198,7 +1201,7 @@ def diagnose(
 def _live_nodes(engine: Engine, settings: Settings) -> tuple[nodes.Node, ...] | None:
     try:
         with engine.connect() as conn:
-            tables = storage.define_tables(settings.table_prefix)
+            tables = define_tables(settings.table_prefix)
             return tuple(nodes.live(conn, tables, beat=settings.node_beat))
     except SQLAlchemyError:
         return None  # the decision says what it can without them
@@ -1206,7 +1209,7 @@ def _live_nodes(engine: Engine, settings: Settings) -> tuple[nodes.Node, ...] | 
 
 def _record(engine: Engine, settings: Settings, diagnosis: Diagnosis) -> Diagnosis:
     assert diagnosis.version_to_record is not None and diagnosis.state_row_id is not None
-    tables = storage.define_tables(settings.table_prefix)
+    tables = define_tables(settings.table_prefix)
     version, outside = diagnosis.version_to_record, diagnosis.outside_change
     if outside is None:
         note = f"release {version} adds no migrations: version recorded on its own"
@@ -1216,7 +1219,7 @@ def _record(engine: Engine, settings: Settings, diagnosis: Diagnosis) -> Diagnos
             f"{outside[1]}, with no backup: version {version} recorded"
         )
     try:
-        storage.record_version(
+        journal.record_version(
             engine,
             tables,
             diagnosis.state_row_id,

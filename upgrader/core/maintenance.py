@@ -22,7 +22,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, select
 
-from upgrader.core.storage import Tables, identity, utcnow
+from upgrader.core.records import identity
+from upgrader.core.tables import Tables
+from upgrader.core.times import utcnow
 
 log = logging.getLogger("upgrader")
 

@@ -25,8 +25,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, inspect, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from upgrader.core import storage
-from upgrader.core.storage import Tables, utcnow
+from upgrader.core import records, times
+from upgrader.core.tables import Tables, define_tables
+from upgrader.core.times import utcnow
 
 log = logging.getLogger("upgrader")
 
@@ -63,8 +64,8 @@ class Node:
             "kind": self.kind,
             "code_version": self.code_version,
             "heads": list(self.heads),
-            "started_at": storage.iso(self.started_at),
-            "last_seen": storage.iso(self.last_seen),
+            "started_at": times.iso(self.started_at),
+            "last_seen": times.iso(self.last_seen),
             "seconds_since_seen": max(0, int((now - self.last_seen).total_seconds())),
         }
 
@@ -121,7 +122,7 @@ def record(
     values = {
         "kind": kind,
         "code_version": version,
-        "heads": storage.join_revisions(heads),
+        "heads": records.join_revisions(heads),
         "last_seen": now,
     }
     with engine.begin() as conn:
@@ -172,7 +173,7 @@ def live(
             pid=int(r["pid"]),
             kind=r["kind"],
             code_version=r["code_version"],
-            heads=tuple(storage.split_revisions(r["heads"])),
+            heads=tuple(records.split_revisions(r["heads"])),
             started_at=r["started_at"],
             last_seen=r["last_seen"],
         )
@@ -279,7 +280,7 @@ def read(settings: Any) -> list[Node] | None:
         return []  # connecting would create the file
     try:
         with engine.connect() as conn:
-            tables = storage.define_tables(settings.table_prefix)
+            tables = define_tables(settings.table_prefix)
             return live(conn, tables, beat=settings.node_beat)
     except SQLAlchemyError:
         return None

@@ -33,6 +33,7 @@ from upgrader.core.database import (
     safe_url,
 )
 from upgrader.core.diagnosis import Diagnosis, diagnose, load_code_facts, run_status, run_time
+from upgrader.core.tables import Tables, define_tables
 from upgrader.engine.backup import credential_leftovers, preflight
 from upgrader.settings import Settings
 
@@ -68,13 +69,13 @@ def environment() -> dict[str, Any]:
 
 def made() -> dict[str, Any]:
     """When, where and by whom the report was made: a pasted report says whose it is."""
-    now = storage.utcnow()
+    now = times.utcnow()
     try:
         user: str | None = getpass.getuser()
     except Exception:
         user = None
     return {
-        "at": storage.iso(now),
+        "at": times.iso(now),
         "local_time": times.local(now),
         "time_zone": times.zone_name(),
         "host": socket.gethostname(),
@@ -176,7 +177,7 @@ def maintenance(d: Diagnosis) -> dict[str, Any] | None:
         "allow": list(m.allow),
         "bypass_secret": "set (not shown)" if m.has_secret else None,
         "set_by": m.set_by,
-        "set_at": storage.iso(m.set_at),
+        "set_at": times.iso(m.set_at),
         "problem": m.problem,
     }
 
@@ -199,7 +200,7 @@ def log_tail(backup_dir: Path, url: str, lines: int = LOG_LINES) -> dict[str, An
     return {"path": str(path), "lines": [redact(line, url) for line in tail]}
 
 
-def step_times(conn: Any, tables: storage.Tables, run_ids: Sequence[int]) -> dict[int, list[Any]]:
+def step_times(conn: Any, tables: Tables, run_ids: Sequence[int]) -> dict[int, list[Any]]:
     """Each run's steps: revision, outcome and seconds, from the journal's steps table."""
     if not run_ids:
         return {}
@@ -382,7 +383,7 @@ def _nodes(settings: Settings, d: Diagnosis, unavailable: bool) -> dict[str, Any
 def journal(conn: Any, settings: Settings, d: Diagnosis, limit: int) -> list[dict[str, Any]]:
     """The journal as support reads it: each run's status by the diagnosis's liveness rules
     (`journal_status` as written), what it took, and its steps with their durations."""
-    tables = storage.define_tables(settings.table_prefix)
+    tables = define_tables(settings.table_prefix)
     runs = storage.recent_runs(conn, tables, limit)
     steps = step_times(conn, tables, [r.id for r in runs if r.steps])
     entries = []
@@ -399,7 +400,7 @@ def journal(conn: Any, settings: Settings, d: Diagnosis, limit: int) -> list[dic
     return entries
 
 
-def estimate(conn: Any, tables: storage.Tables, steps: int, size: int | None) -> dict[str, Any]:
+def estimate(conn: Any, tables: Tables, steps: int, size: int | None) -> dict[str, Any]:
     """How long an upgrade of `steps` revisions should take here, from this database's own
     past runs: the median step, and the backup at the median rate past backups were written
     (bytes, over the time from a run's start to its first step). None without a past."""

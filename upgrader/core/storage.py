@@ -1,292 +1,28 @@
-"""The guard's own tables in the application's database, and reading them back.
-
-Four tables, named with a configurable prefix (default `upgrader_`):
-
-- `state`: one row: the application version the schema was last brought to,
-  when it was installed, and the maintenance settings;
-- `runs`: the journal: one row per install, upgrade or version record, with
-  who started it, from where, from -> to, status, step k of n, lease, error,
-  backup;
-- `steps`: one row per migration a run applied, with its duration;
-- `nodes`: one row per process that runs the guard, and the code it runs
-  (core/nodes.py).
-
-Alembic's `alembic_version` stays Alembic's: it is read, never written here.
-Every timestamp is naive UTC.
+"""Reading upgrader's tables and Alembic's version table back: the database's facts, read
+in one go (core/gather.py adds the deadline and the run's liveness). And the one write of
+the state row that adoption and upgrades share.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
-import getpass
-import os
-import socket
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Connection,
-    DateTime,
-    Engine,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    inspect,
-    select,
-    text,
+from sqlalchemy import Connection, inspect, select, text
+
+from upgrader.core.records import (
+    MAINTENANCE_MODES,
+    Maintenance,
+    Run,
+    StateRow,
+    split_revisions,
+    typed,
 )
+from upgrader.core.tables import Tables, columns, quote
+from upgrader.core.times import utcnow
 
 if TYPE_CHECKING:
     from upgrader.core.nodes import Node
-
-MAINTENANCE_MODES = ("off", "block", "banner")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-
-
-def iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.replace(microsecond=0).isoformat() + "Z"
-
-
-@dataclass(frozen=True)
-class Tables:
-    metadata: MetaData
-    state: Table
-    runs: Table
-    steps: Table
-    nodes: Table
-
-    @property
-    def all(self) -> tuple[Table, ...]:
-        return (self.state, self.runs, self.steps, self.nodes)
-
-
-@functools.cache
-def define_tables(prefix: str = "upgrader_") -> Tables:
-    """upgrader's tables, made once per prefix (every caller shares the same objects)."""
-    md = MetaData()
-    state = Table(
-        f"{prefix}state",
-        md,
-        Column("id", Integer, primary_key=True, autoincrement=False),
-        Column("schema_version", String(64)),
-        Column("installed_at", DateTime),
-        Column("updated_at", DateTime),
-        Column("maintenance_mode", String(16), nullable=False, server_default="off"),
-        Column("maintenance_message", Text),
-        Column("maintenance_until", DateTime),
-        Column("maintenance_start", DateTime),
-        Column("maintenance_end", DateTime),
-        Column("maintenance_allow", Text),
-        Column("maintenance_secret", String(255)),
-        Column("maintenance_set_by", String(255)),
-        Column("maintenance_set_at", DateTime),
-        # added in 0.3: the revisions whose code still works on this schema, while an
-        # online upgrade's release rolls out (core/phases.py); empty otherwise
-        Column("compatible_heads", String(255)),
-    )
-    runs = Table(
-        f"{prefix}runs",
-        md,
-        Column("id", Integer, primary_key=True),
-        Column("kind", String(16), nullable=False),  # install | upgrade | version | adopt
-        Column("status", String(16), nullable=False),  # running | succeeded | failed
-        Column("trigger", String(16), nullable=False),  # cli | web | auto
-        Column("actor", String(255)),
-        Column("host", String(255)),
-        Column("pid", Integer),
-        Column("started_at", DateTime, nullable=False),
-        Column("finished_at", DateTime),
-        Column("heartbeat_at", DateTime),
-        Column("lease_expires_at", DateTime),
-        Column("from_version", String(64)),
-        Column("to_version", String(64)),
-        Column("from_revisions", String(255)),
-        Column("to_revisions", String(255)),
-        Column("step", Integer, nullable=False, server_default="0"),
-        Column("steps", Integer, nullable=False, server_default="0"),
-        Column("revision", String(64)),
-        Column("message", Text),
-        Column("error", Text),
-        Column("backup_path", Text),
-        Column("backup_checksum", String(128)),
-        Column("backup_size", BigInteger),
-        Column("note", Text),
-        # added in 0.2: the migration connection's server session (PostgreSQL backend pid,
-        # MySQL connection id), so a killed run's statement can be found and ended
-        Column("db_session", String(64)),
-        # added in 0.3: the browser's address, for a run started from the web installer
-        Column("client", String(64)),
-        # added in 0.3: "online" or "post-deploy" for `upgrade --online/--post-deploy`, which
-        # leave the site up; empty for an ordinary run, which takes it down while it runs
-        Column("phase", String(16)),
-    )
-    steps = Table(
-        f"{prefix}steps",
-        md,
-        Column("id", Integer, primary_key=True),
-        Column("run_id", Integer, nullable=False, index=True),
-        Column("position", Integer, nullable=False),
-        Column("revision", String(64), nullable=False),
-        Column("message", Text),
-        Column("status", String(16), nullable=False),  # running | succeeded | failed
-        Column("started_at", DateTime, nullable=False),
-        Column("finished_at", DateTime),
-        Column("duration", Float),
-    )
-    nodes = Table(
-        f"{prefix}nodes",
-        md,
-        # added in 0.3: every process that runs the guard, as it last said (core/nodes.py)
-        Column("id", String(160), primary_key=True),  # host:pid:start, one per process
-        Column("host", String(255), nullable=False),
-        Column("pid", Integer, nullable=False),
-        Column("kind", String(16), nullable=False),  # web | worker
-        Column("code_version", String(64)),
-        Column("heads", String(255)),
-        Column("started_at", DateTime, nullable=False),
-        Column("last_seen", DateTime, nullable=False),
-    )
-    return Tables(md, state, runs, steps, nodes)
-
-
-@functools.cache
-def table_names(prefix: str = "upgrader_") -> frozenset[str]:
-    """The names of upgrader's own tables: the application's migrations must leave them be."""
-    tables = define_tables(prefix)
-    return frozenset(t.name for t in tables.all)
-
-
-@dataclass(frozen=True)
-class Maintenance:
-    """Maintenance as an administrator set it (the web layer interprets allow/secret)."""
-
-    mode: str = "off"
-    message: str | None = None
-    until: dt.datetime | None = None
-    start: dt.datetime | None = None
-    end: dt.datetime | None = None
-    allow: tuple[str, ...] = ()
-    has_secret: bool = False
-    secret_hash: str | None = field(default=None, repr=False)  # never rendered anywhere
-    set_by: str | None = None
-    set_at: dt.datetime | None = None
-    problem: str | None = None  # a stored mode we do not know; treated as "block"
-
-    def active(self, now: dt.datetime) -> bool:
-        if self.mode == "off":
-            return False
-        return (self.start is None or self.start <= now) and (self.end is None or now < self.end)
-
-    def upcoming(self, now: dt.datetime) -> bool:
-        return self.mode != "off" and self.start is not None and now < self.start
-
-    def to_dict(self, now: dt.datetime) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "active": self.active(now),
-            "upcoming": self.upcoming(now),
-            "message": self.message,
-            "until": iso(self.until),
-            "start": iso(self.start),
-            "end": iso(self.end),
-        }
-
-
-@dataclass(frozen=True)
-class StateRow:
-    id: int
-    schema_version: str | None
-    installed_at: dt.datetime | None
-    updated_at: dt.datetime | None
-    maintenance: Maintenance
-    compatible_heads: tuple[str, ...] = ()  # older code still works on this schema
-
-
-@dataclass(frozen=True)
-class Run:
-    id: int
-    kind: str
-    status: str
-    trigger: str
-    actor: str | None
-    host: str | None
-    pid: int | None
-    started_at: dt.datetime
-    finished_at: dt.datetime | None
-    heartbeat_at: dt.datetime | None
-    lease_expires_at: dt.datetime | None
-    from_version: str | None
-    to_version: str | None
-    from_revisions: str | None
-    to_revisions: str | None
-    step: int
-    steps: int
-    revision: str | None
-    message: str | None
-    error: str | None
-    backup_path: str | None
-    backup_checksum: str | None
-    backup_size: int | None
-    note: str | None
-    db_session: str | None = None
-    client: str | None = None
-    phase: str | None = None  # online | post-deploy: the site stays up while it runs
-
-    def lease_live(self, now: dt.datetime) -> bool:
-        return (
-            self.status == "running"
-            and self.lease_expires_at is not None
-            and self.lease_expires_at > now
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "status": self.status,
-            "trigger": self.trigger,
-            "actor": self.actor,
-            "host": self.host,
-            "pid": self.pid,
-            "started_at": iso(self.started_at),
-            "finished_at": iso(self.finished_at),
-            "heartbeat_at": iso(self.heartbeat_at),
-            "lease_expires_at": iso(self.lease_expires_at),
-            "from_version": self.from_version,
-            "to_version": self.to_version,
-            "from_revisions": split_revisions(self.from_revisions),
-            "to_revisions": split_revisions(self.to_revisions),
-            "step": self.step,
-            "steps": self.steps,
-            "revision": self.revision,
-            "message": self.message,
-            "error": self.error,
-            "backup_path": self.backup_path,
-            "backup_checksum": self.backup_checksum,
-            "backup_size": self.backup_size,
-            "note": self.note,
-            "db_session": self.db_session,
-            "client": self.client,
-            "phase": self.phase,
-        }
-
-
-def split_revisions(value: str | None) -> list[str]:
-    return [r for r in (value or "").split(",") if r]
-
-
-def join_revisions(revs: Iterable[str]) -> str:
-    return ",".join(sorted(revs))
 
 
 @dataclass(frozen=True)
@@ -327,9 +63,9 @@ def read_facts(
     states: list[StateRow] = []
     if tables.state.name in names:
         # only the columns the table has: an older upgrader made it (see recent_runs)
-        have = _columns(conn, tables.state.name)
-        columns = [c for c in tables.state.c if c.name in have]
-        for row in conn.execute(select(*columns).order_by(tables.state.c.id)).mappings():
+        have = columns(conn, tables.state.name)
+        present = [c for c in tables.state.c if c.name in have]
+        for row in conn.execute(select(*present).order_by(tables.state.c.id)).mappings():
             states.append(_state_row(typed(tables.state, row, problems), problems))
     runs: list[Run] = []
     if tables.runs.name in names:
@@ -357,7 +93,7 @@ push a failed upgrade out of its sight)."""
 
 def read_revisions(conn: Connection, version_table: str = "alembic_version") -> tuple[str, ...]:
     """The rows of Alembic's version table, sorted; the caller knows the table exists."""
-    rows = conn.execute(text(f"SELECT version_num FROM {_quote(conn, version_table)}")).scalars()
+    rows = conn.execute(text(f"SELECT version_num FROM {quote(conn, version_table)}")).scalars()
     return tuple(
         sorted(
             r.decode("utf-8", "replace") if isinstance(r, bytes) else str(r)
@@ -398,42 +134,6 @@ def _state_row(row: Any, problems: list[str]) -> StateRow:
     )
 
 
-def _quote(conn: Connection, name: str) -> str:
-    return conn.dialect.identifier_preparer.quote(name)
-
-
-def ensure_tables(engine: Engine, tables: Tables) -> None:
-    """Create upgrader's tables, and add the columns a newer upgrader added to them."""
-    tables.metadata.create_all(engine, checkfirst=True)
-    with engine.begin() as conn:
-        inspector = inspect(conn)
-        for table in tables.all:
-            have = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.c:
-                if column.name not in have and column.nullable:
-                    kind = column.type.compile(dialect=conn.dialect)
-                    name = conn.dialect.identifier_preparer.quote(column.name)
-                    table_name = conn.dialect.identifier_preparer.quote(table.name)
-                    conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
-    forget_columns(engine)
-
-
-def forget_columns(engine: Engine) -> None:
-    """Look the columns up again (after a restore, or when a read failed)."""
-    url = engine.url.render_as_string(hide_password=True)
-    for key in [k for k in _COLUMNS if k[0] == url]:
-        del _COLUMNS[key]
-
-
-def identity() -> dict[str, Any]:
-    """Who and where, for the journal: the OS user, host and process."""
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = None
-    return {"actor": user, "host": socket.gethostname(), "pid": os.getpid()}
-
-
 def recent_runs(
     conn: Connection,
     tables: Tables,
@@ -448,159 +148,13 @@ def recent_runs(
     the columns added since (`ensure_tables`)."""
     if not checked and not inspect(conn).has_table(tables.runs.name):
         return []
-    columns = [c for c in tables.runs.c if c.name in _columns(conn, tables.runs.name)]
-    query = select(*columns).order_by(tables.runs.c.id.desc()).limit(limit)
+    present = [c for c in tables.runs.c if c.name in columns(conn, tables.runs.name)]
+    query = select(*present).order_by(tables.runs.c.id.desc()).limit(limit)
     if runs_only:
         query = query.where(tables.runs.c.kind.not_in(SETTINGS_KINDS))
     rows = conn.execute(query).mappings()
     found = problems if problems is not None else []
     return [Run(**typed(tables.runs, r, found)) for r in rows]
-
-
-_EPOCH = dt.datetime(1970, 1, 1)
-
-
-def typed(table: Table, row: Any, problems: list[str]) -> dict[str, Any]:
-    """A row as the model expects it, whatever was written into the database by hand, by
-    a broken tool or by a restore: a value that is not of its column's type becomes None
-    (or a neutral value where the column may not be empty) and a named problem, never an
-    exception further on. Text that is not text is decoded."""
-    values: dict[str, Any] = {}
-    for key, value in dict(row).items():
-        column = table.c.get(key)
-        if column is None or value is None:
-            values[key] = value
-            continue
-        good, fixed = _coerce(column.type.python_type, value)
-        if not good:
-            shown = repr(value)[:40]
-            problems.append(
-                f"{table.name} row {row.get('id')}: {key} holds {shown}, which is not a "
-                f"{column.type.python_type.__name__}: ignored"
-            )
-            if fixed is None and not column.nullable:
-                fixed = _EPOCH if column.type.python_type is dt.datetime else 0
-        values[key] = fixed
-    return values
-
-
-def _coerce(kind: type, value: Any) -> tuple[bool, Any]:
-    if kind is str:
-        if isinstance(value, str):
-            return True, value
-        if isinstance(value, bytes | bytearray | memoryview):
-            return True, bytes(value).decode("utf-8", "replace")
-        return True, str(value)
-    if kind is dt.datetime:
-        if isinstance(value, dt.datetime):
-            if value.tzinfo is not None:
-                value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-            return True, value
-        try:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            return True, dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00")).replace(
-                tzinfo=None
-            )
-        except (ValueError, UnicodeError):
-            return False, None
-    if kind is int:
-        if isinstance(value, bool):
-            return False, None
-        if isinstance(value, int):
-            return True, value
-        try:
-            return True, int(str(value).strip())
-        except ValueError:
-            return False, None
-    if kind is float:
-        try:
-            return True, float(value)
-        except (TypeError, ValueError):
-            return False, None
-    return True, value
-
-
-_COLUMNS: dict[tuple[str, str], frozenset[str]] = {}
-
-
-def _columns(conn: Connection, table: str) -> frozenset[str]:
-    """The table's columns, looked up once per process and database."""
-    key = (conn.engine.url.render_as_string(hide_password=True), table)
-    if key not in _COLUMNS:
-        _COLUMNS[key] = frozenset(c["name"] for c in inspect(conn).get_columns(table))
-    return _COLUMNS[key]
-
-
-def journal_entry(
-    conn: Connection,
-    tables: Tables,
-    *,
-    kind: str,
-    trigger: str,
-    from_version: str | None,
-    to_version: str,
-    revisions: Sequence[str],
-    note: str,
-    to_revisions: Sequence[str] | None = None,
-    **extra: Any,
-) -> None:
-    """A journal row for work that finished at once (the revisions may have moved)."""
-    now = utcnow()
-    conn.execute(
-        tables.runs.insert().values(
-            kind=kind,
-            status="succeeded",
-            trigger=trigger,
-            started_at=now,
-            finished_at=now,
-            from_version=from_version,
-            to_version=to_version,
-            from_revisions=join_revisions(revisions),
-            to_revisions=join_revisions(revisions if to_revisions is None else to_revisions),
-            note=note,
-            **identity(),
-            **extra,
-        )
-    )
-
-
-def record_version(
-    engine: Engine,
-    tables: Tables,
-    state_id: int,
-    from_version: str | None,
-    to_version: str,
-    revisions: Sequence[str],
-    trigger: str = "auto",
-    note: str | None = None,
-    kind: str = "version",
-) -> bool:
-    """Record a release that brings no migration: the state row moves from -> to, once.
-
-    The UPDATE is conditional on the old version, so when several processes
-    notice the new release at once exactly one of them writes the journal row.
-    """
-    now = utcnow()
-    with engine.begin() as conn:
-        result = conn.execute(
-            tables.state.update()
-            .where(tables.state.c.id == state_id)
-            .where(tables.state.c.schema_version == from_version)
-            .values(schema_version=to_version, updated_at=now)
-        )
-        if result.rowcount != 1:
-            return False
-        journal_entry(
-            conn,
-            tables,
-            kind=kind,
-            trigger=trigger,
-            from_version=from_version,
-            to_version=to_version,
-            revisions=revisions,
-            note=note or f"release {to_version} adds no migrations: version recorded on its own",
-        )
-    return True
 
 
 def write_single_state(

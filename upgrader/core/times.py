@@ -11,6 +11,16 @@ import datetime as dt
 import time
 
 
+def utcnow() -> dt.datetime:
+    """Now, as upgrader stores every time: naive UTC, to the second."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """A stored time in JSON: ISO 8601 UTC, "…Z"."""
+    return None if value is None else value.replace(microsecond=0).isoformat() + "Z"
+
+
 def local(value: dt.datetime | None) -> str:
     """`2026-11-21 22:05:00 EST (UTC-05:00)`, or `2026-11-22 03:05:00 UTC`."""
     if value is None:

@@ -32,7 +32,7 @@ from typing import Any
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, event, inspect, text
 
-from upgrader.core import lockfile, nodes, phases, processes, storage
+from upgrader.core import journal, lockfile, nodes, phases, processes, records, storage, times
 from upgrader.core.database import (
     answers,
     describe_error,
@@ -49,9 +49,10 @@ from upgrader.core.diagnosis import (
     load_code_facts,
 )
 from upgrader.core.revisions import Revision
+from upgrader.core.tables import define_tables, ensure_tables
 from upgrader.core.versions import compare, parse_version
-from upgrader.engine import journal
 from upgrader.engine.backup import Backup, BackupError, create_backup, preflight, restore_backup
+from upgrader.engine.heartbeat import Heartbeat
 from upgrader.engine.locks import LockBusy, LockLost, upgrade_lock
 from upgrader.engine.migrate import (
     Target,
@@ -125,7 +126,7 @@ class Runner:
         self.client = client  # the browser's address, for runs started from the web
         self.code = code or load_code_facts(settings)
         self.progress = progress or _quiet
-        self.tables = storage.define_tables(settings.table_prefix)
+        self.tables = define_tables(settings.table_prefix)
         self._app: Any = settings.app_object
 
     @contextlib.contextmanager
@@ -298,7 +299,7 @@ class Runner:
         )
         return (
             f"an upgrade is already running: run #{run.id} ({run.kind}) started by "
-            f"{run.actor or 'unknown'} {where} at {storage.iso(run.started_at)}{progress}"
+            f"{run.actor or 'unknown'} {where} at {times.iso(run.started_at)}{progress}"
         )
 
     @contextlib.contextmanager
@@ -336,7 +337,7 @@ class Runner:
         # complete once `--post-deploy` has applied the rest.
         complete = phase != "online" or len(pending) == len(d.pending_revisions)
         recorded = to_version if complete else d.schema_version or to_version
-        storage.ensure_tables(engine, self.tables)
+        ensure_tables(engine, self.tables)
         self._declare_compatible(engine, d, phase)
         run_id = journal.start_run(
             engine,
@@ -356,7 +357,7 @@ class Runner:
             "run",
             {"run_id": run_id, "steps": len(pending), "from": d.schema_version, "to": to_version},
         )
-        who = storage.identity()
+        who = records.identity()
         log.warning(
             "run #%d (%s, %s) started by %s@%s pid %s: %s to %s, %d revision(s)%s",
             run_id,
@@ -375,7 +376,7 @@ class Runner:
         beat = (
             contextlib.nullcontext()
             if sqlite
-            else journal.Heartbeat(engine, self.tables, run_id, settings.lease_seconds)
+            else Heartbeat(engine, self.tables, run_id, settings.lease_seconds)
         )
         with beat, _stopped_by_signals():
             try:
@@ -439,11 +440,11 @@ class Runner:
         if d.state_row_id is None:
             return
         heads = (
-            storage.join_revisions(set(d.compatible_heads) | set(d.database_revisions))
+            records.join_revisions(set(d.compatible_heads) | set(d.database_revisions))
             if phase == "online"
             else None
         )
-        if heads == (storage.join_revisions(d.compatible_heads) or None):
+        if heads == (records.join_revisions(d.compatible_heads) or None):
             return
         state = self.tables.state
         with engine.begin() as conn:
@@ -467,7 +468,7 @@ class Runner:
         script = graph.script if graph and graph.script else ScriptDirectory.from_config(cfg)
         plan = plan_upgrade(script, target, self._current_revisions(engine))
         steps = _Steps(self, engine, lock, run_id, plan, len(pending))
-        if isinstance(beat, journal.Heartbeat):
+        if isinstance(beat, Heartbeat):
             beat.tick = steps.tick  # the progress, written from the heartbeat's thread
         try:
             run_upgrade(cfg, target, steps, self.app(), script)
@@ -478,7 +479,7 @@ class Runner:
                 raise Stopped("Ctrl-C (SIGINT)") from exc
             raise MigrationFailed(steps.failed(exc)) from exc
         finally:
-            if isinstance(beat, journal.Heartbeat):
+            if isinstance(beat, Heartbeat):
                 beat.tick = None
         steps.finished()
         steps.flush()  # the last steps' rows, on a server
@@ -535,9 +536,9 @@ class Runner:
                 .where(self.tables.runs.c.id == run_id)
                 .values(
                     status="succeeded",
-                    finished_at=storage.utcnow(),
+                    finished_at=times.utcnow(),
                     lease_expires_at=None,
-                    to_revisions=storage.join_revisions(facts.revisions),
+                    to_revisions=records.join_revisions(facts.revisions),
                 )
             )
 
@@ -657,7 +658,7 @@ class Runner:
                 restored = restore_backup(engine, path)
             except BackupError as exc:
                 raise EngineError(str(exc)) from exc
-            storage.ensure_tables(engine, self.tables)
+            ensure_tables(engine, self.tables)
             with engine.begin() as conn:
                 if history is not None:
                     journal.put_back(
@@ -670,11 +671,11 @@ class Runner:
                         .where(self.tables.runs.c.status == "running")
                         .values(
                             status="aborted",
-                            finished_at=storage.utcnow(),
+                            finished_at=times.utcnow(),
                             note=f"the database was restored from {restored.path}",
                         )
                     )
-                storage.journal_entry(
+                journal.journal_entry(
                     conn,
                     self.tables,
                     kind="restore",
@@ -723,7 +724,7 @@ class Runner:
         """A journal entry for work done at once on the database `d` describes (where
         upgrader's tables exist: a backup of a database never installed has none)."""
         if inspect(conn).has_table(self.tables.runs.name):
-            storage.journal_entry(
+            journal.journal_entry(
                 conn,
                 self.tables,
                 kind=kind,
@@ -919,7 +920,7 @@ class _Steps:
         self.dirty = False
         self.mutex = threading.Lock()  # the migration's thread and the heartbeat's
         self.started = self.checked = time.monotonic()
-        self.started_at = storage.utcnow()
+        self.started_at = times.utcnow()
         # The first step is journalled before Alembic holds any lock, so even on SQLite
         # others see "step 1 of n" while it runs; later steps commit with the one before.
         with engine.begin() as conn:
@@ -1027,7 +1028,7 @@ class _Steps:
             self.checked = time.monotonic()
         if self.sqlite:
             self.flush(connection)
-        self.started, self.started_at = time.monotonic(), storage.utcnow()
+        self.started, self.started_at = time.monotonic(), times.utcnow()
         self._announce()
 
     def _commit_asked(self, connection: Connection) -> None:
@@ -1119,7 +1120,7 @@ def foreign_tables(engine: Engine, settings: Settings) -> list[str]:
     """Tables a fresh install would write over (upgrader's own and Alembic's do not count)."""
     if missing_sqlite_file(engine.url) is not None:
         return []
-    tables = storage.define_tables(settings.table_prefix)
+    tables = define_tables(settings.table_prefix)
     ours = {*(t.name for t in tables.all), settings.version_table}
     return sorted(set(inspect(engine).get_table_names()) - ours)
 

@@ -27,7 +27,7 @@ from upgrader.core.diagnosis import (
     provisional,
 )
 from upgrader.core.nodes import Registration
-from upgrader.core.storage import define_tables
+from upgrader.core.tables import define_tables
 from upgrader.settings import Settings
 from upgrader.web.static import PageKeeper
 

@@ -29,6 +29,7 @@ from upgrader.core import maintenance as mode
 from upgrader.core import nodes, storage
 from upgrader.core.database import describe_error, missing_sqlite_file
 from upgrader.core.diagnosis import Diagnosis, diagnose
+from upgrader.core.tables import define_tables
 from upgrader.settings import Settings
 from upgrader.web import clients
 from upgrader.web import maintenance as switch
@@ -65,7 +66,7 @@ def create_console(
     key_dir = Path(settings.backup_dir)
     throttle = Throttle(path=key_dir / ".admin-throttle")
     trusted = clients.networks(settings.trusted_proxies)
-    tables = storage.define_tables(settings.table_prefix)
+    tables = define_tables(settings.table_prefix)
 
     def client() -> str:
         return clients.client_address(request.environ, trusted) or "unknown"

@@ -13,9 +13,10 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from upgrader.core import maintenance as mode
-from upgrader.core import storage
+from upgrader.core import records
 from upgrader.core.database import guard_engine
 from upgrader.core.diagnosis import CodeFacts, diagnose, read_database
+from upgrader.core.tables import define_tables
 from upgrader.settings import Settings
 from upgrader.web import static
 
@@ -43,7 +44,7 @@ def switch_on(
     code: CodeFacts | None = None,
 ) -> Path | None:
     """On in the database, then the static page and flag; returns the page written."""
-    tables = storage.define_tables(settings.table_prefix)
+    tables = define_tables(settings.table_prefix)
     with _engine(settings, engine) as e:
         mode.switch_on(e, tables, request, who, trigger)
         directory = static_dir or settings.static_dir
@@ -63,7 +64,7 @@ def switch_off(
 ) -> Path | None:
     """Off in the database, then the flag removed; returns the flag if there was one."""
     with _engine(settings, engine) as e:
-        mode.switch_off(e, storage.define_tables(settings.table_prefix), who, trigger)
+        mode.switch_off(e, define_tables(settings.table_prefix), who, trigger)
     directory = static_dir or settings.static_dir
     if directory is not None and static.remove_flag(directory):
         return static.flag_path(directory)
@@ -76,12 +77,12 @@ def rotate_secret(
     """A new bypass secret; returned once, stored only as its hash."""
     secret = mode.new_secret()
     with _engine(settings, engine) as e:
-        tables = storage.define_tables(settings.table_prefix)
+        tables = define_tables(settings.table_prefix)
         mode.set_secret(e, tables, mode.hash_secret(secret), who, trigger)
     return secret
 
 
-def current(settings: Settings) -> storage.Maintenance | None:
+def current(settings: Settings) -> records.Maintenance | None:
     """The maintenance settings stored now (None when there are none, or no database
     answers within the connect timeout): no code version needed, as the web server's
     snippet has none."""

@@ -29,7 +29,8 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, s
 
 from upgrader import i18n
 from upgrader.core.diagnosis import Diagnosis, State
-from upgrader.core.storage import Maintenance, utcnow
+from upgrader.core.records import Maintenance
+from upgrader.core.times import utcnow
 from upgrader.settings import Settings, resolve
 from upgrader.web import clients
 from upgrader.web.cache import DiagnosisCache

@@ -27,11 +27,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
 from upgrader import i18n
-from upgrader.core import report, storage
+from upgrader.core import report
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
 from upgrader.core.maintenance import MaintenanceRequest
 from upgrader.core.report import database_info
-from upgrader.core.storage import utcnow
+from upgrader.core.tables import define_tables
+from upgrader.core.times import utcnow
 from upgrader.engine.backup import estimated_size, preflight
 from upgrader.engine.runner import foreign_tables, start_detached
 from upgrader.settings import Settings
@@ -237,7 +238,7 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
         size = estimated_size(engine)
         try:
             with engine.connect() as conn:
-                tables = storage.define_tables(settings.table_prefix)
+                tables = define_tables(settings.table_prefix)
                 guess = report.estimate(conn, tables, len(d.pending_revisions), size)
         except SQLAlchemyError:
             guess = {"size_bytes": size, "seconds": None, "steps_seen": 0, "backups_seen": 0}

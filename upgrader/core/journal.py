@@ -1,21 +1,95 @@
-"""Writing the journal of a run: its row, its lease and heartbeat, its steps.
+"""The journal: every write of upgrader's run and step rows is here.
 
-Every write commits at once on its own connection: the journal must say what
-happened even when the process dies a moment later.
+A run's row is written as it goes (opened holding a lease, its step, closed with how it
+ended); work that is done at once (a version recorded, a backup, a stamp, a restore, a
+change of maintenance) is one row. Each write commits at once on its own connection
+(or in the caller's transaction where it says so): the journal must say what happened
+even when the process dies a moment later.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, select, text, true
 
-from upgrader.core import storage
-from upgrader.core.storage import Tables, utcnow
+from upgrader.core.records import identity, join_revisions
+from upgrader.core.tables import Tables
+from upgrader.core.times import utcnow
+
+
+def journal_entry(
+    conn: Connection,
+    tables: Tables,
+    *,
+    kind: str,
+    trigger: str,
+    from_version: str | None,
+    to_version: str,
+    revisions: Sequence[str],
+    note: str,
+    to_revisions: Sequence[str] | None = None,
+    **extra: Any,
+) -> None:
+    """A journal row for work that finished at once (the revisions may have moved)."""
+    now = utcnow()
+    conn.execute(
+        tables.runs.insert().values(
+            kind=kind,
+            status="succeeded",
+            trigger=trigger,
+            started_at=now,
+            finished_at=now,
+            from_version=from_version,
+            to_version=to_version,
+            from_revisions=join_revisions(revisions),
+            to_revisions=join_revisions(revisions if to_revisions is None else to_revisions),
+            note=note,
+            **identity(),
+            **extra,
+        )
+    )
+
+
+def record_version(
+    engine: Engine,
+    tables: Tables,
+    state_id: int,
+    from_version: str | None,
+    to_version: str,
+    revisions: Sequence[str],
+    trigger: str = "auto",
+    note: str | None = None,
+    kind: str = "version",
+) -> bool:
+    """Record a release that brings no migration: the state row moves from -> to, once.
+
+    The UPDATE is conditional on the old version, so when several processes
+    notice the new release at once exactly one of them writes the journal row.
+    """
+    now = utcnow()
+    with engine.begin() as conn:
+        result = conn.execute(
+            tables.state.update()
+            .where(tables.state.c.id == state_id)
+            .where(tables.state.c.schema_version == from_version)
+            .values(schema_version=to_version, updated_at=now)
+        )
+        if result.rowcount != 1:
+            return False
+        journal_entry(
+            conn,
+            tables,
+            kind=kind,
+            trigger=trigger,
+            from_version=from_version,
+            to_version=to_version,
+            revisions=revisions,
+            note=note or f"release {to_version} adds no migrations: version recorded on its own",
+        )
+    return True
 
 
 def start_run(
@@ -55,13 +129,13 @@ def start_run(
                 lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
                 from_version=from_version,
                 to_version=to_version,
-                from_revisions=storage.join_revisions(from_revisions),
+                from_revisions=join_revisions(from_revisions),
                 step=0,
                 steps=steps,
                 note=note,
                 client=client,
                 phase=phase,
-                **storage.identity(),
+                **identity(),
             )
         )
         run_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
@@ -158,56 +232,6 @@ def steps_of(engine: Engine, tables: Tables, run_id: int) -> list[dict[str, Any]
             .order_by(tables.steps.c.position)
         ).mappings()
         return [dict(r) for r in rows]
-
-
-class Heartbeat:
-    """Renews the run's lease while long steps run, so others see it alive, and writes
-    the run's progress (`tick`, set by the migration's hooks) at most every TICK seconds.
-
-    Not on SQLite: a write from another connection while a migration holds the
-    database's write lock fails that migration ("database is locked"). There the
-    OS lock file tells liveness instead (core/lockfile.py), and no lease is written
-    during a run at all."""
-
-    TICK = 0.5
-
-    def __init__(self, engine: Engine, tables: Tables, run_id: int, lease_seconds: float) -> None:
-        self._engine, self._tables, self._run_id = engine, tables, run_id
-        self._lease = lease_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="upgrader-heartbeat", daemon=True)
-        self.tick: Callable[[], None] | None = None
-        self.failures = 0
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _beat(self) -> None:
-        renew_every = max(self.TICK, self._lease / 3)
-        renewed = time.monotonic()
-        while not self._stop.wait(self.TICK):
-            try:
-                if self.tick is not None:
-                    self.tick()
-                if time.monotonic() - renewed >= renew_every:
-                    now = utcnow()
-                    update_run(
-                        self._engine,
-                        self._tables,
-                        self._run_id,
-                        heartbeat_at=now,
-                        lease_expires_at=now + dt.timedelta(seconds=self._lease),
-                    )
-                    renewed = time.monotonic()
-            except Exception:
-                # The database may be briefly away; if it stays away the lease
-                # expires and others see the run as interrupted, which is true.
-                self.failures += 1
 
 
 Saved = dict[str, list[dict[str, Any]]]

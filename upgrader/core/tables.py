@@ -1,0 +1,184 @@
+"""upgrader's own tables in the application's database: their definitions, and adding the
+columns a newer upgrader added to tables an older one made.
+
+Four tables, named with a configurable prefix (default `upgrader_`):
+
+- `state`: one row: the application version the schema was last brought to, when it
+  was installed, and the maintenance settings;
+- `runs`: the journal: one row per install, upgrade, version record, restore or change
+  of maintenance, with who, from where, from -> to, status, step k of n, lease, error,
+  backup (written by core/journal.py only);
+- `steps`: one row per migration a run applied, with its duration;
+- `nodes`: one row per process that runs the guard, and the code it runs (core/nodes.py).
+
+Alembic's `alembic_version` stays Alembic's: it is read, never written here. Every
+timestamp is naive UTC.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    text,
+)
+
+
+@dataclass(frozen=True)
+class Tables:
+    metadata: MetaData
+    state: Table
+    runs: Table
+    steps: Table
+    nodes: Table
+
+    @property
+    def all(self) -> tuple[Table, ...]:
+        return (self.state, self.runs, self.steps, self.nodes)
+
+
+@functools.cache
+def define_tables(prefix: str = "upgrader_") -> Tables:
+    """upgrader's tables, made once per prefix (every caller shares the same objects)."""
+    md = MetaData()
+    state = Table(
+        f"{prefix}state",
+        md,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("schema_version", String(64)),
+        Column("installed_at", DateTime),
+        Column("updated_at", DateTime),
+        Column("maintenance_mode", String(16), nullable=False, server_default="off"),
+        Column("maintenance_message", Text),
+        Column("maintenance_until", DateTime),
+        Column("maintenance_start", DateTime),
+        Column("maintenance_end", DateTime),
+        Column("maintenance_allow", Text),
+        Column("maintenance_secret", String(255)),
+        Column("maintenance_set_by", String(255)),
+        Column("maintenance_set_at", DateTime),
+        # added in 0.3: the revisions whose code still works on this schema, while an
+        # online upgrade's release rolls out (core/phases.py); empty otherwise
+        Column("compatible_heads", String(255)),
+    )
+    runs = Table(
+        f"{prefix}runs",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("kind", String(16), nullable=False),  # install | upgrade | version | adopt
+        Column("status", String(16), nullable=False),  # running | succeeded | failed
+        Column("trigger", String(16), nullable=False),  # cli | web | auto
+        Column("actor", String(255)),
+        Column("host", String(255)),
+        Column("pid", Integer),
+        Column("started_at", DateTime, nullable=False),
+        Column("finished_at", DateTime),
+        Column("heartbeat_at", DateTime),
+        Column("lease_expires_at", DateTime),
+        Column("from_version", String(64)),
+        Column("to_version", String(64)),
+        Column("from_revisions", String(255)),
+        Column("to_revisions", String(255)),
+        Column("step", Integer, nullable=False, server_default="0"),
+        Column("steps", Integer, nullable=False, server_default="0"),
+        Column("revision", String(64)),
+        Column("message", Text),
+        Column("error", Text),
+        Column("backup_path", Text),
+        Column("backup_checksum", String(128)),
+        Column("backup_size", BigInteger),
+        Column("note", Text),
+        # added in 0.2: the migration connection's server session (PostgreSQL backend pid,
+        # MySQL connection id), so a killed run's statement can be found and ended
+        Column("db_session", String(64)),
+        # added in 0.3: the browser's address, for a run started from the web installer
+        Column("client", String(64)),
+        # added in 0.3: "online" or "post-deploy" for `upgrade --online/--post-deploy`, which
+        # leave the site up; empty for an ordinary run, which takes it down while it runs
+        Column("phase", String(16)),
+    )
+    steps = Table(
+        f"{prefix}steps",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("run_id", Integer, nullable=False, index=True),
+        Column("position", Integer, nullable=False),
+        Column("revision", String(64), nullable=False),
+        Column("message", Text),
+        Column("status", String(16), nullable=False),  # running | succeeded | failed
+        Column("started_at", DateTime, nullable=False),
+        Column("finished_at", DateTime),
+        Column("duration", Float),
+    )
+    nodes = Table(
+        f"{prefix}nodes",
+        md,
+        # added in 0.3: every process that runs the guard, as it last said (core/nodes.py)
+        Column("id", String(160), primary_key=True),  # host:pid:start, one per process
+        Column("host", String(255), nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("kind", String(16), nullable=False),  # web | worker
+        Column("code_version", String(64)),
+        Column("heads", String(255)),
+        Column("started_at", DateTime, nullable=False),
+        Column("last_seen", DateTime, nullable=False),
+    )
+    return Tables(md, state, runs, steps, nodes)
+
+
+@functools.cache
+def table_names(prefix: str = "upgrader_") -> frozenset[str]:
+    """The names of upgrader's own tables: the application's migrations must leave them be."""
+    tables = define_tables(prefix)
+    return frozenset(t.name for t in tables.all)
+
+
+def ensure_tables(engine: Engine, tables: Tables) -> None:
+    """Create upgrader's tables, and add the columns a newer upgrader added to them."""
+    tables.metadata.create_all(engine, checkfirst=True)
+    with engine.begin() as conn:
+        inspector = inspect(conn)
+        for table in tables.all:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.c:
+                if column.name not in have and column.nullable:
+                    kind = column.type.compile(dialect=conn.dialect)
+                    name = conn.dialect.identifier_preparer.quote(column.name)
+                    table_name = conn.dialect.identifier_preparer.quote(table.name)
+                    conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
+    forget_columns(engine)
+
+
+def forget_columns(engine: Engine) -> None:
+    """Look the columns up again (after a restore, or when a read failed)."""
+    url = engine.url.render_as_string(hide_password=True)
+    for key in [k for k in _COLUMNS if k[0] == url]:
+        del _COLUMNS[key]
+
+
+_COLUMNS: dict[tuple[str, str], frozenset[str]] = {}
+
+
+def columns(conn: Connection, table: str) -> frozenset[str]:
+    """The table's columns, looked up once per process and database."""
+    key = (conn.engine.url.render_as_string(hide_password=True), table)
+    if key not in _COLUMNS:
+        _COLUMNS[key] = frozenset(c["name"] for c in inspect(conn).get_columns(table))
+    return _COLUMNS[key]
+
+
+def quote(conn: Connection, name: str) -> str:
+    return conn.dialect.identifier_preparer.quote(name)
