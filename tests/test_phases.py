@@ -11,7 +11,7 @@ from upgrader.core.diagnosis import CodeFacts, Diagnosis, State, decide
 from upgrader.core.nodes import Node
 from upgrader.core.records import Maintenance, Run, StateRow
 from upgrader.core.revisions import Revision, RevisionGraph
-from upgrader.core.storage import DatabaseFacts
+from upgrader.core.facts import DatabaseFacts
 from upgrader.core.versions import parse_version
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, 0)

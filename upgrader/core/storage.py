@@ -5,11 +5,11 @@ the state row that adoption and upgrades share.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, inspect, select, text
 
+from upgrader.core.facts import DatabaseFacts
 from upgrader.core.records import (
     MAINTENANCE_MODES,
     Maintenance,
@@ -22,35 +22,7 @@ from upgrader.core.tables import Tables, columns, quote
 from upgrader.core.times import utcnow
 
 if TYPE_CHECKING:
-    from upgrader.core.nodes import Node
-
-
-@dataclass(frozen=True)
-class DatabaseFacts:
-    """What the database says, read in one go. Nothing here is interpreted yet."""
-
-    reachable: bool = True
-    error: str | None = None
-    missing_file: str | None = None  # SQLite: the database file does not exist
-    unreadable: str | None = None  # connected, but upgrader's tables could not be read
-    lock_held: bool | None = None  # SQLite: whether a process holds the upgrade lock now
-    tables: tuple[str, ...] = ()
-    has_version_table: bool = False
-    revisions: tuple[str, ...] = ()
-    has_state_table: bool = False
-    states: tuple[StateRow, ...] = ()
-    recent_runs: tuple[Run, ...] = ()  # newest first: the current upgrade's attempts
-    problems: tuple[str, ...] = field(default=())  # rows we could not read
-    dialect: str = ""
-    lingering: str | None = None  # a dead run's statement still running in the server
-    busy: str | None = None  # SQLite: locked by the live upgrade, so not readable now
-    holder: tuple[int, str] | None = None  # SQLite, busy: the lock holder's pid and host
-    process: str | None = None  # the open run's process, on this host (core/processes.py)
-    nodes: tuple[Node, ...] | None = None  # the live nodes, read only when the decision needs them
-
-    @property
-    def last_run(self) -> Run | None:
-        return self.recent_runs[0] if self.recent_runs else None
+    pass
 
 
 def read_facts(

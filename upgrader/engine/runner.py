@@ -45,9 +45,9 @@ from upgrader.core.diagnosis import (
     Diagnosis,
     State,
     diagnose,
-    lingering_statement,
     load_code_facts,
 )
+from upgrader.core.gather import lingering_statement
 from upgrader.core.revisions import Revision
 from upgrader.core.tables import define_tables, ensure_tables
 from upgrader.core.versions import compare, parse_version

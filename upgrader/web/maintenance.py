@@ -15,7 +15,8 @@ from sqlalchemy import Engine
 from upgrader.core import maintenance as mode
 from upgrader.core import records
 from upgrader.core.database import guard_engine
-from upgrader.core.diagnosis import CodeFacts, diagnose, read_database
+from upgrader.core.diagnosis import CodeFacts, diagnose
+from upgrader.core.gather import read_database
 from upgrader.core.tables import define_tables
 from upgrader.settings import Settings
 from upgrader.web import static

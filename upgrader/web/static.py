@@ -19,7 +19,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from upgrader.core.diagnosis import SUMMARIES, Diagnosis, State
+from upgrader.core.diagnosis import Diagnosis, State
 from upgrader.settings import Settings
 
 log = logging.getLogger("upgrader")
@@ -72,10 +72,10 @@ def shown(d: Diagnosis) -> Diagnosis:
     known mismatch, never a progress bar that will not move, never "ok"."""
     m = d.maintenance
     if m is not None and m.mode == "block" and (m.active(d.checked_at) or m.message):
-        summary = m.message or SUMMARIES[State.MAINTENANCE]
+        summary = m.message or State.MAINTENANCE.summary
         return replace(d, state=State.MAINTENANCE, summary=summary, run=None)
     if d.state.serving or d.state in (State.MAINTENANCE, State.NOT_INSTALLED):
-        return replace(d, state=State.MAINTENANCE, summary=SUMMARIES[State.MAINTENANCE], run=None)
+        return replace(d, state=State.MAINTENANCE, summary=State.MAINTENANCE.summary, run=None)
     return replace(d, run=None)
 
 
