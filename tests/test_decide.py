@@ -10,9 +10,9 @@ import pytest
 
 from tests.helpers import MIGRATIONS, run_cli
 from upgrader.core.diagnosis import CodeFacts, State, decide, load_code_facts
+from upgrader.core.facts import DatabaseFacts
 from upgrader.core.records import Maintenance, StateRow
 from upgrader.core.revisions import Revision, RevisionGraph
-from upgrader.core.facts import DatabaseFacts
 from upgrader.core.versions import compare, parse_version
 from upgrader.settings import resolve
 

@@ -8,10 +8,10 @@ import pytest
 
 from upgrader.core import phases
 from upgrader.core.diagnosis import CodeFacts, Diagnosis, State, decide
+from upgrader.core.facts import DatabaseFacts
 from upgrader.core.nodes import Node
 from upgrader.core.records import Maintenance, Run, StateRow
 from upgrader.core.revisions import Revision, RevisionGraph
-from upgrader.core.facts import DatabaseFacts
 from upgrader.core.versions import parse_version
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, 0)

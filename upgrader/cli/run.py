@@ -129,7 +129,7 @@ def upgrade(
             click.echo(f"  {position}. {revision.id}  {revision.message}{declared}")
     if plan:
         return 0
-    if d.state in (State.OK, State.MAINTENANCE) and not d.version_to_record:
+    if d.state.settled and not d.version_to_record:
         click.echo("Already up to date: nothing to do.")
         return 0
     if not yes:

@@ -122,7 +122,7 @@ def doctor(obj: CliContext, as_json: bool, runs: int, bundle_path: Path | None) 
 def _style(diagnosis: Diagnosis) -> dict[str, Any]:
     if diagnosis.state is State.OK:
         return {"fg": "green", "bold": True}
-    if diagnosis.state.serving or diagnosis.state in (State.NOT_INSTALLED, State.MAINTENANCE):
+    if diagnosis.state.error_code is None:  # serving, maintenance, not installed
         return {"fg": "yellow", "bold": True}
     return {"fg": "red", "bold": True}
 

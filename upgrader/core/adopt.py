@@ -36,7 +36,7 @@ def plan_adoption(settings: Settings, version: str | None = None) -> AdoptionPla
     """Check that adopting is safe, and which version would be recorded."""
     code = load_code_facts(settings)
     diagnosis = diagnose(settings, code=code, record=False)
-    if diagnosis.state in (State.DATABASE_UNAVAILABLE, State.NOT_INSTALLED):
+    if not diagnosis.state.readable:
         raise AdoptionRefused(
             f"nothing to adopt: {diagnosis.headline.lower()}; {diagnosis.fix}", diagnosis
         )

@@ -17,7 +17,9 @@ holds that: no tuple or set of states outside this module).
 - `needs_upgrade`: the code is ahead of the database (the public status says so);
 - `page`: which paragraph the visitor's page adds to the summary;
 - `static`: whether the web server's fallback page may say it as it is (else it says
-  "maintenance": served when the application cannot answer, it must never say "ok").
+  "maintenance": served when the application cannot answer, it must never say "ok");
+- `readable`: upgrader's tables can be read (not so without a database, or before an
+  installation): what there is to adopt, or nodes to list.
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ class State(str, enum.Enum):
         return MEANINGS[self].refusal
 
     @property
+    def readable(self) -> bool:
+        return MEANINGS[self].readable
+
+    @property
     def quiet(self) -> bool:
         return MEANINGS[self].quiet
 
@@ -114,6 +120,7 @@ class Meaning:
     needs_upgrade: bool = False
     page: str = ""  # running | pending | unfinished | mismatch | outage | maintenance
     static: bool = True
+    readable: bool = True
 
 
 UNAVAILABLE = 69  # the exit status of a command that cannot reach the database
@@ -140,6 +147,7 @@ MEANINGS: dict[State, Meaning] = {
         refusal=NOT_INSTALLED,
         quiet=True,
         static=False,
+        readable=False,
     ),
     State.UPGRADE_PENDING: Meaning(
         "Err2",
@@ -212,6 +220,7 @@ MEANINGS: dict[State, Meaning] = {
         N_("This site is down for maintenance. Please check back soon."),
         settled=True,
         page="maintenance",
+        static=False,  # said as maintenance, with the administrator's message if any
     ),
     State.DATABASE_UNAVAILABLE: Meaning(
         "Err1",
@@ -220,6 +229,7 @@ MEANINGS: dict[State, Meaning] = {
         refusal=UNAVAILABLE,
         quiet=True,
         page="outage",
+        readable=False,
     ),
     State.ONLINE_PENDING: Meaning(
         None,

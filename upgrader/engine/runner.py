@@ -170,7 +170,7 @@ class Runner:
         journal). Either way the site stays up while it runs (core/phases.py)."""
         before = before or self.diagnose()
         self._refuse_unless_upgradable(before)
-        if not before.pending_revisions and before.state in (State.OK, State.MAINTENANCE):
+        if not before.pending_revisions and before.state.settled:
             if before.version_to_record:  # a release without migrations: no run needed
                 diagnose(self.settings, code=self.code, record=True)
                 return Outcome(
@@ -196,7 +196,7 @@ class Runner:
                 now = self.diagnose(engine)  # again, under the lock: another run may have finished
                 self._refuse_unless_upgradable(now, under_lock=True)
                 pending = list(now.pending_revisions)
-                if not pending and now.state in (State.OK, State.MAINTENANCE):
+                if not pending and now.state.settled:
                     return Outcome("nothing", "already up to date: another run finished first")
                 target: Target = "heads"
                 note = None

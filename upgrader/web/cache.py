@@ -116,11 +116,9 @@ class DiagnosisCache:
         expires = time.monotonic() + self.ttl
         _log_change(self._value, fresh)
         self.static_page.update(fresh)
-        busy = fresh.state in (
-            State.UPGRADE_RUNNING,
-            State.DATABASE_UNAVAILABLE,
-            State.NOT_INSTALLED,  # nothing to register in (nor a file to create)
-        ) or (  # SQLite: a live --online or --post-deploy run holds its write lock
+        # quiet: nothing to register in, or an upgrade holds the database; and on SQLite a
+        # live --online or --post-deploy run holds its write lock
+        busy = fresh.state.quiet or (
             fresh.run is not None
             and fresh.run.status == "running"
             and self.engine.url.get_backend_name() == "sqlite"
@@ -156,7 +154,7 @@ def _log_change(before: Diagnosis | None, now: Diagnosis) -> None:
     if before is not None and before.state is now.state:
         return
     was = f" (was {before.state.value})" if before is not None else ""
-    level = logging.INFO if now.state in (State.OK, State.MAINTENANCE) else logging.WARNING
+    level = logging.INFO if now.state.settled else logging.WARNING
     where = f" on {socket.gethostname()} pid {os.getpid()}, code {now.code_version}"
     log.log(
         level,

@@ -605,7 +605,7 @@ class UpgraderMiddleware:
         found: dict[str, Any] = {
             "node": {"host": host, "pid": int(pid), "code_version": d.code_version}
         }
-        if d.state in (State.NOT_INSTALLED, State.DATABASE_UNAVAILABLE):
+        if not d.state.readable:
             return found
         try:
             with self.cache.engine.connect() as conn:

@@ -74,7 +74,7 @@ def shown(d: Diagnosis) -> Diagnosis:
     if m is not None and m.mode == "block" and (m.active(d.checked_at) or m.message):
         summary = m.message or State.MAINTENANCE.summary
         return replace(d, state=State.MAINTENANCE, summary=summary, run=None)
-    if d.state.serving or d.state in (State.MAINTENANCE, State.NOT_INSTALLED):
+    if not d.state.meaning.static:
         return replace(d, state=State.MAINTENANCE, summary=State.MAINTENANCE.summary, run=None)
     return replace(d, run=None)
 
