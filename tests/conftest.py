@@ -88,7 +88,7 @@ class Site:
 
     @property
     def key(self) -> str:
-        from upgrader.wizard.access import KEY_FILE
+        from upgrader.core.keys import UPGRADE_KEY as KEY_FILE
 
         return (self.installer / KEY_FILE).read_text().strip()
 

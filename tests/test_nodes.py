@@ -148,8 +148,8 @@ def test_serving_processes_record_themselves_and_a_killed_one_ages_out(
 
 def test_a_worker_records_itself_through_accepting_new_work(db_url: str, tmp_path: Path) -> None:
     from tests.helpers import settings
+    from upgrader.core.cache import DiagnosisCache
     from upgrader.web import background
-    from upgrader.web.cache import DiagnosisCache
 
     install(db_url, CURRENT)
     cache = DiagnosisCache(settings(db_url, tmp_path))

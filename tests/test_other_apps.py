@@ -31,7 +31,7 @@ import pytest
 
 from tests.helpers import ROOT, free_port, wait_for_port
 from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS
-from upgrader.wizard.access import KEY_FILE
+from upgrader.core.keys import UPGRADE_KEY as KEY_FILE
 
 pytestmark = pytest.mark.slow
 

@@ -29,11 +29,11 @@ from tests.helpers import (
 from tests.test_guard import ADMIN_PAGE, guard
 from tests.test_unavailable import silent_port, url_with_password  # noqa: F401 (fixture)
 from tests.test_wizard_security import app, csrf, log_in, site, wizard  # noqa: F401
+from upgrader.core import clients, keys
+from upgrader.core.keys import UPGRADE_KEY as KEY_FILE
 from upgrader.engine import backup as backup_module
 from upgrader.sample.releases import CURRENT
-from upgrader.web import clients
 from upgrader.web.middleware import UpgraderMiddleware
-from upgrader.wizard.access import KEY_FILE
 
 # ------------------------------------------------------------------------ outage
 
@@ -299,12 +299,12 @@ def test_upgrader_serve_believes_only_trusted_proxies(tmp_path: Path) -> None:
 
 
 def test_the_cookie_signature_needs_the_site_key(tmp_path: Path) -> None:
-    key = clients.site_key(None, tmp_path)
-    assert stat.S_IMODE((tmp_path / clients.KEY_FILE).stat().st_mode) == 0o600
-    assert clients.site_key(None, tmp_path) == key  # kept, not made again
+    key = keys.site_key(None, tmp_path)
+    assert stat.S_IMODE((tmp_path / keys.SITE_KEY).stat().st_mode) == 0o600
+    assert keys.site_key(None, tmp_path) == key  # kept, not made again
     value, _ = clients.make_cookie(key, "hmac-sha256$00$11", 60)
     assert clients.cookie_valid(key, value, "hmac-sha256$00$11")
-    assert not clients.cookie_valid(clients.site_key("x", tmp_path), value, "hmac-sha256$00$11")
+    assert not clients.cookie_valid(keys.site_key("x", tmp_path), value, "hmac-sha256$00$11")
     assert not clients.cookie_valid(key, value, "hmac-sha256$00$22")  # a new bypass secret
 
 

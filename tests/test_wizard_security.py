@@ -12,10 +12,10 @@ import pytest
 from werkzeug.test import Client
 
 from tests.helpers import MIGRATIONS, ROOT, cli_args, install, run_cli
+from upgrader.core.keys import UPGRADE_KEY as KEY_FILE
 from upgrader.sample.releases import CURRENT
 from upgrader.settings import resolve
 from upgrader.web.middleware import UpgraderMiddleware
-from upgrader.wizard.access import KEY_FILE
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -220,7 +220,7 @@ def test_unwritable_install_directory_is_explained(
 ) -> None:
     client, _, url = wizard
     install(url, "1.0.0")
-    from upgrader.wizard import access
+    from upgrader.core import keys as access
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise PermissionError(13, "Permission denied")

@@ -57,12 +57,36 @@ def available(extra: Locales = None) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=512)
 def negotiate(accept_language: str | None, extra: Locales = None) -> str:
-    """The best language for an Accept-Language header ("de-CH, de;q=0.8, en;q=0.5")."""
-    from werkzeug.datastructures import LanguageAccept
-    from werkzeug.http import parse_accept_header
+    """The best language for an Accept-Language header ("de-CH, de;q=0.8, en;q=0.5"): the
+    most wanted one we have, a region falling back to its language. Whatever the header
+    holds, an answer (English when nothing fits)."""
+    have = available(extra)
+    by_lower = {code.lower(): code for code in have}
+    wanted = []
+    for position, item in enumerate((accept_language or "").split(",")):
+        tag, _, params = item.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                quality = _quality(value)
+        if tag.strip() and quality > 0:
+            wanted.append((-quality, position, tag.strip().lower().replace("_", "-")))
+    for _quality_rank, _position, tag in sorted(wanted):
+        if tag == "*":
+            return DEFAULT
+        for candidate in (tag, tag.split("-")[0]):
+            if candidate in by_lower:
+                return by_lower[candidate]
+    return DEFAULT
 
-    accept = parse_accept_header(accept_language or "", LanguageAccept)
-    return accept.best_match(available(extra), default=DEFAULT) or DEFAULT
+
+def _quality(value: str) -> float:
+    try:
+        quality = float(value.strip())
+    except ValueError:
+        return 0.0
+    return quality if 0.0 <= quality <= 1.0 else 0.0
 
 
 def from_environment(extra: Locales = None) -> str:

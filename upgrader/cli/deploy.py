@@ -29,8 +29,8 @@ from upgrader.cli.maintenance import when
 from upgrader.core import maintenance as mode
 from upgrader.core.database import guard_engine
 from upgrader.core.tables import Tables, define_tables
-from upgrader.web import maintenance as switch
-from upgrader.web import static
+from upgrader.http import maintenance as switch
+from upgrader.http import static
 
 DEFAULT_MESSAGE = "The site is being updated. It will be back in a few minutes."
 

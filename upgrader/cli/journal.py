@@ -7,12 +7,13 @@ import json
 import click
 
 from upgrader.cli.context import CliContext, confirm, pass_cli, require_database
-from upgrader.core import records, report, storage
+from upgrader.core import records, storage
 from upgrader.core.database import guard_engine
 from upgrader.core.diagnosis import Diagnosis, diagnose, run_status, run_time
 from upgrader.core.tables import define_tables
 from upgrader.core.times import local
 from upgrader.engine.runner import EngineError, Runner
+from upgrader.support import report
 
 
 @click.command()

@@ -9,13 +9,14 @@ from pathlib import Path
 import click
 
 from upgrader.cli.context import CliContext, pass_cli, require_database
+from upgrader.core import clients
 from upgrader.core import maintenance as mode
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
 from upgrader.core.records import Maintenance
 from upgrader.core.times import local, utcnow
+from upgrader.http import maintenance as switch
+from upgrader.http import static
 from upgrader.settings import Settings
-from upgrader.web import clients, static
-from upgrader.web import maintenance as switch
 
 
 def when(value: str | None) -> dt.datetime | None:

@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from upgrader.cli.context import CliContext, pass_cli
+from upgrader.core import clients
+from upgrader.http.wsgi import TrustedScheme
 from upgrader.settings import load_app
-from upgrader.web import clients
 
 
 def guarded(app: Any, obj: CliContext) -> Any:
@@ -54,7 +55,7 @@ def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
     app = guarded(settings.app_object, obj)
     trusted = clients.networks(settings.trusted_proxies)
     if trusted:  # what the proxy says of the visitor's scheme: Secure cookies behind https
-        app = clients.TrustedScheme(app, trusted)
+        app = TrustedScheme(app, trusted)
     waitress.serve(
         app,
         host=host,
@@ -76,7 +77,7 @@ def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
 def admin_key(obj: CliContext, backup_dir: Path | None) -> int:
     """Print the admin console's key (/upgrader/admin, when the application has no check of
     its own); made on first use in the backup directory, readable only on the server."""
-    from upgrader.web.console import console_key
+    from upgrader.core.keys import console_key
 
     click.echo(console_key(backup_dir or Path(obj.settings.backup_dir)))
     return 0
@@ -91,7 +92,7 @@ def admin_key(obj: CliContext, backup_dir: Path | None) -> int:
 @pass_cli
 def install_key(obj: CliContext, installer_dir: Path | None) -> int:
     """Print the installer's upgrade key (created on first use, readable only on the server)."""
-    from upgrader.wizard.access import upgrade_key
+    from upgrader.core.keys import upgrade_key
 
     directory = installer_dir or obj.settings.installer_dir
     if directory is None or not Path(directory).is_dir():
@@ -119,12 +120,12 @@ def demo(host: str, port: int) -> int:
     import waitress
     from sqlalchemy import create_engine
 
+    from upgrader.core.keys import upgrade_key
     from upgrader.engine.runner import Runner
     from upgrader.sample.config import DATABASE_ENV, INSTALLER_FILES
     from upgrader.sample.data import DEMO_AUTHORS, catalogue, seed
     from upgrader.sample.releases import OLDEST
     from upgrader.settings import resolve
-    from upgrader.wizard.access import upgrade_key
 
     for name in [k for k in os.environ if k.startswith("UPGRADER_")] + [DATABASE_ENV]:
         os.environ.pop(name, None)  # this process and the runs it starts see the sample only

@@ -101,11 +101,11 @@ def nodes_command(obj: CliContext, as_json: bool) -> int:
 @pass_cli
 def doctor(obj: CliContext, as_json: bool, runs: int, bundle_path: Path | None) -> int:
     """The report to paste into a support ticket. Read-only; holds no password."""
-    from upgrader.core.report import doctor as doctor_report
+    from upgrader.support.report import doctor as doctor_report
 
     diagnosis, report = doctor_report(obj.settings, runs)
     if bundle_path is not None:
-        from upgrader.cli.bundle import default_name, write_bundle
+        from upgrader.support.bundle import default_name, write_bundle
 
         target = Path(bundle_path) if str(bundle_path) else Path(default_name())
         text = render_doctor(diagnosis, report)

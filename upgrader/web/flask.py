@@ -38,9 +38,11 @@ from flask.cli import AppGroup, ScriptInfo
 from markupsafe import Markup
 
 from upgrader.alembic import include_name_for
+from upgrader.http.pages import banner_html
+from upgrader.http.wsgi import StartResponse
 from upgrader.settings import ConfigError, Settings, resolve
 from upgrader.web import background
-from upgrader.web.middleware import StartResponse, UpgraderMiddleware, banner_html
+from upgrader.web.middleware import UpgraderMiddleware
 
 log = logging.getLogger("upgrader")
 

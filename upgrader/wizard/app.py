@@ -27,20 +27,20 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
 from upgrader import i18n
-from upgrader.core import report
+from upgrader.core import clients
 from upgrader.core.diagnosis import Diagnosis, State, diagnose
+from upgrader.core.keys import key_fingerprint, key_matches, session_key, upgrade_key
 from upgrader.core.maintenance import MaintenanceRequest
-from upgrader.core.report import database_info
 from upgrader.core.tables import define_tables
+from upgrader.core.throttle import Throttle
 from upgrader.core.times import utcnow
 from upgrader.engine.backup import estimated_size, preflight
 from upgrader.engine.runner import foreign_tables, start_detached
+from upgrader.http import maintenance as switch
+from upgrader.http.forms import check_csrf, client_of, small_app
 from upgrader.settings import Settings
-from upgrader.web import clients
-from upgrader.web import maintenance as switch
-from upgrader.web.forms import check_csrf, small_app
-from upgrader.web.throttle import Throttle
-from upgrader.wizard.access import key_fingerprint, key_matches, session_key, upgrade_key
+from upgrader.support import report
+from upgrader.support.report import database_info
 
 log = logging.getLogger("upgrader")
 
@@ -157,7 +157,7 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
 
     @app.route("/key", methods=["GET", "POST"])
     def key() -> Response | str | tuple[str, int] | tuple[str, int, dict[str, str]]:
-        client = clients.client_address(request.environ, trusted) or "unknown"
+        client = client_of(trusted)
         try:
             upgrade_key(installer)  # created on first visit, readable only on the server
         except OSError:
@@ -276,7 +276,7 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
         if fresh and d.missing_file and request.form.get("create_at") != d.missing_file:
             return redirect(url_for("checks"))  # a missing file is created only when confirmed
         command = "install" if fresh else "upgrade"
-        client = clients.client_address(request.environ, trusted) or "unknown"
+        client = client_of(trusted)
         process = start_detached(
             settings, command=command, backup=backup, trigger="web", client=client
         )
@@ -396,7 +396,7 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
     @app.post("/open")
     def open_site() -> Response:
         """Maintenance off, after the administrator checked the upgraded site."""
-        client = clients.client_address(request.environ, trusted) or "unknown"
+        client = client_of(trusted)
         switch.switch_off(
             settings, f"installer (web, {client})", trigger="web", engine=cache.engine
         )
@@ -428,8 +428,8 @@ def create_wizard(settings: Settings, cache: Any, site: Any = None) -> Flask:
         """`upgrader doctor`, as support asks for it, with every secret scrubbed."""
         import click
 
-        from upgrader.cli.bundle import scrub, secrets_of
         from upgrader.cli.status import render_doctor
+        from upgrader.support.bundle import scrub, secrets_of
 
         d, data = report.doctor(settings)
         text = click.unstyle(render_doctor(d, data))

@@ -18,8 +18,8 @@ from upgrader.core.database import guard_engine
 from upgrader.core.diagnosis import CodeFacts, diagnose
 from upgrader.core.gather import read_database
 from upgrader.core.tables import define_tables
+from upgrader.http import static
 from upgrader.settings import Settings
-from upgrader.web import static
 
 
 @contextmanager

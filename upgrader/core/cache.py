@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
@@ -29,7 +30,6 @@ from upgrader.core.diagnosis import (
 from upgrader.core.nodes import Registration
 from upgrader.core.tables import define_tables
 from upgrader.settings import Settings
-from upgrader.web.static import PageKeeper
 
 log = logging.getLogger("upgrader")
 
@@ -53,7 +53,8 @@ class DiagnosisCache:
         self._refreshing = threading.Lock()
         self._refresh_started = 0.0
         self._refreshed_at = float("-inf")
-        self.static_page = PageKeeper(settings)
+        # told of every fresh diagnosis (the web layer's static page keeper)
+        self.listeners: list[Callable[[Diagnosis], None]] = []
         # "worker" until this process answers a request (the guard then says "web")
         self.registration = Registration(
             define_tables(settings.table_prefix), kind="worker", beat=settings.node_beat
@@ -115,7 +116,8 @@ class DiagnosisCache:
             self._refresh_started = 0.0
         expires = time.monotonic() + self.ttl
         _log_change(self._value, fresh)
-        self.static_page.update(fresh)
+        for listener in self.listeners:
+            listener(fresh)
         # quiet: nothing to register in, or an upgrade holds the database; and on SQLite a
         # live --online or --post-deploy run holds its write lock
         busy = fresh.state.quiet or (

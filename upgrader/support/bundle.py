@@ -14,15 +14,17 @@ import os
 import zipfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import click
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from upgrader.core import report, times
+from upgrader.core import keys, times
 from upgrader.core.database import describe_error, guard_engine, redact
 from upgrader.core.diagnosis import Diagnosis
 from upgrader.settings import Settings
+from upgrader.support import report
 
 README = """\
 upgrader support bundle
@@ -42,8 +44,6 @@ LOG_LINES = 5000
 
 def secrets_of(settings: Settings, d: Diagnosis) -> list[str]:
     """Every secret value this installation has, as it could appear in text."""
-    from urllib.parse import quote, quote_plus
-
     found: list[str] = []
     try:
         password = make_url(settings.database_url).password
@@ -53,14 +53,10 @@ def secrets_of(settings: Settings, d: Diagnosis) -> list[str]:
         found += [str(password), quote(str(password), safe=""), quote_plus(str(password))]
     if settings.secret_key:
         found.append(settings.secret_key)
-    from upgrader.web.clients import KEY_FILE
-    from upgrader.web.console import KEY_FILE as CONSOLE_KEY
-    from upgrader.wizard.access import KEY_FILE as UPGRADE_KEY
-    from upgrader.wizard.access import SESSION_FILE
 
-    files = [Path(settings.backup_dir) / name for name in (CONSOLE_KEY, KEY_FILE)]
+    files = [Path(settings.backup_dir) / name for name in (keys.CONSOLE_KEY, keys.SITE_KEY)]
     if settings.installer_dir is not None:
-        files += [Path(settings.installer_dir) / n for n in (UPGRADE_KEY, SESSION_FILE)]
+        files += [Path(settings.installer_dir) / n for n in (keys.UPGRADE_KEY, keys.SESSION_KEY)]
     for path in files:
         try:
             found.append(path.read_text().strip())

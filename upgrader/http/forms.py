@@ -11,8 +11,9 @@ from flask import Flask, abort, request, session
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.wrappers import Response
 
+from upgrader.core import clients
+from upgrader.core.gate import SECURITY_HEADERS
 from upgrader.i18n import N_
-from upgrader.web.middleware import SECURITY_HEADERS
 
 
 class Sessions(SecureCookieSessionInterface):
@@ -62,3 +63,10 @@ def no_store(response: Response) -> Response:
         response.headers[name] = value
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def client_of(trusted: tuple[clients.Network, ...]) -> str:
+    """The address of the client of the request being handled (trusted proxies honoured)."""
+    environ = request.environ
+    remote, forwarded = environ.get("REMOTE_ADDR", ""), environ.get("HTTP_X_FORWARDED_FOR", "")
+    return clients.client_address(str(remote), str(forwarded or ""), trusted) or "unknown"

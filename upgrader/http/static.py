@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from upgrader.core.diagnosis import Diagnosis, State
+from upgrader.http.pages import Pages
 from upgrader.settings import Settings
 
 log = logging.getLogger("upgrader")
@@ -46,13 +47,9 @@ def write(directory: Path, d: Diagnosis, settings: Settings) -> Path:
 
 def write_page(directory: Path, d: Diagnosis, settings: Settings) -> Path:
     """The page alone (atomically: the web server may be serving it right now)."""
-    from upgrader.web.middleware import Pages
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    html = Pages(settings.template_dir).blocked(
-        shown(d), settings=settings, poll_seconds=15, refresh=60
-    )
+    html = Pages(settings, poll_seconds=15).blocked(shown(d), refresh=60)
     page = directory / PAGE
     replace_file(page, html.encode())
     return page

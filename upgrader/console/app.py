@@ -25,31 +25,21 @@ from flask import Flask, abort, redirect, render_template, request, session, url
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
+from upgrader.core import clients, nodes, storage
 from upgrader.core import maintenance as mode
-from upgrader.core import nodes, storage
 from upgrader.core.database import describe_error, missing_sqlite_file
 from upgrader.core.diagnosis import Diagnosis, diagnose
+from upgrader.core.keys import CONSOLE_KEY, console_fingerprint, console_key, key_file_matches
 from upgrader.core.tables import define_tables
+from upgrader.core.throttle import Throttle
+from upgrader.http import maintenance as switch
+from upgrader.http.forms import check_csrf, client_of, small_app
 from upgrader.settings import Settings
-from upgrader.web import clients
-from upgrader.web import maintenance as switch
-from upgrader.web.forms import check_csrf, small_app
-from upgrader.web.throttle import Throttle
-from upgrader.wizard.access import key_file_matches, secret_file
 
 log = logging.getLogger("upgrader")
 
-KEY_FILE = ".admin-key"
 USER = "upgrader.console.user"
 """Where the guard leaves what `authorize` said, for the console to read."""
-
-
-def console_key(directory: Path) -> str:
-    """The console key, made on first use in the (0700) backup directory."""
-    Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = secret_file(Path(directory), KEY_FILE)
-    assert key is not None
-    return key
 
 
 def create_console(
@@ -69,7 +59,7 @@ def create_console(
     tables = define_tables(settings.table_prefix)
 
     def client() -> str:
-        return clients.client_address(request.environ, trusted) or "unknown"
+        return client_of(trusted)
 
     def user() -> str | None:
         """The administrator, or None. With an integration, its verdict, every request."""
@@ -78,7 +68,7 @@ def create_console(
             if not verdict:
                 return None
             return verdict if isinstance(verdict, str) else "administrator"
-        if session.get("authed") and session.get("key") == _fingerprint(key_dir):
+        if session.get("authed") and session.get("key") == console_fingerprint(key_dir):
             return "console key holder"
         return None
 
@@ -202,7 +192,7 @@ def create_console(
                 429,
                 {"Retry-After": str(int(wait) + 1)},
             )
-        if not key_file_matches(request.form.get("key", ""), key_dir, KEY_FILE):
+        if not key_file_matches(request.form.get("key", ""), key_dir, CONSOLE_KEY):
             count = throttle.failed(client())
             log.warning("console: wrong key from %s (%d in a row)", client(), count)
             text = "That is not the console key."
@@ -210,7 +200,7 @@ def create_console(
         throttle.succeeded(client())
         log.info("console: key accepted from %s", client())
         session.clear()
-        session.update(authed=True, key=_fingerprint(key_dir))
+        session.update(authed=True, key=console_fingerprint(key_dir))
         return redirect(url_for("index"))
 
     @app.post("/logout")
@@ -219,9 +209,3 @@ def create_console(
         return redirect(url_for("key"))
 
     return app
-
-
-def _fingerprint(directory: Path) -> str:
-    """Which key a session was opened with: a new key file ends every session."""
-    key = secret_file(directory, KEY_FILE, make=False) or ""
-    return hmac.new(b"upgrader-console", key.encode(), hashlib.sha256).hexdigest()[:16]
