@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from upgrader.cli.context import CliContext, confirm, pass_cli, require_database
-from upgrader.cli.status import render_status
 from upgrader.core.adopt import AdoptionRefused, plan_adoption
 from upgrader.core.adopt import adopt as adopt_database
 from upgrader.core.database import safe_url
 from upgrader.core.diagnosis import diagnose
+from upgrader.support.text import render_status
 
 
 @click.command()

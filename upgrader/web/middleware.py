@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from time import monotonic as _monotonic
 from typing import Any
 
-from upgrader.console.app import USER, create_console
+from upgrader.console.app import create_console
+from upgrader.console.context import USER
 from upgrader.core.cache import DiagnosisCache
 from upgrader.core.diagnosis import Diagnosis
 from upgrader.core.gate import Application, Authorize, Gate, Mount, Page, plain
