@@ -178,7 +178,7 @@ def test_backups_reach_postgresql_through_its_socket(postgresql_url: str, tmp_pa
 
 def test_the_wizards_runs_leave_no_zombie(tmp_path: Path) -> None:
     from tests.helpers import settings
-    from upgrader.engine.runner import start_detached
+    from upgrader.engine.detach import start_detached
 
     url = f"sqlite:///{tmp_path / 'app.db'}"
     install(url, "1.0.0")

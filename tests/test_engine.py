@@ -450,7 +450,7 @@ def test_unlock_clears_only_a_stale_run(db_url: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_detached_run_finishes_on_its_own(db_url: str, tmp_path: Path) -> None:
-    from upgrader.engine.runner import start_detached
+    from upgrader.engine.detach import start_detached
 
     install(db_url, "1.0.0")
     settings = resolve(

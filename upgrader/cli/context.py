@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from upgrader.core.database import describe_error, redact
 from upgrader.core.diagnosis import Diagnosis, State
 from upgrader.engine.backup import remove_credential_leftovers
+from upgrader.engine.exits import EngineError
 from upgrader.settings import ConfigError, Settings, resolve
 
 log = logging.getLogger("upgrader")
@@ -155,6 +156,9 @@ def _status_of(call: Callable[[], Any]) -> int:
         return EXIT_USAGE
     except click.ClickException as exc:
         exc.show()
+        return exc.exit_code
+    except EngineError as exc:  # what the engine refused or what failed, with its status
+        click.secho(f"Error: {exc}", fg="red", err=True)
         return exc.exit_code
     except click.Abort:
         click.echo("Aborted.", err=True)

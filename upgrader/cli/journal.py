@@ -12,7 +12,8 @@ from upgrader.core.database import guard_engine
 from upgrader.core.diagnosis import Diagnosis, diagnose, run_status, run_time
 from upgrader.core.tables import define_tables
 from upgrader.core.times import local
-from upgrader.engine.runner import EngineError, Runner
+from upgrader.engine.repair import unlock as unlock_run
+from upgrader.engine.site import Installation
 from upgrader.support import report
 
 
@@ -82,9 +83,5 @@ def unlock(obj: CliContext, force: bool, yes: bool) -> int:
             "committed; on MariaDB/MySQL and SQLite a revision may be left half done, and "
             "`status` then says how to recover. Continue?"
         )
-    try:
-        click.echo(Runner(obj.settings).unlock(force=force))
-    except EngineError as exc:
-        click.secho(f"Error: {exc}", fg="red", err=True)
-        return exc.exit_code
+    click.echo(unlock_run(Installation(obj.settings), force=force))
     return 0

@@ -1,4 +1,6 @@
-"""`upgrader upgrade`, `install`, `backup`, `restore`: thin commands over the engine."""
+"""`upgrader upgrade`, `install`, `backup`, `restore`, `stamp`, `repair`: thin commands over
+the engine (engine/upgrade.py, engine/repair.py). An engine error ends a command with its
+exit status and message (cli/context.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,15 @@ import click
 
 from upgrader.cli.context import CliContext, confirm, pass_cli
 from upgrader.core.database import normalise_url, safe_url
-from upgrader.core.diagnosis import State
-from upgrader.engine.backup import BackupError, read_backup
+from upgrader.core.diagnosis import Diagnosis
+from upgrader.engine import repair as repairs
+from upgrader.engine.backup import read_backup
+from upgrader.engine.detach import start_detached
+from upgrader.engine.exits import EngineError, refuse_unless_upgradable
 from upgrader.engine.migrate import OfflineSQLError, offline_sql
-from upgrader.engine.runner import EngineError, Runner, start_detached
+from upgrader.engine.site import Installation
+from upgrader.engine.upgrade import install as install_release
+from upgrader.engine.upgrade import upgrade as upgrade_site
 
 
 class Printer:
@@ -46,11 +53,6 @@ class Printer:
                 f"{elapsed}        done: steps {data['first']} to {data['position']} were "
                 "committed together (the env.py runs them in one transaction)"
             )
-
-
-def _fail(exc: EngineError) -> int:
-    click.secho(f"Error: {exc}", fg="red", err=True)
-    return exc.exit_code
 
 
 @click.command()
@@ -90,73 +92,67 @@ def upgrade(
 
     The site waits while it runs; with --online or --post-deploy it stays up, and only
     the revisions declared so are applied (docs/multi-node.md)."""
-    if online and post_deploy:
-        raise click.UsageError("--online and --post-deploy are two steps: give one of them")
-    if force and not post_deploy:
-        raise click.UsageError("--force goes with --post-deploy")
-    phase = "online" if online else "post-deploy" if post_deploy else None
-    settings = obj.settings
-    runner = Runner(settings, progress=Printer(), client=client)
-    d = runner.diagnose()
-    if d.state is State.DATABASE_UNAVAILABLE:
-        click.secho(f"Error: the database cannot be reached: {'; '.join(d.details)}", err=True)
-        return 69
-    if d.state is State.NOT_INSTALLED:
-        click.echo(f"Nothing is installed yet: {d.fix}", err=True)
-        return 4
-    if d.code == "Err3" or d.state is State.COMPATIBLE_AHEAD:
-        click.secho(f"{d.headline}: {'; '.join(d.details)}", fg="red", err=True)
-        click.echo(f"Nothing was changed. {d.fix}", err=True)
-        return 3
+    phase = _phase(online, post_deploy, force)
+    site = Installation(obj.settings, progress=Printer(), client=client)
+    d = site.diagnose()
+    refuse_unless_upgradable(d, site.cli, busy=False)  # the lock says who runs
     if sql:
-        start = d.database_revisions[0] if len(d.database_revisions) == 1 else None
-        url = normalise_url(settings.database_url)
-        try:
-            script = offline_sql(Path(settings.migrations), url, start, runner.app())
-        except OfflineSQLError as exc:  # half a script (an open BEGIN) is worse than none
-            click.secho(f"Error: {exc}. Nothing was written.", fg="red", err=True)
-            return 1
-        click.echo(script)
-        return 0
-    summary = (
-        f"{safe_url(settings.database_url)}: {d.schema_version or 'not recorded'} → "
-        f"{d.code_version}, {len(d.pending_revisions)} revision(s) pending"
-    )
+        return _print_sql(site, d)
     if plan or not yes:
-        click.echo(summary)
-        for position, revision in enumerate(d.pending_revisions, start=1):
-            declared = "" if revision.phase == "blocking" else f"  [{revision.phase}]"
-            click.echo(f"  {position}. {revision.id}  {revision.message}{declared}")
+        _print_plan(site, d)
     if plan:
         return 0
     if d.state.settled and not d.version_to_record:
         click.echo("Already up to date: nothing to do.")
         return 0
     if not yes:
-        backup = "without a backup" if no_backup else f"after a backup into {settings.backup_dir}"
+        where = f"after a backup into {site.settings.backup_dir}"
         what = f"Apply the {phase} revisions, with the site up," if phase else "Upgrade"
-        confirm(f"{what} {backup}?")
+        confirm(f"{what} {'without a backup' if no_backup else where}?")
     if detach:
         flags = (f"--{phase}",) if phase else ()
-        process = start_detached(
-            settings,
-            backup=not no_backup,
-            trigger=trigger,
-            extra=(*flags, "--force") if force else flags,
-        )
+        extra = (*flags, "--force") if force else flags
+        process = start_detached(site.settings, backup=not no_backup, trigger=trigger, extra=extra)
         click.echo(
-            f"Started the upgrade in process {process.pid}; follow it with "
-            f"`{settings.cli} status` (its output goes to {settings.backup_dir}/upgrade.log)."
+            f"Started the upgrade in process {process.pid}; follow it with `{site.cli} status` "
+            f"(its output goes to {site.settings.backup_dir}/upgrade.log)."
         )
         return 0
-    try:
-        outcome = runner.upgrade(
-            backup=not no_backup, trigger=trigger, before=d, phase=phase, force=force
-        )
-    except EngineError as exc:
-        return _fail(exc)
+    outcome = upgrade_site(
+        site, backup=not no_backup, trigger=trigger, before=d, phase=phase, force=force
+    )
     click.secho(outcome.message[0].upper() + outcome.message[1:] + ".", fg="green", bold=True)
     return 0
+
+
+def _phase(online: bool, post_deploy: bool, force: bool) -> str | None:
+    if online and post_deploy:
+        raise click.UsageError("--online and --post-deploy are two steps: give one of them")
+    if force and not post_deploy:
+        raise click.UsageError("--force goes with --post-deploy")
+    return "online" if online else "post-deploy" if post_deploy else None
+
+
+def _print_sql(site: Installation, d: Diagnosis) -> int:
+    """The whole script, or nothing: half a script (an open BEGIN) is worse than none."""
+    start = d.database_revisions[0] if len(d.database_revisions) == 1 else None
+    url = normalise_url(site.settings.database_url)
+    try:
+        script = offline_sql(Path(site.settings.migrations), url, start, site.app())
+    except OfflineSQLError as exc:
+        raise EngineError(f"{exc}. Nothing was written") from exc
+    click.echo(script)
+    return 0
+
+
+def _print_plan(site: Installation, d: Diagnosis) -> None:
+    click.echo(
+        f"{safe_url(site.settings.database_url)}: {d.schema_version or 'not recorded'} → "
+        f"{d.code_version}, {len(d.pending_revisions)} revision(s) pending"
+    )
+    for position, revision in enumerate(d.pending_revisions, start=1):
+        declared = "" if revision.phase == "blocking" else f"  [{revision.phase}]"
+        click.echo(f"  {position}. {revision.id}  {revision.message}{declared}")
 
 
 @click.command()
@@ -173,15 +169,11 @@ def install(
     obj: CliContext, release: str | None, yes: bool, trigger: str, client: str | None
 ) -> int:
     """Create the schema in an empty database, at the code's head or at --release."""
-    settings = obj.settings
-    runner = Runner(settings, progress=Printer(), client=client)
-    target = release or runner.code.version.raw
+    site = Installation(obj.settings, progress=Printer(), client=client)
     if not yes:
-        confirm(f"Install release {target} into {safe_url(settings.database_url)}?")
-    try:
-        outcome = runner.install(release=release, trigger=trigger)
-    except EngineError as exc:
-        return _fail(exc)
+        target = release or site.code.version.raw
+        confirm(f"Install release {target} into {safe_url(site.settings.database_url)}?")
+    outcome = install_release(site, release=release, trigger=trigger)
     click.secho(f"Installed {outcome.to_version}.", fg="green", bold=True)
     return 0
 
@@ -190,10 +182,7 @@ def install(
 @pass_cli
 def backup(obj: CliContext) -> int:
     """Back up the database now, verified and checksummed."""
-    try:
-        saved = Runner(obj.settings).backup()
-    except EngineError as exc:
-        return _fail(exc)
+    saved = repairs.backup(Installation(obj.settings))
     click.echo(
         f"{saved.path}\n  {saved.size:,} bytes, sha256 {saved.sha256}\n"
         f"  {len(saved.tables)} tables, version {saved.schema_version or '-'}"
@@ -208,11 +197,7 @@ def backup(obj: CliContext) -> int:
 def restore(obj: CliContext, file: Path, yes: bool) -> int:
     """Replace the database's whole content with a backup upgrader made of it."""
     settings = obj.settings
-    try:
-        described = read_backup(file)
-    except BackupError as exc:
-        click.secho(f"Error: {exc}", fg="red", err=True)
-        return 1
+    described = read_backup(file)
     if not yes:
         click.echo(
             f"Backup of {described.dialect} database {described.database!r}, taken "
@@ -222,10 +207,7 @@ def restore(obj: CliContext, file: Path, yes: bool) -> int:
             f"Replace everything in {safe_url(settings.database_url)} with it? "
             "Changes made since the backup are lost."
         )
-    try:
-        restored = Runner(settings).restore(file)
-    except EngineError as exc:
-        return _fail(exc)
+    restored = repairs.restore(Installation(settings), file)
     click.secho(f"Restored {restored.path}.", fg="green", bold=True)
     return 0
 
@@ -244,10 +226,7 @@ def stamp(obj: CliContext, revisions: tuple[str, ...], purge: bool, yes: bool) -
             f"Record {' '.join(revisions)} as the schema's revision in "
             f"{safe_url(settings.database_url)}? No migration runs."
         )
-    try:
-        click.echo(Runner(settings).stamp(list(revisions), purge=purge))
-    except EngineError as exc:
-        return _fail(exc)
+    click.echo(repairs.stamp(Installation(settings), list(revisions), purge=purge))
     return 0
 
 
@@ -259,8 +238,5 @@ def repair(obj: CliContext, yes: bool) -> int:
     where the original table is still there. Only what `status` names."""
     if not yes:
         confirm("Drop the leftover _alembic_tmp_* tables?")
-    try:
-        click.echo(Runner(obj.settings).repair())
-    except EngineError as exc:
-        return _fail(exc)
+    click.echo(repairs.repair(Installation(obj.settings)))
     return 0

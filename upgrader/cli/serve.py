@@ -121,7 +121,8 @@ def demo(host: str, port: int) -> int:
     from sqlalchemy import create_engine
 
     from upgrader.core.keys import upgrade_key
-    from upgrader.engine.runner import Runner
+    from upgrader.engine.site import Installation
+    from upgrader.engine.upgrade import install
     from upgrader.sample.config import DATABASE_ENV, INSTALLER_FILES
     from upgrader.sample.data import DEMO_AUTHORS, catalogue, seed
     from upgrader.sample.releases import OLDEST
@@ -139,7 +140,7 @@ def demo(host: str, port: int) -> int:
     shutil.rmtree(settings.backup_dir, ignore_errors=True)
     shutil.rmtree(installer, ignore_errors=True)
     shutil.copytree(INSTALLER_FILES, installer, ignore=shutil.ignore_patterns(".*"))
-    Runner(settings).install(release=OLDEST)
+    install(Installation(settings), release=OLDEST)
     engine = create_engine(settings.database_url)
     with engine.begin() as conn:
         seed(conn, OLDEST)

@@ -148,6 +148,36 @@ def update_run(engine: Engine, tables: Tables, run_id: int, **values: Any) -> No
         conn.execute(tables.runs.update().where(tables.runs.c.id == run_id).values(**values))
 
 
+def update_in(conn: Connection, tables: Tables, run_id: int, **values: Any) -> None:
+    """The run's row, in the caller's transaction."""
+    conn.execute(tables.runs.update().where(tables.runs.c.id == run_id).values(**values))
+
+
+def close_succeeded(
+    conn: Connection, tables: Tables, run_id: int, revisions: Sequence[str]
+) -> None:
+    """The run ended well, leaving `revisions` (in the transaction that records its version)."""
+    conn.execute(
+        tables.runs.update()
+        .where(tables.runs.c.id == run_id)
+        .values(
+            status="succeeded",
+            finished_at=utcnow(),
+            lease_expires_at=None,
+            to_revisions=join_revisions(revisions),
+        )
+    )
+
+
+def abort_open(conn: Connection, tables: Tables, note: str) -> None:
+    """Runs the journal still calls running are over (a restore brought them back)."""
+    conn.execute(
+        tables.runs.update()
+        .where(tables.runs.c.status == "running")
+        .values(status="aborted", finished_at=utcnow(), note=note)
+    )
+
+
 def finish_run(engine: Engine, tables: Tables, run_id: int, status: str, **values: Any) -> None:
     """Close the run, unless someone closed it already (`unlock --force` while its process
     was stopped): their account of it stands."""

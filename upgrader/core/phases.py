@@ -11,7 +11,8 @@ A revision file declares its phase with a module-level `upgrader_phase` (revisio
   them once the node registry shows no older node, and clears `compatible_heads`.
 - nothing declared: "blocking", today's behaviour: the site waits for the upgrade.
 
-The decision (diagnosis.decide) and the runner both split the pending revisions here.
+The decision (core/decide.py) and the engine (engine/upgrade.py) both split the pending
+revisions here.
 """
 
 from __future__ import annotations

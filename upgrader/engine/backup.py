@@ -40,13 +40,14 @@ from sqlalchemy import URL, Engine, inspect, text
 
 from upgrader.core import processes
 from upgrader.core.database import redact
+from upgrader.engine.exits import EngineError
 
 DUMP_TIMEOUT = 6 * 3600
 LOCK_WAIT = "60s"
 """pg_dump waits this long for a table lock: a statement of a killed run may hold one."""
 
 
-class BackupError(Exception):
+class BackupError(EngineError):
     """A backup or restore could not be made or verified; the message says why."""
 
 

@@ -59,7 +59,7 @@ def application_context(app: Any) -> Iterator[None]:
 
 
 class Hooks(Protocol):
-    """What the runner hears from Alembic, on Alembic's own connection."""
+    """What a run hears from Alembic (engine/steps.py), on Alembic's own connection."""
 
     def configured(self, connection: Connection | None) -> None: ...
 

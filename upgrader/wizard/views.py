@@ -20,7 +20,8 @@ from upgrader.core.keys import key_fingerprint, key_matches, upgrade_key
 from upgrader.core.maintenance import MaintenanceRequest
 from upgrader.core.times import utcnow
 from upgrader.engine.backup import preflight
-from upgrader.engine.runner import foreign_tables, start_detached
+from upgrader.engine.detach import start_detached
+from upgrader.engine.upgrade import foreign_tables
 from upgrader.http import maintenance as switch
 from upgrader.support import report
 from upgrader.support.bundle import scrub, secrets_of

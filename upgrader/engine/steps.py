@@ -1,0 +1,278 @@
+"""The step journal of a run: step k of n written as Alembic applies each revision, a step
+called done only once the database has committed it, and what a failure leaves.
+
+On SQLite the journal is written on the migration's own connection, inside its
+transaction: another connection could not write while the migration holds the write
+lock; and there a statement costs no round trip. On a server the heartbeat's thread
+writes the progress and the finished steps' rows on upgrader's own connection, at most
+every Heartbeat.TICK seconds: every node sees "step k of n" within that, also while one
+long revision runs, and a chain of quick revisions costs the migration no round trip per
+revision. The upgrade lock is checked at the same pace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event
+
+from upgrader.core import journal
+from upgrader.core.database import describe_error, redact
+from upgrader.core.times import utcnow
+from upgrader.engine.exits import MigrationFailed
+from upgrader.engine.locks import LockLost, UpgradeLock
+from upgrader.engine.site import Installation
+
+log = logging.getLogger("upgrader")
+
+
+class StepJournal:
+    """The migration hooks: step k of n journalled as Alembic applies each revision.
+
+    On SQLite the journal is written on the migration's own connection, inside its
+    transaction: another connection could not write while the migration holds the write
+    lock; and there a statement costs no round trip. On a server the heartbeat's thread
+    writes the progress and the finished steps' rows on upgrader's own connection, at
+    most every Heartbeat.TICK seconds: every node sees "step k of n" within that, also
+    while one long revision runs, and a chain of quick revisions costs the migration no
+    round trip per revision. The upgrade lock is checked at the same pace.
+    """
+
+    CHECK_EVERY = 0.5
+
+    def __init__(
+        self,
+        site: Installation,
+        engine: Engine,
+        lock: UpgradeLock,
+        run_id: int,
+        plan: list[str],
+        steps: int,
+    ) -> None:
+        self.site, self.engine, self.lock, self.run_id = site, engine, lock, run_id
+        self.tables = site.tables
+        self.sqlite = engine.url.get_backend_name() == "sqlite"
+        self.lease = None if self.sqlite else site.settings.lease_seconds
+        self.plan = plan
+        self.done: list[str] = []
+        self.rows: list[dict[str, Any]] = []  # finished steps not written yet
+        # applied by Alembic, not committed yet: (position, revision, duration, row)
+        self.uncommitted: list[tuple[int, str, float, dict[str, Any]]] = []
+        self.committing: list[tuple[int, str, float, dict[str, Any]]] = []
+        self.dirty = False
+        self.mutex = threading.Lock()  # the migration's thread and the heartbeat's
+        self.started = self.checked = time.monotonic()
+        self.started_at = utcnow()
+        # The first step is journalled before Alembic holds any lock, so even on SQLite
+        # others see "step 1 of n" while it runs; later steps commit with the one before.
+        with engine.begin() as conn:
+            if len(plan) != steps:
+                self._set_steps(conn)
+            self._at_step(conn)
+        self._announce()
+
+    def _set_steps(self, conn: Connection) -> None:
+        journal.update_in(conn, self.tables, self.run_id, steps=len(self.plan))
+
+    def _message(self, revision: str) -> str:
+        graph = self.site.code.graph
+        node = graph.revisions.get(revision) if graph else None
+        return node.message if node else ""
+
+    def _at_step(self, conn: Connection) -> None:
+        """Write the finished steps' rows and where the run is now (holding the mutex)."""
+        journal.record_steps(conn, self.tables, self.rows)
+        self.rows, self.dirty = [], False
+        position = len(self.done)
+        if position < len(self.plan):  # the one running now
+            revision, position = self.plan[position], position + 1
+        elif self.done:  # all done: the last one
+            revision = self.done[-1]
+        else:
+            return
+        journal.at_step(
+            conn, self.tables, self.run_id, position, revision, self._message(revision), self.lease
+        )
+
+    def _announce(self) -> None:
+        position = len(self.done)
+        if position < len(self.plan):
+            revision = self.plan[position]
+            self.site.progress(
+                "step",
+                {
+                    "position": position + 1,
+                    "total": len(self.plan),
+                    "revision": revision,
+                    "message": self._message(revision),
+                },
+            )
+
+    def configured(self, connection: Connection | None) -> None:
+        """Follow the migration connection's transactions (a step is done once committed),
+        note its server session (if this process dies, its statement may live on in the
+        server, and `status` can then name it), and bound how long its statements wait for a
+        table lock: a migration stuck behind the application's traffic fails with a clear
+        error rather than hold the site down without end."""
+        if connection is None:
+            return
+        event.listen(connection, "commit", self._commit_asked)
+        event.listen(connection, "begin", self._commit_over)
+        event.listen(connection, "rollback", self._rolled_back)
+        if self.sqlite:
+            return
+        seconds = self.site.settings.lock_timeout
+        if self.engine.dialect.name == "postgresql":
+            query = "SELECT pg_backend_pid()"
+            limit = f"SET lock_timeout = {int(seconds * 1000)}"
+        else:
+            query = "SELECT CONNECTION_ID()"
+            limit = f"SET SESSION lock_wait_timeout = {max(1, int(seconds))}"
+        with contextlib.suppress(Exception):
+            connection.exec_driver_sql(limit)
+        with contextlib.suppress(Exception):
+            session = connection.exec_driver_sql(query).scalar()
+            journal.update_run(self.engine, self.tables, self.run_id, db_session=str(session))
+
+    def planned(self, revisions: list[str], connection: Connection | None) -> None:
+        """Alembic's plan, from the version table it just read: ours unless another process
+        moved the database in between (it cannot while we hold the lock, but say so if so)."""
+        if revisions == self.plan:
+            return
+        with self.mutex:
+            self.plan = revisions
+        self.flush(connection)
+
+    def applied(self, revision: str, connection: Connection | None) -> None:
+        """Alembic has run `revision` and moved its version table, inside the migration's
+        transaction: done once that commits (`_commit_over`), which may be now (one
+        transaction per revision) or with the last one (one for the whole run)."""
+        duration = time.monotonic() - self.started
+        position = len(self.done) + 1
+        message = self._message(revision)
+        row = journal.step_row(
+            self.run_id, position, revision, message, "succeeded", self.started_at, duration
+        )
+        with self.mutex:
+            self.done.append(revision)
+            if self.sqlite:  # written inside the migration's transaction: it commits with it
+                self.rows.append(row)
+            self.uncommitted.append((position, revision, duration, row))
+            self.dirty = True
+        log.info("run #%d: step %d of %d, %s, applied in %.2fs", self.run_id, position,
+                 len(self.plan), revision, duration)  # fmt: skip
+        if self.sqlite or time.monotonic() - self.checked >= self.CHECK_EVERY:
+            try:
+                self.lock.check()
+            except LockLost as exc:
+                raise MigrationFailed(f"stopped after {revision}: {exc}") from exc
+            self.checked = time.monotonic()
+        if self.sqlite:
+            self.flush(connection)
+        self.started, self.started_at = time.monotonic(), utcnow()
+        self._announce()
+
+    def _commit_asked(self, connection: Connection) -> None:
+        """The migration's transaction is about to commit (SQLAlchemy's event comes before
+        the database has answered): what it holds is done once the next transaction
+        begins, or the run ends."""
+        with self.mutex:
+            self.committing, self.uncommitted = self.committing + self.uncommitted, []
+
+    def _commit_over(self, connection: Connection | None = None) -> None:
+        with self.mutex:
+            committed, self.committing = self.committing, []
+            if not self.sqlite:
+                self.rows.extend(row for *_, row in committed)
+        if not committed:
+            return
+        first, last = committed[0], committed[-1]
+        log.info("run #%d: step(s) %d to %d committed", self.run_id, first[0], last[0])
+        self.site.progress(
+            "step_done",
+            {
+                "position": last[0],
+                "first": first[0],
+                "total": len(self.plan),
+                "revision": last[1],
+                "duration": last[2],
+            },
+        )
+
+    def _rolled_back(self, connection: Connection) -> None:
+        with self.mutex:
+            self.committing = []
+
+    def finished(self) -> None:
+        """Alembic's pass is over: its last commit has been answered."""
+        self._commit_over()
+
+    def tick(self) -> None:
+        """From the heartbeat's thread: write what changed since the last tick."""
+        if self.dirty:
+            self.flush()
+
+    def flush(self, connection: Connection | None = None) -> None:
+        with self.mutex:
+            if self.sqlite and connection is not None:
+                self._at_step(connection)
+            else:
+                with self.engine.begin() as conn:
+                    self._at_step(conn)
+
+    def failed(self, exc: BaseException) -> str:
+        """Journal the failed step (the migration's transaction is gone: on our own
+        connection now), mark steps a rollback undid, and say what happened."""
+        engine, position = self.engine, len(self.done) + 1
+        revision = self.plan[position - 1] if position <= len(self.plan) else None
+        with contextlib.suppress(Exception), engine.begin() as conn:
+            values: dict[str, Any] = {"step": position if revision else len(self.done)}
+            if revision:
+                values.update(revision=revision, message=self._message(revision))
+                duration = time.monotonic() - self.started
+                self.rows.append(
+                    journal.step_row(
+                        self.run_id,
+                        position,
+                        revision,
+                        self._message(revision),
+                        "failed",
+                        self.started_at,
+                        duration,
+                    )
+                )
+            with self.mutex:
+                # what the run applied but had not committed, for undo_steps to judge
+                uncommitted = [row for *_, row in self.committing + self.uncommitted]
+                if not self.sqlite:
+                    self.rows.extend(uncommitted)
+                journal.record_steps(conn, self.tables, self.rows)
+                self.rows, self.committing, self.uncommitted = [], [], []
+            journal.update_in(conn, self.tables, self.run_id, **values)
+        with contextlib.suppress(Exception):
+            graph = self.site.code.graph
+            kept = graph.ancestry(self.site.revisions(engine)) if graph else set()
+            journal.undo_steps(engine, self.tables, self.run_id, kept)
+        return self._failure(position, revision, exc)
+
+    def _failure(self, position: int, revision: str | None, exc: BaseException) -> str:
+        """What went wrong, where, redacted."""
+        engine, total = self.engine, len(self.plan)
+        graph = self.site.code.graph
+        node = graph.revisions.get(revision) if graph and revision else None
+        where = (
+            f"step {position} of {total} ({revision}: {node.message if node else ''})"
+            if revision
+            else "before the first revision ran"
+        )
+        message = f"{where} failed: {describe_error(exc, engine.url)}"
+        if revision and engine.url.get_backend_name() in ("mysql", "mariadb"):
+            message += (
+                f". MariaDB/MySQL commits schema changes as they run, so revision {revision} "
+                "may be partly applied"
+            )
+        return redact(message, engine.url)
