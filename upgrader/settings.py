@@ -18,14 +18,12 @@ so that a detached run, a pasted command and the server agree from any directory
 
 from __future__ import annotations
 
-import ast
 import importlib
 import importlib.machinery
+import importlib.metadata
 import inspect
 import os
-import re
 import shlex
-import shutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,9 +31,21 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
+from sqlalchemy.engine import make_url
 
-class ConfigError(Exception):
-    """The configuration cannot work; the message says which setting and why."""
+from upgrader.apps import (
+    ConfigError,
+    console_script,
+    executable,
+    guess_ref,
+    is_flask,
+    load_app,
+    looks_like_path,
+    portable_ref,
+)
+
+__all__ = ["ConfigError", "Settings", "load_app", "resolve"]
 
 
 NOTHING_CONFIGURED = (
@@ -75,8 +85,6 @@ def _releases(value: Any) -> dict[str, str]:
 
 
 def _pep440(value: Any) -> str:
-    from packaging.version import InvalidVersion, Version
-
     try:
         Version(str(value))
     except InvalidVersion:
@@ -199,7 +207,7 @@ class Settings:
         """The same prefix as words, to run a fresh process of upgrader on this application
         (one that reads the code as it is on disk now). Printed, it never holds a password."""
         ref = self.app_ref
-        if ref and (self.via_flask or (self.app is None and _is_flask(self.app_object))):
+        if ref and (self.via_flask or (self.app is None and is_flask(self.app_object))):
             words = [*executable("flask"), "--app", ref, "upgrader"]
             if "migrations" in self.flags:
                 words += ["-d", self.flags["migrations"]]
@@ -222,7 +230,7 @@ class Settings:
         if "--app" in short:
             i = short.index("--app") + 1
             module, _, attr = short[i].rpartition(":") if ":" in short[i] else (short[i], "", "")
-            if _looks_like_path(module):
+            if looks_like_path(module):
                 name = Path(module)
                 module = name.parent.name if name.stem == "__init__" else name.stem
             short[i] = f"{module}:{attr}" if attr else module
@@ -241,8 +249,6 @@ class Settings:
 
     def resolved_code_version(self) -> str:
         """The code version: configured, or read from the distribution's metadata."""
-        import importlib.metadata
-
         if self.code_version:
             return self.code_version
         if self.distribution:
@@ -273,17 +279,47 @@ def resolve(
     `flask upgrader` do that; the import string still names it then).
     """
     flags = {k: v for k, v in (flags or {}).items() if v is not None and v != ""}
-    environ = os.environ if environ is None else environ
-    env = {
+    env = _environment(os.environ if environ is None else environ)
+    app_name = flags.get("app") or env.get("app")
+    if app is None and app_name:
+        app = load_app(app_name)
+    application = Application(app) if app is not None else None
+    values, layer_of = _layered(flags, env, application)
+    labels = application.labels if application else {}
+    sources = {name: _describe(source, name, labels) for name, source in layer_of.items()}
+    if application is not None:
+        for name, (value, how) in application.defaults(values).items():
+            values[name], sources[name] = value, f"default ({how})"
+    _require(values)
+    project = Path(values["migrations"]).parent
+    for name, folder in (("backup_dir", "backups"), ("installer_dir", "install")):
+        if name not in values:
+            values[name], sources[name] = project / folder, "default (beside the migrations)"
+    shown: dict[str, str] = {
+        n: str(values[n]) for n in ("database_url", "migrations", "code_version") if n in flags
+    }
+    return Settings(
+        **values,
+        app=portable_ref(app_name) if app_name else None,
+        sources=sources,
+        flags=shown,
+        via_flask=via_flask,
+        app_object=app,
+    )
+
+
+def _environment(environ: Mapping[str, str]) -> dict[str, str]:
+    return {
         key[len("UPGRADER_") :].lower(): value
         for key, value in environ.items()
         if key.startswith("UPGRADER_") and value != ""
     }
-    app_name = flags.get("app") or env.get("app")
-    if app is None and app_name:
-        app = load_app(app_name)
-    ref = portable_ref(app_name) if app_name else None
-    application = Application(app) if app is not None else None
+
+
+def _layered(
+    flags: Mapping[str, Any], env: Mapping[str, Any], application: Application | None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each setting from the first layer that has it, converted: (values, their layers)."""
     cwd = Path.cwd()
     layers: list[tuple[str, Mapping[str, Any], list[Path]]] = [
         ("flag", flags, [cwd]),
@@ -306,22 +342,24 @@ def resolve(
             raise ConfigError(f"{label} ({source}): {raw!r} is not usable: {exc}") from exc
         values[name] = _absolute(value, anchors) if name in _PATHS else value
         layer_of[name] = source
-    if layer_of.get("engine_options") == "app config" and layer_of.get("database_url") != (
-        "app config"
-    ):
-        # The application's engine options are for the application's database; another
-        # database named by a flag or the environment may be another driver altogether.
+    _settle(values, layer_of)
+    return values, layer_of
+
+
+def _settle(values: dict[str, Any], layer_of: dict[str, str]) -> None:
+    """Settings that go together: the application's engine options are for the
+    application's database (another named by a flag or the environment may be another
+    driver altogether); of a version and a distribution to read one from, the higher layer
+    decides, and on a tie the explicit version wins."""
+    if layer_of.get("engine_options") == "app config" != layer_of.get("database_url"):
         del values["engine_options"], layer_of["engine_options"]
     if "code_version" in values and "distribution" in values:
-        # The higher layer decides how the version is found; on a tie the explicit version wins.
         ranks = {n: _ORDER.index(layer_of[n]) for n in ("code_version", "distribution")}
         loser = "distribution" if ranks["code_version"] <= ranks["distribution"] else "code_version"
         del values[loser], layer_of[loser]
-    labels = application.labels if application else {}
-    sources = {name: _describe(source, name, labels) for name, source in layer_of.items()}
-    if application is not None:
-        for name, (value, how) in application.defaults(values).items():
-            values[name], sources[name] = value, f"default ({how})"
+
+
+def _require(values: Mapping[str, Any]) -> None:
     if "database_url" not in values and "migrations" not in values:
         raise ConfigError(NOTHING_CONFIGURED)
     if "database_url" not in values:
@@ -334,26 +372,9 @@ def resolve(
             "no migrations directory: set UPGRADER_MIGRATIONS to the application's Alembic "
             "directory (the one holding env.py)"
         )
-    project = Path(values["migrations"]).parent
-    for name, folder in (("backup_dir", "backups"), ("installer_dir", "install")):
-        if name not in values:
-            values[name], sources[name] = project / folder, "default (beside the migrations)"
-    shown: dict[str, str] = {
-        n: str(values[n]) for n in ("database_url", "migrations", "code_version") if n in flags
-    }
-    return Settings(
-        **values,
-        app=ref,
-        sources=sources,
-        flags=shown,
-        via_flask=via_flask,
-        app_object=app,
-    )
 
 
 def _without_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -389,16 +410,12 @@ def _anchors(application: Application | None) -> list[Path]:
 # ------------------------------------------------------------- the application
 
 
-def _is_flask(obj: Any) -> bool:
-    return all(hasattr(obj, a) for a in ("config", "instance_path", "extensions", "root_path"))
-
-
 class Application:
     """What the application object tells about its settings (layers 3 and 4)."""
 
     def __init__(self, obj: Any) -> None:
         self.obj = obj
-        self.flask = _is_flask(obj)
+        self.flask = is_flask(obj)
         self.labels: dict[str, str] = {}  # where config values came from, when not UPGRADER_*
         wrapped = getattr(obj, "settings", None)
         self.middleware = wrapped if not self.flask and isinstance(wrapped, Settings) else None
@@ -465,8 +482,6 @@ class Application:
     def _version(self) -> tuple[str, str] | None:
         """The installed distribution that provides the application's package, or its
         `__version__`."""
-        import importlib.metadata
-
         if not self.module_name:
             return None
         top = self.module_name.split(".")[0]
@@ -480,176 +495,3 @@ class Application:
             if isinstance(version, str):
                 return version, f"{name}.__version__"
         return None
-
-
-# ------------------------------------------------------------------ loading
-
-
-_REF = re.compile(r":(?![\\/])")
-
-
-def _split(ref: str) -> tuple[str, str]:
-    parts = _REF.split(ref.strip(), maxsplit=1)
-    return parts[0], parts[1] if len(parts) > 1 else ""
-
-
-def _looks_like_path(module: str) -> bool:
-    return module.endswith(".py") or os.sep in module or "/" in module
-
-
-def prepare_import(path: str) -> str:
-    """The module name of a file or package path, with its folder put on sys.path
-    (what `flask --app path/to/app.py` does)."""
-    full = os.path.realpath(path)
-    stem, ext = os.path.splitext(full)
-    if ext == ".py":
-        full = stem
-    if os.path.basename(full) == "__init__":
-        full = os.path.dirname(full)
-    names: list[str] = []
-    while True:
-        full, name = os.path.split(full)
-        names.append(name)
-        if not os.path.exists(os.path.join(full, "__init__.py")):
-            break
-    if full not in sys.path:
-        sys.path.insert(0, full)
-    return ".".join(reversed(names))
-
-
-def load_app(import_string: str) -> Any:
-    """Import `module:attribute` as `flask --app` does: a factory is called (with the
-    literal arguments given, as in `module:create_app('prod')`); a WSGI callable or an
-    application object is taken as it is. The module may be a file path."""
-    module_part, attr = _split(import_string)
-    if _looks_like_path(module_part):
-        module_name = prepare_import(module_part)
-    else:
-        module_name = module_part
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import the application {import_string!r}: {exc}") from exc
-    name, args, kwargs = _call(attr, import_string)
-    candidates = [name] if name else ["app", "application", "create_app", "make_app"]
-    for candidate in candidates:
-        obj = getattr(module, candidate, None)
-        if obj is None:
-            continue
-        if args is not None or _is_factory(obj):
-            obj = obj(*(args or ()), **(kwargs or {}))
-        return obj
-    raise ConfigError(f"{import_string!r} names no application (tried {', '.join(candidates)})")
-
-
-def _call(attr: str, whole: str) -> tuple[str, tuple[Any, ...] | None, dict[str, Any] | None]:
-    """`create_app` or `create_app('prod', debug=False)`: the name, and literal arguments."""
-    if not attr:
-        return "", None, None
-    try:
-        expr = ast.parse(attr.strip(), mode="eval").body
-    except SyntaxError as exc:
-        raise ConfigError(f"{whole!r}: cannot read {attr!r} as an attribute or a call") from exc
-    if isinstance(expr, ast.Name):
-        return expr.id, None, None
-    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
-        try:
-            args = tuple(ast.literal_eval(a) for a in expr.args)
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in expr.keywords if k.arg}
-        except ValueError as exc:
-            raise ConfigError(f"{whole!r}: only literal arguments can be passed") from exc
-        return expr.func.id, args, kwargs
-    raise ConfigError(f"{whole!r}: cannot read {attr!r} as an attribute or a call")
-
-
-def _is_factory(obj: Any) -> bool:
-    """A function callable with no arguments makes the application; a WSGI callable
-    (environ, start_response) or an application object does not."""
-    if not (inspect.isfunction(obj) or inspect.ismethod(obj)):
-        return False
-    try:
-        inspect.signature(obj).bind()
-    except TypeError:
-        return False
-    return True
-
-
-def portable_ref(ref: str) -> str:
-    """`module:attr` as any directory can import it: a file path when the module is
-    importable only through the current directory (a project that is not installed)."""
-    module_part, attr = _split(ref)
-    suffix = f":{attr}" if attr else ""
-    if _looks_like_path(module_part):
-        return f"{os.path.abspath(module_part)}{suffix}"
-    module = sys.modules.get(module_part)
-    file = getattr(module, "__file__", None)
-    if module is None or not file or _importable_elsewhere(module_part.split(".")[0]):
-        return ref
-    return f"{Path(file).resolve()}{suffix}"
-
-
-def _importable_elsewhere(top: str) -> bool:
-    """Whether `top` imports without the current directory on sys.path (installed,
-    editable, or on a fixed path)."""
-    cwd = os.path.realpath(os.getcwd())
-    path = [p for p in sys.path if p and os.path.realpath(p) != cwd]
-    for finder in sys.meta_path:
-        try:
-            if finder is importlib.machinery.PathFinder:
-                spec = finder.find_spec(top, path)
-            else:  # an editable install's finder, zipimport…
-                spec = finder.find_spec(top, None)
-        except Exception:
-            continue
-        if spec is not None:
-            return True
-    return False
-
-
-def guess_ref(app: Any) -> str | None:
-    """The import string of an application object the server made (gunicorn, waitress…):
-    the module attribute that is this object, else the module's factory."""
-    if app is None:
-        return None
-    name = getattr(app, "import_name", None) or getattr(app, "__module__", None) or ""
-    parts = name.split(".")
-    modules = [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
-    for module_name in modules:
-        module = sys.modules.get(module_name)
-        if module is None:
-            continue
-        label = _module_label(module_name, module)
-        for attr, value in vars(module).items():
-            if value is app:
-                return f"{label}:{attr}"
-        for factory in ("create_app", "make_app"):
-            if _is_factory(getattr(module, factory, None)):
-                return f"{label}:{factory}"
-    return None
-
-
-def _module_label(name: str, module: Any) -> str:
-    if name == "__main__":  # `python notes.py`: import it by its file instead
-        return str(Path(module.__file__).resolve()) if getattr(module, "__file__", None) else name
-    return portable_ref(name)
-
-
-def console_script() -> list[str]:
-    """`upgrader` of this environment by its full path (the interpreter's `-m` where the
-    script was not installed)."""
-    mine = Path(sys.executable).parent / "upgrader"
-    return [str(mine)] if mine.is_file() else [sys.executable, "-m", "upgrader"]
-
-
-def executable(name: str) -> list[str]:
-    """The words that run console script `name` of this environment, from any directory:
-    the bare name when PATH finds this very script, else its full path."""
-    mine = Path(sys.executable).parent / name
-    found = shutil.which(name)
-    if mine.is_file():
-        same = found is not None and os.path.realpath(found) == os.path.realpath(mine)
-        return [name] if same else [str(mine)]
-    module = "flask" if name == "flask" else "upgrader"
-    return [sys.executable, "-m", module]

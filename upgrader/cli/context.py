@@ -167,24 +167,32 @@ def _status_of(call: Callable[[], Any]) -> int:
         click.echo(f"Error: {exc}", err=True)
         return EXIT_USAGE
     except DBAPIError as exc:  # the database went away, or is not one: say so, not "internal"
-        reason = describe_error(exc)
-        if "database is locked" in reason:
-            click.echo(
-                "Error: the database is busy: an upgrade holds it (SQLite lets one writer in "
-                f"at a time). Try again when it has finished. ({reason})",
-                err=True,
-            )
-            return EXIT_BUSY
-        click.echo(f"Error: the database cannot be reached or read: {reason}", err=True)
-        return EXIT_UNAVAILABLE
+        return _database_error(exc)
     except Exception as exc:
-        if os.environ.get("UPGRADER_DEBUG"):
-            raise
+        return _internal_error(exc)
+    return rv if isinstance(rv, int) else 0
+
+
+def _database_error(exc: DBAPIError) -> int:
+    reason = describe_error(exc)
+    if "database is locked" in reason:
         click.echo(
-            f"upgrader: internal error: {type(exc).__name__}: {redact(str(exc))}\n"
-            "Set UPGRADER_DEBUG=1 to see the traceback, and send it with "
-            "`upgrader doctor` to support.",
+            "Error: the database is busy: an upgrade holds it (SQLite lets one writer in "
+            f"at a time). Try again when it has finished. ({reason})",
             err=True,
         )
-        return EXIT_INTERNAL
-    return rv if isinstance(rv, int) else 0
+        return EXIT_BUSY
+    click.echo(f"Error: the database cannot be reached or read: {reason}", err=True)
+    return EXIT_UNAVAILABLE
+
+
+def _internal_error(exc: Exception) -> int:
+    if os.environ.get("UPGRADER_DEBUG"):
+        raise exc
+    click.echo(
+        f"upgrader: internal error: {type(exc).__name__}: {redact(str(exc))}\n"
+        "Set UPGRADER_DEBUG=1 to see the traceback, and send it with "
+        "`upgrader doctor` to support.",
+        err=True,
+    )
+    return EXIT_INTERNAL

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from upgrader.cli import adopt, deploy, journal, maintenance, run, serve, status
+from upgrader.cli import adopt, demo, deploy, journal, maintenance, run, serve, status
 from upgrader.cli.context import CliContext, exit_status
 
 
@@ -86,7 +86,7 @@ COMMANDS = (
 )
 """The commands that act on one application: `flask upgrader` carries these."""
 
-for command in (*COMMANDS, serve.serve, serve.demo):
+for command in (*COMMANDS, serve.serve, demo.demo):
     cli.add_command(command)
 
 

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
+import waitress
 
 from upgrader.cli.context import CliContext, pass_cli
 from upgrader.core import clients
+from upgrader.core.keys import console_key, upgrade_key
 from upgrader.http.wsgi import TrustedScheme
-from upgrader.settings import load_app
+from upgrader.web.middleware import UpgraderMiddleware
 
 
 def guarded(app: Any, obj: CliContext) -> Any:
     """The WSGI callable to serve: the app itself if it already embeds the guard."""
-    from upgrader.web.middleware import UpgraderMiddleware
-
     if isinstance(app, UpgraderMiddleware):
         return app
     extensions = getattr(app, "extensions", {})
@@ -32,11 +34,6 @@ def guarded(app: Any, obj: CliContext) -> Any:
 @pass_cli
 def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
     """Serve the application named with --app (or UPGRADER_APP) with the guard in front of it."""
-    import signal
-    import sys
-
-    import waitress
-
     settings = obj.settings
     if settings.app_object is None:
         raise click.UsageError(
@@ -77,8 +74,6 @@ def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
 def admin_key(obj: CliContext, backup_dir: Path | None) -> int:
     """Print the admin console's key (/upgrader/admin, when the application has no check of
     its own); made on first use in the backup directory, readable only on the server."""
-    from upgrader.core.keys import console_key
-
     click.echo(console_key(backup_dir or Path(obj.settings.backup_dir)))
     return 0
 
@@ -92,65 +87,8 @@ def admin_key(obj: CliContext, backup_dir: Path | None) -> int:
 @pass_cli
 def install_key(obj: CliContext, installer_dir: Path | None) -> int:
     """Print the installer's upgrade key (created on first use, readable only on the server)."""
-    from upgrader.core.keys import upgrade_key
-
     directory = installer_dir or obj.settings.installer_dir
     if directory is None or not Path(directory).is_dir():
         raise click.ClickException(f"the installer directory {directory} does not exist")
     click.echo(upgrade_key(Path(directory)))
-    return 0
-
-
-SAMPLE = "upgrader.sample:create_app"
-
-
-@click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-def demo(host: str, port: int) -> int:
-    """The newcomer's path: the sample application at its oldest release, with data, served
-    by the current code. Open the URL, see Err2, walk the wizard, land on the upgraded site.
-
-    Everything lives in the sample's instance folder, and is reset on every start; the
-    demo reads no UPGRADER_* variable, so it can never touch your own application.
-    """
-    import os
-    import shutil
-
-    import waitress
-    from sqlalchemy import create_engine
-
-    from upgrader.core.keys import upgrade_key
-    from upgrader.engine.site import Installation
-    from upgrader.engine.upgrade import install
-    from upgrader.sample.config import DATABASE_ENV, INSTALLER_FILES
-    from upgrader.sample.data import DEMO_AUTHORS, catalogue, seed
-    from upgrader.sample.releases import OLDEST
-    from upgrader.settings import resolve
-
-    for name in [k for k in os.environ if k.startswith("UPGRADER_")] + [DATABASE_ENV]:
-        os.environ.pop(name, None)  # this process and the runs it starts see the sample only
-    app = load_app(SAMPLE)
-    settings = resolve({"app": SAMPLE}, environ={}, app=app)
-    instance = Path(app.instance_path)
-    database = instance / "shelf.db"
-    installer = Path(settings.installer_dir or instance / "install")
-    for leftover in (database, Path(f"{database}.upgrader-lock")):
-        leftover.unlink(missing_ok=True)
-    shutil.rmtree(settings.backup_dir, ignore_errors=True)
-    shutil.rmtree(installer, ignore_errors=True)
-    shutil.copytree(INSTALLER_FILES, installer, ignore=shutil.ignore_patterns(".*"))
-    install(Installation(settings), release=OLDEST)
-    engine = create_engine(settings.database_url)
-    with engine.begin() as conn:
-        seed(conn, OLDEST)
-        catalogue(conn, DEMO_AUTHORS)  # so the upgrade takes long enough to watch
-    engine.dispose()
-    key = upgrade_key(installer)
-    cli = settings.cli
-    click.echo(f"Shelf {OLDEST} is installed in {database}, and the code is now newer.")
-    click.echo(f"Open   http://{host}:{port}/         (it shows Down for Maintenance (Err2))")
-    click.echo(f"Then   http://{host}:{port}/install  with the upgrade key: {key}")
-    click.echo(f"Or, in another terminal: {cli} status, then {cli} upgrade")
-    waitress.serve(app, host=host, port=port, threads=8, ident="upgrader")
     return 0

@@ -11,6 +11,8 @@ from upgrader.cli.context import CliContext, pass_cli, require_database
 from upgrader.core import nodes
 from upgrader.core.diagnosis import State, diagnose
 from upgrader.core.times import local
+from upgrader.support.bundle import default_name, write_bundle
+from upgrader.support.report import doctor as doctor_report
 from upgrader.support.text import render_doctor, render_status
 
 
@@ -100,12 +102,8 @@ def nodes_command(obj: CliContext, as_json: bool) -> int:
 @pass_cli
 def doctor(obj: CliContext, as_json: bool, runs: int, bundle_path: Path | None) -> int:
     """The report to paste into a support ticket. Read-only; holds no password."""
-    from upgrader.support.report import doctor as doctor_report
-
     diagnosis, report = doctor_report(obj.settings, runs)
     if bundle_path is not None:
-        from upgrader.support.bundle import default_name, write_bundle
-
         target = Path(bundle_path) if str(bundle_path) else Path(default_name())
         text = render_doctor(diagnosis, report)
         written = write_bundle(target, obj.settings, diagnosis, report, text, max(runs, 200))

@@ -350,12 +350,13 @@ def phased(c: Context) -> Finding | None:
     split = phases.split(c.pending)
     if not split.serving:
         return None
-    state, why = (
-        (State.ONLINE_PENDING, Why.ONLINE)
-        if split.online
-        else (State.POST_DEPLOY_PENDING, Why.POST_DEPLOY)
-    )
-    return _unless_maintenance(c, Finding(state, why, split=split, phased_run=c.phased_run))
+    if split.online:
+        found = Finding(State.ONLINE_PENDING, Why.ONLINE, split=split, phased_run=c.phased_run)
+    else:
+        found = Finding(
+            State.POST_DEPLOY_PENDING, Why.POST_DEPLOY, split=split, phased_run=c.phased_run
+        )
+    return _unless_maintenance(c, found)
 
 
 def pending(c: Context) -> Finding | None:

@@ -6,16 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from upgrader.core.nodes import Node
 from upgrader.core.records import Run, StateRow
 from upgrader.core.revisions import RevisionGraph, load_graph
 from upgrader.core.tables import table_names
 from upgrader.core.versions import ParsedVersion, parse_version
 from upgrader.settings import Settings
-
-if TYPE_CHECKING:
-    from upgrader.core.nodes import Node
 
 
 @dataclass(frozen=True)

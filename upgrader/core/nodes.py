@@ -26,8 +26,10 @@ from sqlalchemy import Connection, Engine, delete, insert, inspect, select, upda
 from sqlalchemy.exc import SQLAlchemyError
 
 from upgrader.core import records, times
+from upgrader.core.database import guard_engine, missing_sqlite_file
 from upgrader.core.tables import Tables, define_tables
 from upgrader.core.times import utcnow
+from upgrader.core.versions import compare, parse_version
 
 log = logging.getLogger("upgrader")
 
@@ -113,8 +115,6 @@ def record(
     beat: float = BEAT,
 ) -> None:
     """Upsert this process's row and delete the rows of processes gone long ago."""
-    from upgrader.core.database import missing_sqlite_file
-
     if missing_sqlite_file(engine.url):
         return  # connecting would create the file: the diagnosis must still see it missing
     now = now or utcnow()
@@ -142,8 +142,6 @@ def record(
 def leave(engine: Engine, tables: Tables) -> None:
     """Delete this process's row, at its clean exit: `upgrade --post-deploy` then need not
     wait for it to age out. Never raises (the database may be gone by then)."""
-    from upgrader.core.database import missing_sqlite_file
-
     if missing_sqlite_file(engine.url):
         return  # connecting would create the file
     try:
@@ -183,8 +181,6 @@ def live(
 
 def newest(nodes: Sequence[Node], version: str | None = None) -> str | None:
     """The newest code version among the nodes (and `version`): what should run everywhere."""
-    from upgrader.core.versions import parse_version
-
     known = sorted({v for v in (version, *(n.code_version for n in nodes)) if v})
     valid = [(parse_version(v).public, v) for v in known]
     ranked = [(p, v) for p, v in valid if p is not None]
@@ -200,8 +196,6 @@ def behind(nodes: Sequence[Node], version: str | None = None) -> list[Node]:
 def older(nodes: Sequence[Node], version: str) -> list[Node]:
     """The nodes whose code is older than `version`, or of a version that does not parse:
     the ones that post-deploy revisions would break."""
-    from upgrader.core.versions import compare, parse_version
-
     mine = parse_version(version)
     order = [(n, compare(parse_version(n.code_version), mine)) for n in nodes]
     return [n for n, c in order if c is None or c < 0]
@@ -229,8 +223,6 @@ def describe(old: Sequence[Node]) -> str | None:
 
 def against(nodes: Sequence[Node], schema: str | None) -> tuple[list[Node], list[Node]]:
     """The nodes on code older than the database's release, and those on newer code."""
-    from upgrader.core.versions import compare, parse_version
-
     recorded = parse_version(schema)
     if not recorded.valid:
         return [], []
@@ -272,8 +264,6 @@ def verdict(nodes: Sequence[Node], schema: str | None, cli: str, beat: float = B
 
 def read(settings: Any) -> list[Node] | None:
     """The live nodes of the installation `settings` describe; None when unreadable."""
-    from upgrader.core.database import guard_engine, missing_sqlite_file
-
     engine = guard_engine(settings)
     if missing_sqlite_file(engine.url):
         engine.dispose()

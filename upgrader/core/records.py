@@ -8,7 +8,7 @@ import datetime as dt
 import getpass
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,36 +179,53 @@ def typed(table: Table, row: Any, problems: list[str]) -> dict[str, Any]:
 
 
 def _coerce(kind: type, value: Any) -> tuple[bool, Any]:
-    if kind is str:
-        if isinstance(value, str):
-            return True, value
-        if isinstance(value, bytes | bytearray | memoryview):
-            return True, bytes(value).decode("utf-8", "replace")
-        return True, str(value)
-    if kind is dt.datetime:
-        if isinstance(value, dt.datetime):
-            if value.tzinfo is not None:
-                value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-            return True, value
-        try:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            return True, dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00")).replace(
-                tzinfo=None
-            )
-        except (ValueError, UnicodeError):
-            return False, None
-    if kind is int:
-        if isinstance(value, bool):
-            return False, None
-        if isinstance(value, int):
-            return True, value
-        try:
-            return True, int(str(value).strip())
-        except ValueError:
-            return False, None
-    if kind is float:
-        try:
-            return True, float(value)
-        except (TypeError, ValueError):
-            return False, None
-    return True, value
+    """(fits, the value as `kind`): by the column's Python type."""
+    convert = _CONVERT.get(kind)
+    return (True, value) if convert is None else convert(value)
+
+
+def _text(value: Any) -> tuple[bool, Any]:
+    if isinstance(value, str):
+        return True, value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return True, bytes(value).decode("utf-8", "replace")
+    return True, str(value)
+
+
+def _time(value: Any) -> tuple[bool, Any]:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return True, value
+    try:
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        parsed = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except (ValueError, UnicodeError):
+        return False, None
+    return True, parsed.replace(tzinfo=None)
+
+
+def _integer(value: Any) -> tuple[bool, Any]:
+    if isinstance(value, bool):
+        return False, None
+    if isinstance(value, int):
+        return True, value
+    try:
+        return True, int(str(value).strip())
+    except ValueError:
+        return False, None
+
+
+def _number(value: Any) -> tuple[bool, Any]:
+    try:
+        return True, float(value)
+    except (TypeError, ValueError):
+        return False, None
+
+
+_CONVERT: dict[type, Callable[[Any], tuple[bool, Any]]] = {
+    str: _text,
+    dt.datetime: _time,
+    int: _integer,
+    float: _number,
+}

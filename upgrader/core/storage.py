@@ -5,7 +5,7 @@ the state row that adoption and upgrades share.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, inspect, select, text
 
@@ -20,9 +20,6 @@ from upgrader.core.records import (
 )
 from upgrader.core.tables import Tables, columns, quote
 from upgrader.core.times import utcnow
-
-if TYPE_CHECKING:
-    pass
 
 
 def read_facts(

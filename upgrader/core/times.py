@@ -8,7 +8,9 @@ reports pasted from New York and from Berlin line up; JSON keeps ISO 8601 UTC ("
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
+from pathlib import Path
 
 
 def utcnow() -> dt.datetime:
@@ -40,8 +42,6 @@ def zone() -> dt.tzinfo:
 
 def zone_name() -> str:
     """`America/New_York (EST, UTC-05:00)`: the zone the report's times are shown in."""
-    import os
-
     now = dt.datetime.now(zone())
     offset = now.utcoffset() or dt.timedelta(0)
     name = os.environ.get("TZ") or _system_zone() or now.tzname() or "UTC"
@@ -49,8 +49,6 @@ def zone_name() -> str:
 
 
 def _system_zone() -> str | None:
-    from pathlib import Path
-
     try:
         link = Path("/etc/localtime").resolve()
     except OSError:

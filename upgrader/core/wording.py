@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from upgrader.core.decide import Context, Finding
 from upgrader.core.records import Run
-
-if TYPE_CHECKING:
-    from upgrader.core.decide import Context, Finding
 
 
 @dataclass(frozen=True)
@@ -45,7 +42,7 @@ class Text:
     summary: str | None = None  # when not the state's own
 
 
-Explainer = Callable[["Finding", "Context", Words], Text]
+Explainer = Callable[[Finding, Context, Words], Text]
 
 
 def cap(text: str) -> str:

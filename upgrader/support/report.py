@@ -15,6 +15,8 @@ import os
 import platform
 import shutil
 import socket
+import sqlite3
+import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -24,7 +26,7 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from upgrader.core import storage, times
+from upgrader.core import nodes, storage, times
 from upgrader.core.database import (
     describe_error,
     guard_engine,
@@ -34,6 +36,7 @@ from upgrader.core.database import (
 )
 from upgrader.core.diagnosis import Diagnosis, diagnose, load_code_facts, run_status, run_time
 from upgrader.core.tables import Tables, define_tables
+from upgrader.core.versions import parse_version
 from upgrader.engine.backup import credential_leftovers, preflight
 from upgrader.settings import Settings
 
@@ -234,8 +237,6 @@ def database_info(engine: Engine) -> dict[str, Any]:
         "server_version": None,
     }
     if engine.dialect.name == "sqlite":
-        import sqlite3
-
         info["driver_version"] = sqlite3.sqlite_version
         info["server_version"] = f"SQLite {sqlite3.sqlite_version} (embedded)"
         return info
@@ -368,8 +369,6 @@ def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any
 
 
 def _nodes(settings: Settings, d: Diagnosis, unavailable: bool) -> dict[str, Any] | None:
-    from upgrader.core import nodes
-
     live = None if unavailable else nodes.read(settings)
     if live is None:
         return None
@@ -404,8 +403,6 @@ def estimate(conn: Any, tables: Tables, steps: int, size: int | None) -> dict[st
     """How long an upgrade of `steps` revisions should take here, from this database's own
     past runs: the median step, and the backup at the median rate past backups were written
     (bytes, over the time from a run's start to its first step). None without a past."""
-    import statistics
-
     durations = [
         float(d)
         for (d,) in conn.execute(
@@ -449,8 +446,6 @@ def estimate(conn: Any, tables: Tables, steps: int, size: int | None) -> dict[st
 def release_notes(path: Path, after: str | None, upto: str | None) -> list[tuple[str, str]]:
     """The notes of each release in (after, upto], from a JSON file the application ships
     ({"2.0.0": "What changed…"}), oldest first. Versions that do not parse are skipped."""
-    from upgrader.core.versions import parse_version
-
     try:
         notes = json.loads(Path(path).read_text())
     except (OSError, ValueError):

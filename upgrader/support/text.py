@@ -4,6 +4,7 @@ installer's failure page: `upgrader status`, `upgrader doctor`, the wizard's rep
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -77,7 +78,11 @@ def render_status(d: Diagnosis, locale_dir: i18n.Locales = None) -> str:
     return "\n".join(lines)
 
 
-def render_doctor(d: Diagnosis, report: dict[str, Any]) -> str:
+Report = dict[str, Any]
+
+
+def render_doctor(d: Diagnosis, report: Report) -> str:
+    """The doctor report as text: a section per part, in the order support reads them."""
     made = report["report"]
     out = [
         f"== Report: {made['local_time']} on {made['host']} by {made['user'] or '?'}",
@@ -85,48 +90,79 @@ def render_doctor(d: Diagnosis, report: dict[str, Any]) -> str:
         "",
         "== Status",
         render_status(d),
-        "",
-        "== Configuration (value, and where it came from)",
     ]
+    for section in SECTIONS:
+        lines = section(report)
+        if lines:  # a section with nothing to say says nothing
+            out += ["", *lines]
+    return "\n".join(out)
+
+
+def _configuration(report: Report) -> list[str]:
+    out = ["== Configuration (value, and where it came from)"]
     for name, item in report["configuration"].items():
         if item["value"] is not None and item["value"] != "":
             out.append(f"  {name:<16} {item['value']}   [{item['source']}]")
     unset = [n for n, item in report["configuration"].items() if item["value"] in (None, "")]
     if unset:
         out.append(f"  not set: {', '.join(unset)}")
-    out += ["", "== Environment"]
-    out.extend(f"  {k:<16} {v}" for k, v in report["environment"].items())
-    out += ["", "== Database"]
-    out.extend(f"  {k:<16} {v}" for k, v in report["database"].items())
-    out += ["", "== Code"]
-    out.extend(f"  {k:<16} {v}" for k, v in report["code"].items())
-    out += ["", f"== Pending revisions ({len(report['pending_revisions'])})"]
-    out.extend(f"  {p['revision']}  {p['message']}" for p in report["pending_revisions"])
-    out += ["", "== Maintenance"]
+    return out
+
+
+def _facts(title: str, key: str) -> Callable[[Report], list[str]]:
+    def section(report: Report) -> list[str]:
+        return [f"== {title}", *(f"  {k:<16} {v}" for k, v in report[key].items())]
+
+    return section
+
+
+def _pending(report: Report) -> list[str]:
+    pending = report["pending_revisions"]
+    return [
+        f"== Pending revisions ({len(pending)})",
+        *(f"  {p['revision']}  {p['message']}" for p in pending),
+    ]
+
+
+MAINTENANCE_KEYS = ("mode", "active", "upcoming", "message", "until", "start", "end", "allow",
+                    "bypass_secret", "set_by", "set_at")  # fmt: skip
+
+
+def _maintenance(report: Report) -> list[str]:
     m = report["maintenance"]
     if not m or m["mode"] == "off":
-        out.append("  off" + (f" (last set by {m['set_by']})" if m and m.get("set_by") else ""))
-    else:
-        for key in ("mode", "active", "upcoming", "message", "until", "start", "end", "allow",
-                    "bypass_secret", "set_by", "set_at"):  # fmt: skip
-            if m.get(key) not in (None, [], ""):
-                value = _when(m[key]) if key in ("until", "start", "end", "set_at") else m[key]
-                out.append(f"  {key:<16} {value}")
+        return [
+            "== Maintenance",
+            "  off" + (f" (last set by {m['set_by']})" if m and m.get("set_by") else ""),
+        ]
+    out = ["== Maintenance"]
+    for key in MAINTENANCE_KEYS:
+        if m.get(key) not in (None, [], ""):
+            value = _when(m[key]) if key in ("until", "start", "end", "set_at") else m[key]
+            out.append(f"  {key:<16} {value}")
+    return out
+
+
+def _nodes(report: Report) -> list[str]:
     seen = report.get("nodes")
-    out += ["", f"== Nodes (seen in the last minute: {len(seen['seen']) if seen else '?'})"]
+    out = [f"== Nodes (seen in the last minute: {len(seen['seen']) if seen else '?'})"]
     if seen is None:
-        out.append("  cannot be read")
-    else:
-        for n in seen["seen"]:
-            out.append(
-                f"  {n['host']} pid {n['pid']} {n['kind']} {n['code_version']}"
-                f" heads {','.join(n['heads']) or '-'}, seen {n['seconds_since_seen']} s ago"
-            )
-        out.append(f"  {seen['verdict']}")
+        return [*out, "  cannot be read"]
+    for n in seen["seen"]:
+        out.append(
+            f"  {n['host']} pid {n['pid']} {n['kind']} {n['code_version']}"
+            f" heads {','.join(n['heads']) or '-'}, seen {n['seconds_since_seen']} s ago"
+        )
+    return [*out, f"  {seen['verdict']}"]
+
+
+def _backups(report: Report) -> list[str]:
     backups = report["backups"]
     place = backups["directory"]
-    out += ["", "== Backups"]
-    out.append(f"  directory        {place['path']}{'' if place.get('exists') else ' (not yet)'}")
+    out = [
+        "== Backups",
+        f"  directory        {place['path']}{'' if place.get('exists') else ' (not yet)'}",
+    ]
     if "free" in place:
         out.append(f"  free space       {place['free']}")
     for name, tool in backups["tools"].items():
@@ -141,50 +177,86 @@ def render_doctor(d: Diagnosis, report: dict[str, Any]) -> str:
             f"  LEFT BEHIND      {left}: a password file of a killed backup (any upgrader "
             "command but doctor removes it)"
         )
-    out += ["", f"== Journal (last {len(report['runs'])})"]
+    return out
+
+
+def _journal(report: Report) -> list[str]:
+    out = [f"== Journal (last {len(report['runs'])})"]
     for run in report["runs"]:
-        if "error" in run and "id" not in run:
-            out.append(f"  cannot read: {run['error']}")
-            continue
-        started = _when(run["started_at"])
-        who = f"{run['trigger']} {run['actor']}@{run['host']}" + (
-            f" from {run['client']}" if run.get("client") else ""
-        )
-        if run["kind"] == "maintenance":
-            out.append(f"  #{run['id']} {started} maintenance {run['note']}  ({who})")
-            continue
-        out.append(
-            f"  #{run['id']} {started} {run['kind']} {run['status']} "
-            f"{run['from_version'] or '-'} → {run['to_version']}, {run['took']}"
-            + (f", step {run['step']}/{run['steps']}" if run["steps"] else "")
-            + f" ({who} pid {run['pid']})"
-        )
-        if run["status"] != run["journal_status"]:
-            out.append(f"      journal says {run['journal_status']}: no process runs it")
-        for step in run["step_times"]:
-            seconds = "-" if step["seconds"] is None else f"{step['seconds']:.2f} s"
-            out.append(f"      {step['position']}. {step['revision']} {step['status']} {seconds}")
-        for key in ("error", "backup_path", "note"):
-            if run.get(key):
-                out.append(f"      {key}: {run[key]}")
+        out.extend(_run_lines(run))
+    return out
+
+
+def _run_lines(run: dict[str, Any]) -> list[str]:
+    if "error" in run and "id" not in run:
+        return [f"  cannot read: {run['error']}"]
+    started = _when(run["started_at"])
+    who = f"{run['trigger']} {run['actor']}@{run['host']}" + (
+        f" from {run['client']}" if run.get("client") else ""
+    )
+    if run["kind"] == "maintenance":
+        return [f"  #{run['id']} {started} maintenance {run['note']}  ({who})"]
+    out = [
+        f"  #{run['id']} {started} {run['kind']} {run['status']} "
+        f"{run['from_version'] or '-'} → {run['to_version']}, {run['took']}"
+        + (f", step {run['step']}/{run['steps']}" if run["steps"] else "")
+        + f" ({who} pid {run['pid']})"
+    ]
+    if run["status"] != run["journal_status"]:
+        out.append(f"      journal says {run['journal_status']}: no process runs it")
+    for step in run["step_times"]:
+        seconds = "-" if step["seconds"] is None else f"{step['seconds']:.2f} s"
+        out.append(f"      {step['position']}. {step['revision']} {step['status']} {seconds}")
+    out.extend(
+        f"      {key}: {run[key]}" for key in ("error", "backup_path", "note") if run.get(key)
+    )
+    return out
+
+
+def _run_log(report: Report) -> list[str]:
     log = report["run_log"]
-    out += ["", f"== Run log: {log['path']} (last {len(log['lines'])} lines)"]
+    out = [f"== Run log: {log['path']} (last {len(log['lines'])} lines)"]
     out.extend(f"  {line}" for line in log["lines"])
     if log.get("note") or log.get("error"):
         out.append(f"  ({log.get('note') or log.get('error')})")
-    if report.get("sessions"):
-        out += ["", f"== Other database sessions ({len(report['sessions'])})"]
-        for s in report["sessions"]:
-            if "error" in s:
-                out.append(f"  cannot list them: {s['error']}")
-                continue
-            out.append(
-                f"  {s['session']} {s['user']} {s['state']} {s['seconds']}s: {s['statement']}"
-                + (f"  [locks: {s['locks']}]" if s.get("locks") else "")
-            )
+    return out
+
+
+def _sessions(report: Report) -> list[str]:
+    sessions = report.get("sessions")
+    if not sessions:
+        return []
+    out = [f"== Other database sessions ({len(sessions)})"]
+    for s in sessions:
+        if "error" in s:
+            out.append(f"  cannot list them: {s['error']}")
+            continue
+        out.append(
+            f"  {s['session']} {s['user']} {s['state']} {s['seconds']}s: {s['statement']}"
+            + (f"  [locks: {s['locks']}]" if s.get("locks") else "")
+        )
+    return out
+
+
+def _installer(report: Report) -> list[str]:
     inst = report["installer"]
-    out += ["", "== Installer", f"  {'present' if inst['present'] else 'absent'}: {inst['path']}"]
-    return "\n".join(out)
+    return ["== Installer", f"  {'present' if inst['present'] else 'absent'}: {inst['path']}"]
+
+
+SECTIONS: tuple[Callable[[Report], list[str]], ...] = (
+    _configuration,
+    _facts("Environment", "environment"),
+    _facts("Database", "database"),
+    _facts("Code", "code"),
+    _pending,
+    _maintenance,
+    _nodes,
+    _backups,
+    _journal,
+    _run_log,
+    _sessions,
+    _installer,
+)
 
 
 def _when(iso: str | None) -> str:

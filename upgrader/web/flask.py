@@ -32,9 +32,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import click
 from flask import Flask, appcontext_pushed, request
-from flask.cli import AppGroup, ScriptInfo
 from markupsafe import Markup
 
 from upgrader.alembic import include_name_for
@@ -73,7 +71,6 @@ class Upgrader:
         app.extensions["upgrader"] = pending
         background.register(pending)
         app.context_processor(lambda: {"upgrader_banner": _banner})
-        app.cli.add_command(cli_group)
         _keep_tables_out_of_autogenerate(app, settings)
 
 
@@ -172,40 +169,3 @@ def _prefix(app: Flask) -> str:
 def _banner() -> Markup:
     request.environ["upgrader.banner.rendered"] = True  # the template placed it itself
     return Markup(banner_html(request.environ))
-
-
-class _Group(AppGroup):
-    """The same exit statuses and error handling as the `upgrader` console script."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        from upgrader.cli.context import exit_status
-
-        ctx.exit(exit_status(lambda: super(_Group, self).invoke(ctx)))
-
-
-@click.group("upgrader", cls=_Group)
-@click.option(
-    "-d",
-    "--directory",
-    metavar="DIR",
-    help="The migrations directory (default: Flask-Migrate's, or UPGRADER_MIGRATIONS).",
-)
-@click.pass_context
-def cli_group(ctx: click.Context, directory: str | None) -> None:
-    """upgrader's commands, for this application."""
-    from upgrader.cli.context import CliContext
-
-    info = ctx.ensure_object(ScriptInfo)
-    app = info.load_app()  # as Flask's own commands find it
-    flags = {"app": info.app_import_path, "migrations": directory}
-    ctx.obj = CliContext(flags, app=app, via_flask=True, command=ctx.invoked_subcommand)
-
-
-def _register_commands() -> None:
-    from upgrader.cli.main import COMMANDS
-
-    for command in COMMANDS:
-        cli_group.add_command(command)
-
-
-_register_commands()
