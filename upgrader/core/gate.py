@@ -1,7 +1,7 @@
 """What a request gets: decided once, by plain code, from plain inputs.
 
-The WSGI and ASGI adapters (web/middleware.py, web/asgi.py) translate their protocol into
-a `Request` and the gate's answer back; nothing of this is theirs to decide. An answer is:
+An adapter (the WSGI middleware, web/middleware.py) translates its protocol into a
+`Request` and the gate's answer back; nothing of this is its to decide. An answer is:
 
 - `Application`: the request goes on to the application (with a banner to insert; for an
   administrator in a mismatch, with the state shown instead should the application fail);
@@ -86,7 +86,7 @@ Answer = Page | Application | Mount
 
 
 class Renderer(Protocol):
-    """The pages' HTML, from templates (web/pages.py): the gate decides, it renders."""
+    """The pages' HTML, from templates (http/pages.py): the gate decides, it renders."""
 
     def blocked(self, d: Diagnosis, *, refresh: int, language: str) -> str: ...
 
