@@ -66,9 +66,9 @@ def test_the_wheel_holds_what_it_should(wheel: Path) -> None:
         "upgrader/sample/migrations/alembic.ini",
         "upgrader/sample/migrations/versions/0003_sort_names.py",
         "upgrader/sample/install/EULA.txt",
-        "upgrader/web/templates/blocked.html",
+        "upgrader/http/templates/blocked.html",
         "upgrader/wizard/templates/wizard/checks.html",
-        "upgrader/web/templates/console/index.html",
+        "upgrader/console/templates/console/index.html",
         "upgrader/locale/upgrader.pot",
         "upgrader/locale/de/LC_MESSAGES/upgrader.mo",
     ):
