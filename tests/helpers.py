@@ -13,6 +13,7 @@ from typing import Any
 
 from alembic import command
 from click.testing import CliRunner, Result
+from flask.cli import FlaskGroup
 from sqlalchemy import create_engine, make_url, text
 
 from upgrader.cli.main import cli
@@ -261,3 +262,14 @@ def serving(
             process.terminate()
         for process in processes:
             process.wait(timeout=10)
+
+
+class FlaskRunner:
+    """Invokes the `flask` command line of an application (its plugin commands included)."""
+
+    def __init__(self, app: Any) -> None:
+        self.group = FlaskGroup(create_app=lambda: app)
+        self.runner = app.test_cli_runner()
+
+    def invoke(self, args: list[str]) -> Any:
+        return self.runner.invoke(self.group, args=args)

@@ -15,6 +15,7 @@ from sqlalchemy import inspect
 
 from tests.helpers import (
     MIGRATIONS,
+    FlaskRunner,
     cli_args,
     code_with,
     extra_revision,
@@ -162,19 +163,6 @@ def test_the_banner_appears_once_and_never_in_fragments(db_url: str, tmp_path: P
     inserted = plain.get("/page").text
     assert inserted.count("upgrader-banner") == 1 and inserted.index("upgrader-banner") > 0
     guard_of(app).cache.close()
-
-
-class FlaskRunner:
-    """Invokes the `flask` command line of an application (its plugin commands included)."""
-
-    def __init__(self, app: Any) -> None:
-        from flask.cli import FlaskGroup
-
-        self.group = FlaskGroup(create_app=lambda: app)
-        self.runner = app.test_cli_runner()
-
-    def invoke(self, args: list[str]) -> Any:
-        return self.runner.invoke(self.group, args=args)
 
 
 def test_flask_upgrader_carries_what_fits_under_flask(db_url: str, tmp_path: Path) -> None:

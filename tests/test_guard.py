@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from tests.helpers import MIGRATIONS, code_at, execute, install, run_cli
+from tests.helpers import MIGRATIONS, FlaskRunner, code_at, execute, install, run_cli
 from tests.test_states import CASES, _release_held_locks  # noqa: F401 (its fixture)
 from upgrader.core import clients, keys
 from upgrader.core.times import utcnow
@@ -293,7 +293,7 @@ def test_integrator_templates_override_the_page(db_url: str, tmp_path: Path) -> 
 def test_flask_upgrader_command_group(db_url: str, tmp_path: Path) -> None:
     install(db_url, "1.0.0")
     app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "UPGRADER_INSTALLER_DIR": str(tmp_path)})
-    result = app.test_cli_runner().invoke(args=["upgrader", "status", "--json"])
+    result = FlaskRunner(app).invoke(args=["upgrader", "status", "--json"])
     assert json.loads(result.output)["state"] == "upgrade_pending"
     assert result.exit_code == 2
     app.extensions["upgrader"].cache.close()

@@ -154,6 +154,8 @@ def test_backups_are_private_and_credentials_leave_no_trace(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     install(db_url, CURRENT)
+    # a temporary directory of this test's own: other tests' commands sweep the shared one
+    monkeypatch.setattr(backup_module.tempfile, "tempdir", str(tmp_path))
     secrets = Path(backup_module.tempfile.gettempdir()) / f"upgrader-{os.getuid()}"
     secrets.mkdir(mode=0o700, exist_ok=True)
     dead = secrets / "999999-left-by-a-killed-run"  # no such process
