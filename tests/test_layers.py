@@ -6,6 +6,8 @@ but for a heavy or optional dependency (said so on its line), and rooms of a rea
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +18,10 @@ import pytest
 from upgrader.core.decide import STEPS, Why
 from upgrader.core.explain import EXPLAIN
 from upgrader.core.states import MEANINGS, State
+from upgrader.web.flask import Upgrader
 
-PACKAGE = Path(__file__).resolve().parent.parent / "upgrader"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "upgrader"
 SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
 VOCABULARY = PACKAGE / "core" / "states.py"
 
@@ -142,3 +146,41 @@ def test_rooms_of_a_readable_size(path: Path) -> None:
     for node in ast.walk(tree(path)):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             assert _statements(node) <= 60, f"{node.name}: {_statements(node)} statements"
+
+
+def _mentioned_in_docs() -> Iterator[tuple[str, str]]:
+    """(document, name) for each module path and dotted name the docs show in backticks."""
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for name in re.findall(r"`(upgrader(?:\.\w+)+)", text):
+            yield doc.name, name
+        for path in re.findall(
+            r"`(?:upgrader/)?((?:core|engine|web|http|support|wizard|console|cli)/[a-z_]+\.py)",
+            text,
+        ):
+            yield doc.name, path
+
+
+def test_what_the_docs_name_exists() -> None:
+    """A module moved or a function renamed leaves no doc pointing at nothing."""
+    missing = []
+    for doc, name in _mentioned_in_docs():
+        if name.endswith(".py"):
+            if not (PACKAGE / name).is_file():
+                missing.append(f"{doc}: {name}")
+            continue
+        parts = name.split(".")
+        if hasattr(Upgrader, parts[1]):
+            continue  # `upgrader.init_app(app)`: the extension, as the docs name it
+        for cut in range(len(parts), 0, -1):
+            try:
+                found: object = importlib.import_module(".".join(parts[:cut]))
+            except ImportError:
+                continue
+            try:
+                for attr in parts[cut:]:
+                    found = getattr(found, attr)
+            except AttributeError:
+                missing.append(f"{doc}: {name}")
+            break
+    assert missing == []

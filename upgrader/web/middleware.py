@@ -21,7 +21,7 @@ from upgrader.core.cache import DiagnosisCache
 from upgrader.core.diagnosis import Diagnosis
 from upgrader.core.gate import Application, Authorize, Gate, Mount, Page, plain
 from upgrader.core.requests import Request
-from upgrader.http.pages import Pages
+from upgrader.http.pages import Pages, banner_html
 from upgrader.http.static import PageKeeper
 from upgrader.http.wsgi import (
     Call,
@@ -39,7 +39,7 @@ from upgrader.wizard.app import create_wizard
 
 log = logging.getLogger("upgrader")
 
-__all__ = ["Authorize", "StartResponse", "UpgraderMiddleware", "WSGIApp"]
+__all__ = ["Authorize", "StartResponse", "UpgraderMiddleware", "WSGIApp", "banner_html"]
 
 
 class UpgraderMiddleware:
