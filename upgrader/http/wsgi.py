@@ -10,57 +10,45 @@ from typing import Any
 
 from upgrader.core import clients
 from upgrader.core.gate import Page
-from upgrader.core.requests import Request
+from upgrader.core.requests import HEADERS, Request
 from upgrader.http.pages import banner_html, insert_banner
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-class EnvironHeaders(Mapping[str, str]):
-    """A WSGI environ's headers under their lower-case names, looked up when asked."""
-
-    def __init__(self, environ: Mapping[str, object]) -> None:
-        self.environ = environ
-
-    @staticmethod
-    def _key(name: str) -> str:
-        key = name.upper().replace("-", "_")
-        return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
-
-    def __getitem__(self, name: str) -> str:
-        value = self.environ[self._key(name)]
-        return value if isinstance(value, str) else str(value)
-
-    def get(self, name: str, default: object = None) -> str | None:  # type: ignore[override]
-        value = self.environ.get(self._key(name))
-        return None if value is None else str(value)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        for key in self.environ:
-            if key.startswith("HTTP_"):
-                yield key[5:].lower().replace("_", "-")
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
+ENVIRON_KEYS = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name in HEADERS)
+"""The environ's key of each header the gate reads."""
 
 
-def request_of(environ: Mapping[str, object]) -> Request:
-    """The request as the gate reads it (made on the slow path only)."""
+def request_of(environ: Mapping[str, Any]) -> Request:
+    """The request as the gate reads it (made on the slow path only). WSGI's values are
+    native strings (PEP 3333)."""
     return Request(
-        method=str(environ.get("REQUEST_METHOD") or "GET"),
-        path=str(environ.get("PATH_INFO") or "/"),
-        query=str(environ.get("QUERY_STRING") or ""),
-        remote=str(environ.get("REMOTE_ADDR") or ""),
-        scheme=str(environ.get("wsgi.url_scheme") or "http"),
-        headers=EnvironHeaders(environ),
-        root=str(environ.get("SCRIPT_NAME") or ""),
+        environ.get("REQUEST_METHOD") or "GET",
+        environ.get("PATH_INFO") or "/",
+        environ.get("QUERY_STRING") or "",
+        environ.get("REMOTE_ADDR") or "",
+        environ.get("wsgi.url_scheme") or "http",
+        {name: environ[key] for name, key in ENVIRON_KEYS if key in environ},
+        environ.get("SCRIPT_NAME") or "",
     )
 
 
 def respond(page: Page, start_response: StartResponse) -> list[bytes]:
-    start_response(f"{page.status} {reason(page.status)}", list(page.headers))
+    start_response(status_line(page.status), list(page.headers))
     return [page.body]
+
+
+_LINES: dict[int, str] = {}
+
+
+def status_line(status: int) -> str:
+    """'503 Service Unavailable', made once per status."""
+    line = _LINES.get(status)
+    if line is None:
+        line = _LINES[status] = f"{status} {reason(status)}"
+    return line
 
 
 def reason(status: int) -> str:
