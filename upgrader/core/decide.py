@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -143,7 +144,7 @@ class Context:
             phased_run=run if alive and run is not None and run.phase else None,
         )
 
-    @property
+    @functools.cached_property
     def ordering(self) -> int:
         """The stored version against the code's: -1, 0 or 1 (both are valid by then)."""
         assert self.stored is not None
@@ -161,7 +162,11 @@ Step = Callable[[Context], "Finding | None"]
 
 def find(code: CodeFacts, db: DatabaseFacts, now: dt.datetime) -> Finding:
     """Decide the state. Pure: the same facts always give the same finding."""
-    context = Context.of(code, db, now)
+    return find_in(Context.of(code, db, now))
+
+
+def find_in(context: Context) -> Finding:
+    """Decide the state from facts already put in context (explain() reads the same)."""
     for step in STEPS:
         found = step(context)
         if found is not None:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from upgrader.core import journal, nodes
 from upgrader.core.database import describe_error, guard_engine
-from upgrader.core.decide import Context, Finding, find
+from upgrader.core.decide import Context, Finding, find_in
 from upgrader.core.explain import explain
 from upgrader.core.facts import CodeFacts, DatabaseFacts, load_code_facts
 from upgrader.core.gather import read_database
@@ -126,8 +126,8 @@ def decide(
 ) -> Diagnosis:
     """Decide the state and explain it. Pure: the same facts always give the same
     diagnosis. `cli` and the installer serve the words only."""
-    words = Words(cli, installer_present, installer_dir)
-    return diagnosis_of(find(code, db, now), Context.of(code, db, now), words)
+    context = Context.of(code, db, now)
+    return diagnosis_of(find_in(context), context, Words(cli, installer_present, installer_dir))
 
 
 def diagnosis_of(found: Finding, c: Context, words: Words) -> Diagnosis:
@@ -176,18 +176,18 @@ def diagnose(
     engine = engine or guard_engine(settings)
     try:
         facts = read_database(engine, settings, deadline=settings.connect_timeout)
-        at = now or utcnow()
-        found = find(code, facts, at)
+        context = Context.of(code, facts, now or utcnow())
+        found = find_in(context)
         if found.state is State.POST_DEPLOY_PENDING:
             # which nodes still run older code: read only when the fix names them
-            facts = replace(facts, nodes=_live_nodes(engine, settings))
+            context = replace(context, db=replace(facts, nodes=_live_nodes(engine, settings)))
         directory = settings.installer_dir
         words = Words(
             settings.cli,
             directory is not None and Path(directory).is_dir(),
             str(directory) if directory else None,
         )
-        diagnosis = diagnosis_of(found, Context.of(code, facts, at), words)
+        diagnosis = diagnosis_of(found, context, words)
         if record and diagnosis.version_to_record and diagnosis.state_row_id is not None:
             diagnosis = _record(engine, settings, diagnosis)
         return diagnosis
