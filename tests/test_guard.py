@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
+from tests.asgi import get as asgi_get
 from tests.helpers import MIGRATIONS, FlaskRunner, code_at, execute, install, run_cli
 from tests.test_states import CASES, _release_held_locks  # noqa: F401 (its fixture)
 from upgrader.core import clients, keys
@@ -18,6 +19,7 @@ from upgrader.sample import create_app
 from upgrader.sample.releases import CURRENT, RELEASES
 from upgrader.settings import resolve
 from upgrader.web import background
+from upgrader.web.asgi import UpgraderMiddleware as AsgiGuard
 from upgrader.web.middleware import UpgraderMiddleware
 
 
@@ -31,7 +33,25 @@ def plain_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 ADMIN_PAGE = "you are seeing this because you are an administrator"
 
 
+async def plain_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The same application, in ASGI."""
+    banner = scope.get("upgrader.banner", {}).get("text", "")
+    body = f"the application{' | ' + banner if banner else ''}".encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def guard(url: str, tmp_path: Path, release: str = CURRENT, **flags: Any) -> UpgraderMiddleware:
+    return UpgraderMiddleware(plain_app, guard_settings(url, tmp_path, release, **flags))
+
+
+def guard_settings(url: str, tmp_path: Path, release: str = CURRENT, **flags: Any) -> Any:
     values: dict[str, Any] = {
         "database_url": url,
         "migrations": str(MIGRATIONS if release == CURRENT else code_at(release, tmp_path)),
@@ -41,7 +61,7 @@ def guard(url: str, tmp_path: Path, release: str = CURRENT, **flags: Any) -> Upg
         "releases": RELEASES,
     }
     values.update(flags)
-    return UpgraderMiddleware(plain_app, resolve(values, environ={}))
+    return resolve(values, environ={})
 
 
 def cli(url: str, *args: str) -> Any:
@@ -102,6 +122,7 @@ def test_every_state_is_answered(name: str, db_url: str, tmp_path: Path) -> None
         admin = client.get("/books/1", environ_base=at)
         assert admin.status_code == 200 and "the application" in admin.text
         assert case.state in admin.text  # the banner, with the state and its fix
+    same_under_asgi(client, db_url, tmp_path, case.release)
     full = client.get("/upgrader/status", environ_base={"REMOTE_ADDR": "10.9.8.7"}).json
     assert (
         full["diagnosis"]["fix"]
@@ -119,6 +140,28 @@ def test_every_state_is_answered(name: str, db_url: str, tmp_path: Path) -> None
             ).output
         )["fix"]
     )
+
+
+def same_under_asgi(client: Client, db_url: str, tmp_path: Path, release: str) -> None:
+    """The ASGI guard answers as the WSGI one does: the same gate, another protocol."""
+    client = Client(client.application)  # no cookie from earlier steps
+    asgi = AsgiGuard(plain_asgi, guard_settings(db_url, tmp_path, release, allow_ips="10.9.8.0/24"))
+    asks: list[tuple[str, dict[str, str], str]] = [
+        ("/books/1", {"Accept": "text/html"}, "203.0.113.9"),
+        ("/books/1", {"Accept": "application/json"}, "203.0.113.9"),
+        ("/books/1", {"Accept": "text/html", "Accept-Language": "de"}, "203.0.113.9"),
+        ("/books/1", {"Accept": "text/html"}, "10.9.8.7"),
+        ("/upgrader/status", {}, "203.0.113.9"),
+    ]
+    for path, headers, address in asks:
+        wsgi = client.get(path, headers=headers, environ_base={"REMOTE_ADDR": address})
+        answer = asgi_get(asgi, path, headers, client=address)
+        assert answer.status == wsgi.status_code, (path, headers, address)
+        if path != "/upgrader/status":  # its checked_at moves
+            assert answer.body == wsgi.data, (path, headers, address)
+        for name in ("retry-after", "cache-control", "x-upgrader-state", "content-type"):
+            assert answer.headers.get(name) == wsgi.headers.get(name), name
+    asgi.cache.close()
 
 
 def test_status_code_and_readiness_are_configurable(db_url: str, tmp_path: Path) -> None:

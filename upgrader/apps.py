@@ -84,6 +84,13 @@ def load_app(import_string: str) -> Any:
     raise ConfigError(f"{import_string!r} names no application (tried {', '.join(candidates)})")
 
 
+def module_of(import_string: str) -> Any:
+    """The module an import string names, once `load_app` imported it (else None)."""
+    module_part, _ = _split(import_string)
+    name = prepare_import(module_part) if looks_like_path(module_part) else module_part
+    return sys.modules.get(name)
+
+
 def _call(attr: str, whole: str) -> tuple[str, tuple[Any, ...] | None, dict[str, Any] | None]:
     """`create_app` or `create_app('prod', debug=False)`: the name, and literal arguments."""
     if not attr:

@@ -42,8 +42,10 @@ from upgrader.apps import (
     is_flask,
     load_app,
     looks_like_path,
+    module_of,
     portable_ref,
 )
+from upgrader.inifile import find_ini, scripts_named
 
 __all__ = ["ConfigError", "Settings", "load_app", "resolve"]
 
@@ -117,6 +119,7 @@ def _path(value: Any) -> Path:
 _FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "database_url": (str, None),
     "migrations": (_path, None),
+    "alembic_config": (_path, None),  # the application's alembic.ini, as Alembic's -c
     "code_version": (str, None),
     "distribution": (str, None),
     "version_table": (str, "alembic_version"),
@@ -147,7 +150,15 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "secret_key": (str, None),
     "public_versions": (_flag, False),
 }
-_PATHS = ("migrations", "installer_dir", "backup_dir", "template_dir", "static_dir", "locale_dir")
+_PATHS = (
+    "migrations",
+    "alembic_config",
+    "installer_dir",
+    "backup_dir",
+    "template_dir",
+    "static_dir",
+    "locale_dir",
+)
 _ORDER = ("flag", "env", "app config", "default")
 
 
@@ -155,6 +166,7 @@ _ORDER = ("flag", "env", "app config", "default")
 class Settings:
     database_url: str
     migrations: Path
+    alembic_config: Path | None = None  # the alembic.ini the migrations run with, if any
     code_version: str | None = None
     distribution: str | None = None
     version_table: str = "alembic_version"
@@ -283,20 +295,29 @@ def resolve(
     app_name = flags.get("app") or env.get("app")
     if app is None and app_name:
         app = load_app(app_name)
-    application = Application(app) if app is not None else None
+    module = module_of(app_name) if app_name else None
+    application = Application(app, module) if app is not None else None
     values, layer_of = _layered(flags, env, application)
     labels = application.labels if application else {}
     sources = {name: _describe(source, name, labels) for name, source in layer_of.items()}
     if application is not None:
         for name, (value, how) in application.defaults(values).items():
             values[name], sources[name] = value, f"default ({how})"
-    _require(values)
+    _require(values, app_name)
+    if "alembic_config" not in values:
+        places = [Path.cwd(), *_anchors(application)]
+        found = find_ini(Path(values["migrations"]), places)
+        if found is not None:
+            values["alembic_config"] = found
+            sources["alembic_config"] = "found (its script_location is the migrations directory)"
     project = Path(values["migrations"]).parent
     for name, folder in (("backup_dir", "backups"), ("installer_dir", "install")):
         if name not in values:
             values[name], sources[name] = project / folder, "default (beside the migrations)"
     shown: dict[str, str] = {
-        n: str(values[n]) for n in ("database_url", "migrations", "code_version") if n in flags
+        n: str(values[n])
+        for n in ("database_url", "migrations", "alembic_config", "code_version")
+        if n in flags
     }
     return Settings(
         **values,
@@ -359,8 +380,16 @@ def _settle(values: dict[str, Any], layer_of: dict[str, str]) -> None:
         del values[loser], layer_of[loser]
 
 
-def _require(values: Mapping[str, Any]) -> None:
+def _require(values: Mapping[str, Any], app_name: str | None) -> None:
     if "database_url" not in values and "migrations" not in values:
+        if app_name:
+            raise ConfigError(
+                f"the application {app_name} does not say where its database and its "
+                "migrations are: pass its settings to upgrader's guard in it "
+                "(UpgraderMiddleware(app, resolve({...})), or app.add_middleware("
+                "UpgraderMiddleware, settings=resolve({...})) for FastAPI and Starlette), or "
+                "set UPGRADER_DATABASE_URL and UPGRADER_MIGRATIONS"
+            )
         raise ConfigError(NOTHING_CONFIGURED)
     if "database_url" not in values:
         raise ConfigError(
@@ -401,6 +430,21 @@ def _absolute(path: Path, anchors: list[Path]) -> Path:
     return Path(os.path.normpath(anchors[0] / path))
 
 
+def guard_settings(obj: Any) -> Settings | None:
+    """The settings an application's guard was made with: the object is the guard (a
+    plain WSGI or ASGI wrapper), or a Starlette or FastAPI application that added it
+    (`app.add_middleware(UpgraderMiddleware, settings=...)`)."""
+    own = getattr(obj, "settings", None)
+    if isinstance(own, Settings):
+        return own
+    for entry in getattr(obj, "user_middleware", None) or ():
+        given = [*getattr(entry, "args", ()), *getattr(entry, "kwargs", {}).values()]
+        found = next((s for s in given if isinstance(s, Settings)), None)
+        if found is not None:
+            return found
+    return None
+
+
 def _anchors(application: Application | None) -> list[Path]:
     if application is None or application.root is None:
         return [Path.cwd()]
@@ -413,17 +457,18 @@ def _anchors(application: Application | None) -> list[Path]:
 class Application:
     """What the application object tells about its settings (layers 3 and 4)."""
 
-    def __init__(self, obj: Any) -> None:
+    def __init__(self, obj: Any, module: Any = None) -> None:
+        """`module`: where the import string found it (an application object's class lives
+        in its framework's module, not the application's)."""
         self.obj = obj
         self.flask = is_flask(obj)
         self.labels: dict[str, str] = {}  # where config values came from, when not UPGRADER_*
-        wrapped = getattr(obj, "settings", None)
-        self.middleware = wrapped if not self.flask and isinstance(wrapped, Settings) else None
+        self.middleware = None if self.flask else guard_settings(obj)
         if self.flask:
             self.module_name: str | None = obj.import_name
             self.root: Path | None = Path(obj.root_path)
         else:
-            module = inspect.getmodule(getattr(obj, "app", obj) if self.middleware else obj)
+            module = module or inspect.getmodule(getattr(obj, "app", obj))
             file = getattr(module, "__file__", None)
             self.module_name = getattr(module, "__name__", None)
             self.root = Path(file).resolve().parent if file else None
@@ -472,6 +517,10 @@ class Application:
             for base in (self.root, self.root.parent):
                 if (base / "migrations" / "env.py").is_file():
                     found["migrations"] = (base / "migrations", "beside the application")
+                    break
+                scripts = scripts_named(base / "alembic.ini")
+                if scripts is not None:
+                    found["migrations"] = (scripts, f"the script_location of {base}/alembic.ini")
                     break
         if "code_version" not in known and "distribution" not in known:
             version = self._version()

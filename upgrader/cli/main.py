@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from upgrader.cli import adopt, demo, deploy, journal, maintenance, run, serve, status
+from upgrader.cli import adopt, demo, deploy, journal, maintenance, run, serve, status, wait
 from upgrader.cli.context import CliContext, exit_status
 
 
@@ -51,6 +51,13 @@ class UpgraderGroup(click.Group):
     "--migrations", metavar="DIR", help="The Alembic directory (env UPGRADER_MIGRATIONS)."
 )
 @click.option(
+    "-c",
+    "--alembic-config",
+    metavar="FILE",
+    help="The application's alembic.ini, as `alembic -c` takes it, where upgrader does not "
+    "find it beside the migrations (env UPGRADER_ALEMBIC_CONFIG).",
+)
+@click.option(
     "--code-version", metavar="VERSION", help="The code's release (env UPGRADER_CODE_VERSION)."
 )
 @click.pass_context
@@ -69,6 +76,7 @@ COMMANDS = (
     status.status,
     status.doctor,
     status.nodes_command,
+    wait.wait,
     run.upgrade,
     run.install,
     run.backup,

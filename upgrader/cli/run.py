@@ -138,7 +138,7 @@ def _print_sql(site: Installation, d: Diagnosis) -> int:
     start = d.database_revisions[0] if len(d.database_revisions) == 1 else None
     url = normalise_url(site.settings.database_url)
     try:
-        script = offline_sql(Path(site.settings.migrations), url, start, site.app())
+        script = offline_sql(site.settings, url, start, site.app())
     except OfflineSQLError as exc:
         raise EngineError(f"{exc}. Nothing was written") from exc
     click.echo(script)

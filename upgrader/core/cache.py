@@ -81,10 +81,33 @@ class DiagnosisCache:
                 self._refreshing.release()
             assert self._value is not None
             return self._value
+        return self.meanwhile()
+
+    # What an adapter that must not wait (ASGI, on its event loop) reads: never any I/O.
+
+    @property
+    def answered(self) -> bool:
+        """Whether there is any diagnosis yet, fresh or not."""
+        return self._value is not None
+
+    def current(self) -> Diagnosis | None:
+        """The diagnosis while it is fresh, else None (time to refresh, in a thread)."""
+        value = self._value
+        return value if value is not None and time.monotonic() < self._expires else None
+
+    def meanwhile(self) -> Diagnosis:
+        """What a request gets while a refresh is under way: the previous answer; a
+        provisional Err1 when there is none yet, or the refresh takes longer than SLOW."""
+        value = self._value
         started = self._refresh_started
         if value is None or (started and time.monotonic() - started > SLOW):
             return provisional(self.settings, "the database has not answered yet; checking")
         return value
+
+    def since(self, began: float) -> Diagnosis | None:
+        """A diagnosis made after `began` (time.monotonic()), if there is one."""
+        value = self._value
+        return value if value is not None and self._refreshed_at >= began else None
 
     def recheck(self, since: float) -> Diagnosis:
         """A diagnosis made after `since` (a `time.monotonic()`): the application has just
@@ -94,8 +117,9 @@ class DiagnosisCache:
         Single flight: one thread refreshes and the others wait for its answer (bounded by
         the connect timeout); a diagnosis made after their own request began is answer
         enough for them too."""
-        if self._value is not None and self._refreshed_at >= since:
-            return self._value
+        made = self.since(since)
+        if made is not None:
+            return made
         if not self._refreshing.acquire(timeout=self.settings.connect_timeout + 1):
             return provisional(self.settings, "the database has not answered yet; checking")
         try:

@@ -60,6 +60,7 @@ class Diagnosis:
     compatible_heads: tuple[str, ...] = ()  # older code declared to work on this schema
     blocked_by: tuple[str, ...] = ()  # post-deploy: the nodes on older code, by name
     stalled: bool = False  # the running upgrade's process is stopped, or silent past its lease
+    beneath: State | None = None  # maintenance: the state it sits over (one that serves)
 
     @property
     def code(self) -> str | None:
@@ -68,6 +69,12 @@ class Diagnosis:
     @property
     def exit_code(self) -> int:
         return self.state.exit_code
+
+    @property
+    def code_fits(self) -> bool:
+        """The database fits this code, so the code may start serving (what `upgrader
+        wait` waits for): a state that serves, or maintenance switched on over one."""
+        return self.state.serving or (self.beneath is not None and self.beneath.serving)
 
     @property
     def headline(self) -> str:
@@ -155,6 +162,7 @@ def diagnosis_of(found: Finding, c: Context, words: Words) -> Diagnosis:
         compatible_heads=single.compatible_heads if single else (),
         blocked_by=blocked_by(c) if found.state is State.POST_DEPLOY_PENDING else (),
         stalled=found.stall is not None,
+        beneath=found.beneath,
     )
 
 

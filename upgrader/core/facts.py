@@ -73,6 +73,6 @@ def load_code_facts(settings: Settings) -> CodeFacts:
     if not migrations.is_dir():
         return replace(facts, error=f"{migrations} is not a directory")
     try:
-        return replace(facts, graph=load_graph(migrations))
+        return replace(facts, graph=load_graph(migrations, settings.alembic_config))
     except Exception as exc:  # revision files are the application's code: anything can fail
         return replace(facts, error=f"{type(exc).__name__}: {exc}")

@@ -126,15 +126,14 @@ class Gate:
 
     # ------------------------------------------------------------------ answers
 
-    def answer(self, req: Request, began: float) -> Answer:
-        """What the request gets, from the cached diagnosis. `began`: when it came in
-        (time.monotonic()), so that a failure of the application can be judged by a
-        diagnosis made after it."""
+    def answer(self, req: Request, d: Diagnosis) -> Answer:
+        """What the request gets, given the cached diagnosis. No I/O: the adapter got `d`
+        from the cache as its protocol allows (an ASGI adapter off the event loop), except
+        at the status endpoint, which reads the node registry for administrators."""
         path = req.path
-        if path == self.settings.status_path:
-            return self.status(req)
         self.cache.registration.kind = "web"  # this process answers requests
-        d = self.cache.get()
+        if path == self.settings.status_path:
+            return self.status(req, d)
         if path.startswith(self.installer) and _under(path, self.installer):
             return Mount("installer", self.installer)
         if path.startswith(self.console) and _under(path, self.console):
@@ -172,11 +171,11 @@ class Gate:
             return self.admin_page(req, d, None)
         return Application(d, True, self.banner(req, d, True), guarded=True)
 
-    def failed(self, req: Request, began: float) -> Page | None:
-        """The application failed a request that `began` then (a 5xx, an exception): when
-        the database has gone away since, Err1 instead, as every request will get from the
-        next refresh on; else None, and the failure is the application's own, unchanged."""
-        d = self.cache.recheck(began)
+    def failed(self, req: Request, d: Diagnosis) -> Page | None:
+        """The application failed a request (a 5xx, an exception), and `d` was made after
+        the request began (`cache.recheck`): when the database has gone away since, Err1
+        instead, as every request will get from the next refresh on; else None, and the
+        failure is the application's own, unchanged."""
         if d.state is not State.DATABASE_UNAVAILABLE:
             return None
         log.warning(
@@ -308,11 +307,9 @@ class Gate:
         ]
         return page(req, self.settings.blocked_status, headers, html)
 
-    def status(self, req: Request) -> Page:
+    def status(self, req: Request, d: Diagnosis) -> Page:
         """The status endpoint: what anyone may see; administrators see everything, and a
         load balancer asking `?ready` gets 503 from a node that does not serve."""
-        self.cache.registration.kind = "web"
-        d = self.cache.get()
         admin = self.is_admin(req, d)
         body = notices.public_status(d, versions=admin or self.settings.public_versions)
         if admin:

@@ -8,7 +8,6 @@ does set arithmetic on it.
 from __future__ import annotations
 
 import ast
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+
+from upgrader.inifile import find_ini
 
 
 @dataclass(frozen=True)
@@ -91,34 +92,18 @@ def find_splits(revisions: dict[str, Revision], heads: Iterable[str]) -> list[tu
     return sorted(splits)
 
 
-def alembic_config(migrations: Path) -> Config:
-    """A Config for the application's script directory, honouring its alembic.ini if any."""
-    ini = alembic_ini(migrations)
+def alembic_config(migrations: Path, ini: Path | None = None) -> Config:
+    """A Config for the application's script directory, with its alembic.ini: the one
+    named (UPGRADER_ALEMBIC_CONFIG, as Alembic's -c), else the one that configures it."""
+    ini = ini or find_ini(migrations)
     cfg = Config(str(ini)) if ini else Config()
     cfg.set_main_option("script_location", str(migrations))
     return cfg
 
 
-def alembic_ini(migrations: Path) -> Path | None:
-    """The alembic.ini that configures `migrations`: inside it (Flask-Migrate's layout), or
-    beside it naming it as its script_location (the layout `alembic init` makes)."""
-    inside = migrations / "alembic.ini"
-    if inside.is_file():
-        return inside
-    beside = migrations.parent / "alembic.ini"
-    if not beside.is_file():
-        return None
-    try:
-        location = Config(str(beside)).get_main_option("script_location") or ""
-    except Exception:  # an alembic.ini that does not parse configures nothing here
-        return None
-    target = Path(os.path.normpath(beside.parent / location)) if location else None
-    return beside if target == Path(os.path.normpath(migrations.resolve())) else None
-
-
-def load_graph(migrations: Path) -> RevisionGraph:
+def load_graph(migrations: Path, ini: Path | None = None) -> RevisionGraph:
     """Read the script directory. Raises alembic's CommandError when it is unusable."""
-    script = ScriptDirectory.from_config(alembic_config(migrations))
+    script = ScriptDirectory.from_config(alembic_config(migrations, ini))
     revisions: dict[str, Revision] = {}
     # walk_revisions() goes from the heads down, dependencies included, so reversed it
     # meets everything a revision requires before the revision itself.

@@ -30,14 +30,17 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection
 
 from upgrader.core.revisions import alembic_config
+from upgrader.settings import Settings
 
 Target = str | tuple[str, ...]
 """What `alembic upgrade` is asked to reach: "heads", a revision, or several (one per
 branch, for `upgrade --online`, which applies only part of the pending revisions)."""
 
 
-def migration_config(migrations: Path, url: URL, output: io.StringIO | None = None) -> Config:
-    cfg = alembic_config(migrations)
+def migration_config(settings: Settings, url: URL, output: io.StringIO | None = None) -> Config:
+    """Alembic's Config as the application's own alembic.ini makes it (when there is one),
+    pointed at the database to migrate."""
+    cfg = alembic_config(Path(settings.migrations), settings.alembic_config)
     if output is not None:
         cfg.output_buffer = output
     # ConfigParser interpolation: a '%' of a URL-encoded password must be doubled.
@@ -144,13 +147,13 @@ class OfflineSQLError(Exception):
         self.partial = partial
 
 
-def offline_sql(migrations: Path, url: URL, start: str | None, app: Any = None) -> str:
+def offline_sql(settings: Settings, url: URL, start: str | None, app: Any = None) -> str:
     """The SQL an upgrade would run, from Alembic's offline mode; the database is not touched.
 
     A data migration that reads rows cannot run offline; the error names it.
     """
     buffer = io.StringIO()
-    cfg = migration_config(migrations, url, buffer)
+    cfg = migration_config(settings, url, buffer)
     try:
         with application_context(app):
             command.upgrade(cfg, f"{start}:heads" if start else "heads", sql=True)

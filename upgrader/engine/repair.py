@@ -114,7 +114,7 @@ def stamp(
             raise Refused(
                 f"the database cannot be reached: {'; '.join(d.details)}", EXIT_UNAVAILABLE
             )
-        cfg = migration_config(Path(site.settings.migrations), engine.url)
+        cfg = migration_config(site.settings, engine.url)
         stamp_revisions(cfg, revisions, purge, site.app())
         after = site.revisions(engine)
         with engine.begin() as conn:

@@ -209,7 +209,7 @@ def _apply(
 ) -> list[str]:
     """One Alembic pass to the plan's target, journalled step by step as Alembic applies
     the revisions."""
-    cfg = migration_config(Path(site.settings.migrations), engine.url)
+    cfg = migration_config(site.settings, engine.url)
     graph = site.code.graph
     script = graph.script if graph and graph.script else ScriptDirectory.from_config(cfg)
     order = plan_upgrade(script, plan.target, site.revisions(engine))

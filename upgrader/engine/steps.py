@@ -64,6 +64,7 @@ class StepJournal:
         self.uncommitted: list[tuple[int, str, float, dict[str, Any]]] = []
         self.committing: list[tuple[int, str, float, dict[str, Any]]] = []
         self.dirty = False
+        self.env_ran = False  # the application's env.py reached context.configure()
         self.mutex = threading.Lock()  # the migration's thread and the heartbeat's
         self.started = self.checked = time.monotonic()
         self.started_at = utcnow()
@@ -118,6 +119,7 @@ class StepJournal:
         server, and `status` can then name it), and bound how long its statements wait for a
         table lock: a migration stuck behind the application's traffic fails with a clear
         error rather than hold the site down without end."""
+        self.env_ran = True
         if connection is None:
             return
         event.listen(connection, "commit", self._commit_asked)
@@ -259,6 +261,21 @@ class StepJournal:
             journal.undo_steps(engine, self.tables, self.run_id, kept)
         return self._failure(position, revision, exc)
 
+    def _env_failed(self) -> str:
+        """The application's env.py stopped before it reached its migrations: often for
+        want of the alembic.ini it reads (config.config_file_name, fileConfig)."""
+        settings = self.site.settings
+        said = ". The application's env.py failed before it configured Alembic"
+        if settings.alembic_config is None:
+            said += (
+                f"; upgrader found no alembic.ini naming {settings.migrations} as its "
+                "script_location: if the env.py reads its config file, name it with "
+                "--alembic-config (UPGRADER_ALEMBIC_CONFIG), as `alembic -c` would"
+            )
+        else:
+            said += f" (with {settings.alembic_config})"
+        return said
+
     def _failure(self, position: int, revision: str | None, exc: BaseException) -> str:
         """What went wrong, where, redacted."""
         engine, total = self.engine, len(self.plan)
@@ -270,6 +287,8 @@ class StepJournal:
             else "before the first revision ran"
         )
         message = f"{where} failed: {describe_error(exc, engine.url)}"
+        if not self.env_ran:
+            message += self._env_failed()
         if revision and engine.url.get_backend_name() in ("mysql", "mariadb"):
             message += (
                 f". MariaDB/MySQL commits schema changes as they run, so revision {revision} "

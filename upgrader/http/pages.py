@@ -4,6 +4,7 @@ The gate decides which; this only renders (it is the gate's `Renderer`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
@@ -54,8 +55,9 @@ class Pages:
         )
 
 
-def banner_html(environ: dict[str, Any]) -> str:
-    """The banner as a self-contained HTML snippet, for templates of any framework."""
+def banner_html(environ: Mapping[str, Any]) -> str:
+    """The banner as a self-contained HTML snippet, for templates of any framework (from a
+    WSGI environ or an ASGI scope)."""
     banner = environ.get("upgrader.banner")
     if not banner:
         return ""

@@ -4,6 +4,7 @@ written out, and the application called in ways that let the guard see its answe
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -168,3 +169,35 @@ def scheme_of(environ: Mapping[str, Any], trusted: tuple[clients.Network, ...]) 
         str(environ.get("HTTP_FORWARDED") or ""),
         trusted,
     )
+
+
+def home_page(site: WSGIApp, environ: dict[str, Any]) -> str:
+    """GET / of the application itself (past the guard), in this process, as the request
+    in `environ` reached it: its status line (the installer's last check)."""
+    env = {k: v for k, v in environ.items() if not k.startswith(("werkzeug.", "upgrader."))}
+    env.update(
+        REQUEST_METHOD="GET",
+        SCRIPT_NAME=environ.get("upgrader.site_root", ""),
+        PATH_INFO="/",
+        QUERY_STRING="",
+        CONTENT_LENGTH="0",
+        HTTP_ACCEPT="text/html",
+    )
+    env.pop("CONTENT_TYPE", None)
+    env["wsgi.input"] = io.BytesIO(b"")
+    seen: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        seen.append(status)
+        return lambda data: None
+
+    try:
+        body = site(env, start_response)
+        try:
+            for _ in body:
+                pass
+        finally:
+            close(body)
+    except Exception as exc:
+        return f"error ({type(exc).__name__})"
+    return seen[-1] if seen else "no answer"

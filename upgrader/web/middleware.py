@@ -10,16 +10,15 @@ admin console.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
+from functools import partial
 from time import monotonic as _monotonic
 from typing import Any
 
-from upgrader.console.app import create_console
 from upgrader.console.context import USER
 from upgrader.core.cache import DiagnosisCache
 from upgrader.core.diagnosis import Diagnosis
-from upgrader.core.gate import Application, Authorize, Gate, Mount, Page, plain
+from upgrader.core.gate import Application, Authorize, Gate, Mount, Page
 from upgrader.core.requests import Request
 from upgrader.http.pages import Pages, banner_html
 from upgrader.http.static import PageKeeper
@@ -29,13 +28,15 @@ from upgrader.http.wsgi import (
     StartResponse,
     WSGIApp,
     close,
+    home_page,
     request_of,
     respond,
     scheme_of,
 )
+from upgrader.kinds import refuse_asgi
 from upgrader.settings import Settings, resolve
 from upgrader.web import background
-from upgrader.wizard.app import create_wizard
+from upgrader.web.mounts import Mounts
 
 log = logging.getLogger("upgrader")
 
@@ -55,6 +56,7 @@ class UpgraderMiddleware:
         bypass_lifetime: float = 12 * 3600,
         authorize: Authorize | None = None,
     ) -> None:
+        refuse_asgi(app)
         self.app = app
         self.settings = settings or resolve()
         self.cache = cache or DiagnosisCache(self.settings)
@@ -64,7 +66,13 @@ class UpgraderMiddleware:
         self.authorize = authorize  # who may use the admin console (else its key)
         self._status_path = self.settings.status_path
         self._console_path = self.gate.console
-        self._mounted: dict[str, WSGIApp] = {}
+        self.mounts = Mounts(
+            self.settings,
+            self.cache,
+            key=self.gate.key,
+            home=partial(home_page, app),
+            integrated=authorize is not None,
+        )
         background.register(self)
 
     @property
@@ -84,7 +92,7 @@ class UpgraderMiddleware:
         ):
             return self._watched(environ, start_response, began)  # no query, no lock
         req = request_of(environ)
-        answer = self.gate.answer(req, began)
+        answer = self.gate.answer(req, self.cache.get())
         if isinstance(answer, Page):
             return respond(answer, start_response)
         if isinstance(answer, Mount):
@@ -131,14 +139,14 @@ class UpgraderMiddleware:
         try:
             body = self.app(environ, held)
         except Exception:
-            down = self.gate.failed(req or request_of(environ), began)
+            down = self.gate.failed(req or request_of(environ), self.cache.recheck(began))
             if down is None:
                 raise
             return respond(down, start_response)
         held.open = False
         if held.status is None:
             return body
-        down = self.gate.failed(req or request_of(environ), began)
+        down = self.gate.failed(req or request_of(environ), self.cache.recheck(began))
         if down is None:
             return held.release(body)
         close(body)
@@ -153,12 +161,12 @@ class UpgraderMiddleware:
         try:
             called = Call(self.app, environ)
         except Exception:
-            down = self.gate.failed(req, began)
+            down = self.gate.failed(req, self.cache.recheck(began))
             if down is None:
                 raise
             return respond(down, start_response)
         if called.status[:1] == "5":
-            down = self.gate.failed(req, began)
+            down = self.gate.failed(req, self.cache.recheck(began))
             if down is not None:
                 called.close()
                 return respond(down, start_response)
@@ -187,7 +195,11 @@ class UpgraderMiddleware:
     ) -> Iterable[bytes]:
         """The installer or the console, below their prefix; as the visitor reached them
         (https behind a trusted proxy: their cookies are Secure)."""
-        mounted = self._installer() if answer.app == "installer" else self._console(environ)
+        if answer.app == "installer":
+            mounted = self.mounts.installer()
+        else:
+            self._authorize(environ)
+            mounted = self.mounts.console()
         if isinstance(mounted, Page):
             return respond(mounted, start_response)
         root = environ.get("SCRIPT_NAME", "")
@@ -197,40 +209,13 @@ class UpgraderMiddleware:
         environ["PATH_INFO"] = (environ.get("PATH_INFO") or "/")[len(answer.prefix) :] or "/"
         return mounted(environ, start_response)
 
-    def _installer(self) -> WSGIApp | Page:
-        """The wizard, while install/ exists: checked on every such request, so deleting
-        the directory switches the installer off at once, without a restart."""
-        directory = self.settings.installer_dir
-        if directory is None or not os.path.isdir(directory):
-            return plain(
-                404, "The installer is not on this server (its install/ directory was removed)."
-            )
-        if "installer" not in self._mounted:
-            try:
-                self._mounted["installer"] = create_wizard(self.settings, self.cache, self.app)
-            except OSError as exc:
-                return plain(
-                    500,
-                    "The installer cannot start: it must be able to write its keys into "
-                    f"{directory} ({exc.strerror or exc}). Make that directory writable by the "
-                    "web server's user, or run `upgrader upgrade` on the server instead.",
-                )
-        return self._mounted["installer"]
-
-    def _console(self, environ: dict[str, Any]) -> WSGIApp:
-        """The admin console, in every state. The integrator's check sees the request as
-        the application would (its own path, its own cookies)."""
-        if self.authorize is not None:
-            try:
-                environ[USER] = self.authorize(environ)
-            except Exception as exc:  # a broken check admits nobody, and never shows a trace
-                log.warning("the console's authorize check failed: %r", exc)
-                environ[USER] = None
-        if "console" not in self._mounted:
-            self._mounted["console"] = create_console(
-                self.settings,
-                self.cache,
-                signing_key=self.key,
-                integrated=self.authorize is not None,
-            )
-        return self._mounted["console"]
+    def _authorize(self, environ: dict[str, Any]) -> None:
+        """The integrator's check sees the request as the application would (its own
+        path, its own cookies)."""
+        if self.authorize is None:
+            return
+        try:
+            environ[USER] = self.authorize(environ)
+        except Exception as exc:  # a broken check admits nobody, and never shows a trace
+            log.warning("the console's authorize check failed: %r", exc)
+            environ[USER] = None

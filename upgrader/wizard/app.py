@@ -23,12 +23,12 @@ from upgrader.core.keys import key_fingerprint, session_key
 from upgrader.http.forms import check_csrf, small_app
 from upgrader.settings import Settings
 from upgrader.wizard import views
-from upgrader.wizard.context import EXTENSION, Installer, _, installer
+from upgrader.wizard.context import EXTENSION, Home, Installer, _, installer
 
 
-def create_wizard(settings: Settings, cache: DiagnosisCache, site: Any = None) -> Flask:
-    """`site` is the guarded application itself, for the done page to check that it answers."""
-    it = Installer(settings, cache, site)
+def create_wizard(settings: Settings, cache: DiagnosisCache, home: Home | None = None) -> Flask:
+    """`home` asks the guarded application for its home page: the done page checks it."""
+    it = Installer(settings, cache, home)
     app = small_app(
         __name__,
         secret=session_key(it.directory),

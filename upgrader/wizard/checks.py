@@ -4,9 +4,7 @@ answers (what the WHMCS guide asks to check by hand)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
-from typing import Any
 
 from flask import render_template, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -14,7 +12,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from upgrader.core.diagnosis import Diagnosis
 from upgrader.core.tables import define_tables
 from upgrader.engine.backup import estimated_size
-from upgrader.http.wsgi import close
 from upgrader.support import report
 from upgrader.wizard.context import installer
 
@@ -54,39 +51,8 @@ def verify(d: Diagnosis) -> list[tuple[bool, str]]:
             f"the database is at version {d.schema_version}, the code is {d.code_version}",
         ),
     ]
-    site = installer().site
-    if site is not None:
-        status = home_page(site, request.environ)
+    home = installer().home
+    if home is not None:
+        status = home(request.environ)
         found.append((status[:1] in "23", f"the site's home page answers: {status}"))
     return found
-
-
-def home_page(site: Any, environ: dict[str, Any]) -> str:
-    """GET / of the application itself (past the guard), in this process: its status line."""
-    env = {k: v for k, v in environ.items() if not k.startswith(("werkzeug.", "upgrader."))}
-    env.update(
-        REQUEST_METHOD="GET",
-        SCRIPT_NAME=environ.get("upgrader.site_root", ""),
-        PATH_INFO="/",
-        QUERY_STRING="",
-        CONTENT_LENGTH="0",
-        HTTP_ACCEPT="text/html",
-    )
-    env.pop("CONTENT_TYPE", None)
-    env["wsgi.input"] = io.BytesIO(b"")
-    seen: list[str] = []
-
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        seen.append(status)
-        return lambda data: None
-
-    try:
-        body = site(env, start_response)
-        try:
-            for _ in body:
-                pass
-        finally:
-            close(body)
-    except Exception as exc:
-        return f"error ({type(exc).__name__})"
-    return seen[-1] if seen else "no answer"

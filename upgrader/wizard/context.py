@@ -5,6 +5,7 @@ visitor's language, with the site's branding. One per installer application, kep
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ from upgrader.settings import Settings
 
 EXTENSION = "upgrader.wizard"
 
+Home = Callable[[dict[str, Any]], str]
+"""GET / of the application past the guard, as the request being handled reached it: the
+status line ("200 OK"), or what went wrong. Each guard (WSGI, ASGI) calls its own."""
+
 DEFAULT_EULA = (
     "This software is provided as is, without warranty of any kind. Back up your data "
     "before upgrading. By continuing you accept the licence of this application."
@@ -31,7 +36,7 @@ DEFAULT_EULA = (
 class Installer:
     settings: Settings
     cache: DiagnosisCache
-    site: Any  # the guarded application itself: the done page checks that it answers
+    home: Home | None  # GET / of the guarded application: the done page checks it answers
     directory: Path = field(init=False)
     throttle: Throttle = field(init=False)
     trusted: tuple[clients.Network, ...] = field(init=False)
