@@ -310,10 +310,10 @@ def resolve(
         if found is not None:
             values["alembic_config"] = found
             sources["alembic_config"] = "found (its script_location is the migrations directory)"
-    project = Path(values["migrations"]).parent
+    project, beside = _project(Path(values["migrations"]), values.get("alembic_config"))
     for name, folder in (("backup_dir", "backups"), ("installer_dir", "install")):
         if name not in values:
-            values[name], sources[name] = project / folder, "default (beside the migrations)"
+            values[name], sources[name] = project / folder, f"default (beside {beside})"
     shown: dict[str, str] = {
         n: str(values[n])
         for n in ("database_url", "migrations", "alembic_config", "code_version")
@@ -428,6 +428,15 @@ def _absolute(path: Path, anchors: list[Path]) -> Path:
         if (base / path).exists():
             return Path(os.path.normpath(base / path))
     return Path(os.path.normpath(anchors[0] / path))
+
+
+def _project(migrations: Path, ini: Path | None) -> tuple[Path, str]:
+    """The project's folder: where its alembic.ini is (`alembic init` puts it at the
+    root), unless that is inside the migrations (Flask-Migrate's); else the migrations'
+    parent."""
+    if ini is not None and ini.parent != migrations:
+        return ini.parent, "the alembic.ini"
+    return migrations.parent, "the migrations"
 
 
 def guard_settings(obj: Any) -> Settings | None:

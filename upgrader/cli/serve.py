@@ -1,4 +1,5 @@
-"""`upgrader serve`: the application under the guard, on a production WSGI server (waitress)."""
+"""`upgrader serve`: the application under the guard, on a production server: waitress for
+a WSGI application, uvicorn for an ASGI one (the `asgi` extra)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from upgrader.cli.context import CliContext, pass_cli
 from upgrader.core import clients
 from upgrader.core.keys import console_key, upgrade_key
 from upgrader.http.wsgi import TrustedScheme
+from upgrader.kinds import is_asgi
+from upgrader.settings import Settings, guard_settings
 from upgrader.web.middleware import UpgraderMiddleware
 
 
 def guarded(app: Any, obj: CliContext) -> Any:
     """The WSGI callable to serve: the app itself if it already embeds the guard."""
-    if isinstance(app, UpgraderMiddleware):
+    if isinstance(app, UpgraderMiddleware) or guard_settings(app) is not None:
         return app
     extensions = getattr(app, "extensions", {})
     if "upgrader" in extensions or isinstance(getattr(app, "wsgi_app", None), UpgraderMiddleware):
@@ -44,6 +47,9 @@ def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
         f"Serving {settings.app_ref} on http://{host}:{port}/ "
         f"(status: http://{host}:{port}{settings.status_path})"
     )
+    if is_asgi(settings.app_object):
+        _serve_asgi(settings, host, port)
+        return 0
     # SIGTERM (systemd, a rolling deploy) ends the process as Ctrl-C does: cleanly, so that
     # the node registry hears it leave (core/nodes.py)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -62,6 +68,33 @@ def serve(obj: CliContext, host: str, port: int, threads: int) -> int:
         clear_untrusted_proxy_headers=not settings.trusted_proxies,
     )
     return 0
+
+
+def _serve_asgi(settings: Settings, host: str, port: int) -> None:
+    """uvicorn, with the guard in front unless the application has it already. uvicorn
+    believes X-Forwarded-For and -Proto from the trusted proxies only (the application
+    sees the visitor), and from nobody when there are none; it stops on SIGTERM."""
+    try:
+        import uvicorn  # optional: the asgi extra
+    except ImportError as exc:
+        raise click.ClickException(
+            f"{settings.app_ref} is an ASGI application: serving it needs uvicorn "
+            "(pip install 'upgrader[asgi]')"
+        ) from exc
+    from upgrader.web.asgi import UpgraderMiddleware as AsgiGuard  # optional: the asgi extra
+
+    app = settings.app_object
+    if not isinstance(app, AsgiGuard) and guard_settings(app) is None:
+        app = AsgiGuard(app, settings)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+        server_header=False,
+        log_level="info",
+    )
 
 
 @click.command("admin-key")
