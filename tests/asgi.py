@@ -32,11 +32,10 @@ def scope_of(
     root: str = "",
     extensions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    scope: dict[str, Any] = {
         "type": kind,
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": method,
         "scheme": "http" if kind == "http" else "ws",
         "path": root + path,
         "raw_path": (root + path).encode(),
@@ -47,6 +46,9 @@ def scope_of(
         "server": ("127.0.0.1", 8000),
         "extensions": extensions or {},
     }
+    if kind == "http":  # a WebSocket's scope has no method
+        scope["method"] = method
+    return scope
 
 
 async def call(app: Any, scope: dict[str, Any], body: bytes = b"") -> Answer:

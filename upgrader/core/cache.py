@@ -46,6 +46,7 @@ class DiagnosisCache:
         self._code = code
         self._engine = engine
         self._value: Diagnosis | None = None
+        self._provisional: Diagnosis | None = None  # what requests get while none comes
         self._expires = 0.0
         # (expires, open): written in one assignment, so a reader never sees half of it.
         # `open` says the site is simply up: state ok, no maintenance, no installer left.
@@ -101,8 +102,16 @@ class DiagnosisCache:
         value = self._value
         started = self._refresh_started
         if value is None or (started and time.monotonic() - started > SLOW):
-            return provisional(self.settings, "the database has not answered yet; checking")
+            return self._stand_in()
         return value
+
+    def _stand_in(self) -> Diagnosis:
+        """The provisional Err1, made once while no answer comes: during an outage every
+        request gets it, and its page is rendered once too."""
+        if self._provisional is None:
+            why = "the database has not answered yet; checking"
+            self._provisional = provisional(self.settings, why)
+        return self._provisional
 
     def since(self, began: float) -> Diagnosis | None:
         """A diagnosis made after `began` (time.monotonic()), if there is one."""
@@ -121,7 +130,7 @@ class DiagnosisCache:
         if made is not None:
             return made
         if not self._refreshing.acquire(timeout=self.settings.connect_timeout + 1):
-            return provisional(self.settings, "the database has not answered yet; checking")
+            return self._stand_in()
         try:
             if self._value is None or self._refreshed_at < since:
                 self._refresh()
@@ -150,7 +159,7 @@ class DiagnosisCache:
             and self.engine.url.get_backend_name() == "sqlite"
         )
         self.registration.beat(self.engine, fresh.code_version, fresh.code_heads, busy=busy)
-        self._value, self._expires = fresh, expires
+        self._value, self._expires, self._provisional = fresh, expires, None
         self._refreshed_at = started  # what it says was read after this moment
         self.fast = (expires, _open(fresh))
 

@@ -26,6 +26,12 @@ class Pages:
         self.settings = settings
         self.poll_seconds = poll_seconds
 
+    def warm(self) -> None:
+        """Compile the templates now (tens of milliseconds, once): an ASGI guard does it in
+        a worker thread, so its event loop never does."""
+        for name in ("blocked.html", "admin.html"):
+            self.env.get_template(name)
+
     def admin(self, d: Diagnosis, *, installer: str | None, error: str | None) -> str:
         """What an administrator sees while the database does not fit the code."""
         return self.env.get_template("admin.html").render(

@@ -79,7 +79,7 @@ class UpgraderMiddleware:
         pages = Pages(self.settings, poll_seconds)
         self.gate = Gate(self.settings, self.cache, pages, bypass_lifetime)
         self.authorize = authorize  # who may use the admin console (else its key)
-        self.refresher = Refresher(self.cache)
+        self.refresher = Refresher(self.cache, warm=pages.warm)
         self.mounts = Mounts(
             self.settings,
             self.cache,
@@ -274,12 +274,16 @@ class Refresher:
     """The cache's refreshes and rechecks in worker threads, single flight: the event loop
     only ever awaits them, and never longer than the cache itself would wait."""
 
-    def __init__(self, cache: DiagnosisCache) -> None:
+    def __init__(self, cache: DiagnosisCache, warm: Callable[[], None]) -> None:
         self.cache = cache
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="upgrader")
         self._refresh: asyncio.Future[Diagnosis] | None = None
+        self._warm: Callable[[], None] | None = warm  # done once, with the first refresh
 
     def start(self) -> asyncio.Future[Diagnosis]:
+        if self._warm is not None:
+            self.pool.submit(self._warm)
+            self._warm = None
         future = self._refresh
         if future is None or future.done():
             loop = asyncio.get_running_loop()
