@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -24,9 +25,27 @@ def run(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProce
     return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+def source_copy(place: Path) -> Path:
+    """The project's files (as git knows them, new ones included) in a folder of their own:
+    a build writes build/ and *.egg-info into its source, and tests run side by side."""
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            target = place / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return place
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
+    source = source_copy(tmp_path_factory.mktemp("source"))
     built = run(
         sys.executable,
         "-m",
@@ -35,7 +54,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--outdir",
         str(out),
         ".",
-        cwd=ROOT,
+        cwd=source,
         env=dict(os.environ),
     )
     assert built.returncode == 0, built.stdout + built.stderr

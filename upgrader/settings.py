@@ -303,7 +303,7 @@ def resolve(
     if application is not None:
         for name, (value, how) in application.defaults(values).items():
             values[name], sources[name] = value, f"default ({how})"
-    _require(values, app_name)
+    _require(values, app_name, application is not None and application.flask)
     if "alembic_config" not in values:
         places = [Path.cwd(), *_anchors(application)]
         found = find_ini(Path(values["migrations"]), places)
@@ -380,27 +380,29 @@ def _settle(values: dict[str, Any], layer_of: dict[str, str]) -> None:
         del values[loser], layer_of[loser]
 
 
-def _require(values: Mapping[str, Any], app_name: str | None) -> None:
-    if "database_url" not in values and "migrations" not in values:
-        if app_name:
-            raise ConfigError(
-                f"the application {app_name} does not say where its database and its "
-                "migrations are: pass its settings to upgrader's guard in it "
-                "(UpgraderMiddleware(app, resolve({...})), or app.add_middleware("
-                "UpgraderMiddleware, settings=resolve({...})) for FastAPI and Starlette), or "
-                "set UPGRADER_DATABASE_URL and UPGRADER_MIGRATIONS"
-            )
+def _require(values: Mapping[str, Any], app_name: str | None, flask: bool) -> None:
+    missing = [n for n in ("database_url", "migrations") if n not in values]
+    if not missing:
+        return
+    if app_name and not flask:  # an application that gave nothing: its guard is the place
+        what = " and its ".join("database" if n == "database_url" else n for n in missing)
+        raise ConfigError(
+            f"the application {app_name} does not say where its {what} are: pass its "
+            "settings to upgrader's guard in it (UpgraderMiddleware(app, resolve({...})), or "
+            "app.add_middleware(UpgraderMiddleware, settings=resolve({...})) in FastAPI and "
+            f"Starlette), or set {' and '.join(f'UPGRADER_{n.upper()}' for n in missing)}"
+        )
+    if len(missing) == 2:
         raise ConfigError(NOTHING_CONFIGURED)
-    if "database_url" not in values:
+    if "database_url" in missing:
         raise ConfigError(
             "no database: set UPGRADER_DATABASE_URL (or SQLALCHEMY_DATABASE_URI in the "
             "application's config)"
         )
-    if "migrations" not in values:
-        raise ConfigError(
-            "no migrations directory: set UPGRADER_MIGRATIONS to the application's Alembic "
-            "directory (the one holding env.py)"
-        )
+    raise ConfigError(
+        "no migrations directory: set UPGRADER_MIGRATIONS to the application's Alembic "
+        "directory (the one holding env.py)"
+    )
 
 
 def _without_password(url: str) -> str:

@@ -345,6 +345,7 @@ def doctor(settings: Settings, runs: int = 10) -> tuple[Diagnosis, dict[str, Any
             "heads": list(diagnosis.code_heads),
             "revisions": len(code.graph.revisions) if code.graph else 0,
             "migrations": str(settings.migrations),
+            "alembic_ini": str(settings.alembic_config) if settings.alembic_config else None,
         },
         "pending_revisions": [
             {"revision": r.id, "message": r.message} for r in diagnosis.pending_revisions
