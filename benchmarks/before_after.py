@@ -76,12 +76,11 @@ def requests(app: Any, n: int) -> float:
 
 def child(tree: Path, n: int) -> dict[str, float]:
     sys.path.insert(0, str(tree))
+    import upgrader  # heavy: the tree's own
     from tests.helpers import MIGRATIONS, install  # heavy: the tree's own
     from upgrader.sample.releases import CURRENT, RELEASES  # heavy: the tree's own
     from upgrader.settings import resolve  # heavy: the tree's own
     from upgrader.web.middleware import UpgraderMiddleware  # heavy: the tree's own
-
-    import upgrader  # heavy: the tree's own
 
     assert Path(upgrader.__file__).is_relative_to(tree), upgrader.__file__
     work = Path(tempfile.mkdtemp(prefix="before-after-"))
