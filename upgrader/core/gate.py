@@ -1,7 +1,8 @@
 """What a request gets: decided once, by plain code, from plain inputs.
 
-An adapter (the WSGI middleware, web/middleware.py) translates its protocol into a
-`Request` and the gate's answer back; nothing of this is its to decide. An answer is:
+An adapter (the WSGI middleware, web/middleware.py; the ASGI one, web/asgi.py) translates
+its protocol into a `Request` and the gate's answer back; nothing of this is its to decide.
+An answer is:
 
 - `Application`: the request goes on to the application (with a banner to insert; for an
   administrator in a mismatch, with the state shown instead should the application fail);

@@ -105,16 +105,21 @@ class UpgraderMiddleware:
             path = path[len(root) :]
         began = _monotonic()
         expires, site_open = self.cache.fast
-        if (
+        if not (
             site_open
             and began < expires
             and path != self._status_path
             and not path.startswith(self._console_path)
         ):
-            if kind == "websocket":
-                return await self.app(scope, receive, send)
-            return await self._watched(scope, receive, send, began, None)  # no I/O, no await
-        return await self._guard(scope, receive, send, began)
+            return await self._guard(scope, receive, send, began)
+        if kind == "websocket":
+            return await self.app(scope, receive, send)
+        watch = Watch(self, send, scope, began)  # no I/O, no await of its own
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            if not await self._instead(watch, send):
+                raise
 
     # ------------------------------------------------------------------- slow path
 
@@ -155,22 +160,41 @@ class UpgraderMiddleware:
         an exception) because the database has gone away since the last refresh, the gate
         answers with Err1 instead; a failure of the application's own passes unchanged."""
 
+        if banner is None:
+            watch = Watch(self, send, scope, began)
+            try:
+                return await self.app(scope, receive, watch)
+            except Exception:
+                if not await self._instead(watch, send):
+                    raise
+                return None
+
         async def failing(_: str) -> Page | None:
-            d = await self.refresher.recheck(began)
-            return self.gate.failed(req or request_of(scope), d)
+            return await self.down(scope, began, req)
 
         relay = Relay(send, failing, banner, scope)
         try:
             await self.app(scope, receive, relay)
         except Exception:
-            if relay.started:
-                if relay.replaced:
-                    return  # the visitor has the guard's answer; the failure is logged
+            if not await self._instead(relay, send):
                 raise
-            down = await failing("")
-            if down is None:
-                raise
-            await send_page(send, down)
+
+    async def down(self, scope: Scope, began: float, req: Request | None) -> Page | None:
+        """Err1 for a request the application failed, when the database has gone away
+        since it began; None when the failure is the application's own."""
+        d = await self.refresher.recheck(began)
+        return self.gate.failed(req or request_of(scope), d)
+
+    async def _instead(self, watch: Watch | Relay, send: Send) -> bool:
+        """After the application raised: whether the visitor has the guard's answer (sent
+        now, or instead of the application's 5xx); False, and the error goes on, if not."""
+        if watch.started:
+            return watch.replaced  # a replaced answer's failure is logged, not raised
+        page = await watch.down()
+        if page is None:
+            return False
+        await send_page(send, page)
+        return True
 
     async def _guarded(
         self, d: Diagnosis, req: Request, scope: Scope, receive: Receive, send: Send
@@ -319,6 +343,52 @@ class Refresher:
         return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
 
 
+class Watch:
+    """The application's `send` while the site serves, as cheap as a `send` can be watched:
+    each message is passed on as it is (the inner send's awaitable returned, no coroutine of
+    its own), except a 5xx start, held while the guard looks again: when the database has
+    gone away since the request began, the visitor gets Err1 instead."""
+
+    __slots__ = ("began", "guard", "phase", "scope", "send")
+
+    def __init__(self, guard: UpgraderMiddleware, send: Send, scope: Scope, began: float) -> None:
+        self.guard, self.send, self.scope, self.began = guard, send, scope, began
+        self.phase = 0  # 1: an answer has begun to go out; 2: it is the guard's
+
+    @property
+    def started(self) -> bool:
+        return self.phase > 0
+
+    @property
+    def replaced(self) -> bool:
+        """The guard's answer went out: the rest of the application's is dropped."""
+        return self.phase == 2
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            if message["status"] >= 500:
+                return self._failed(message)
+            self.phase = 1
+        elif self.phase == 2:
+            return _nothing()
+        return self.send(message)
+
+    async def down(self) -> Page | None:
+        return await self.guard.down(self.scope, self.began, None)
+
+    async def _failed(self, start: Message) -> None:
+        page = await self.down()
+        if page is None:
+            self.phase = 1
+            return await self.send(start)
+        self.phase = 2
+        await send_page(self.send, page)
+
+
+async def _nothing() -> None:
+    return None
+
+
 class Relay:
     """The application's `send`, watched: a 5xx answer is replaced when the guard has a
     better one (Err1 while the database is gone; the state, for an administrator in a
@@ -359,6 +429,9 @@ class Relay:
                 await self._with_banner(self.held)
             return None
         await self.send(message)
+
+    async def down(self) -> Page | None:
+        return await self.failing("")
 
     async def _with_banner(self, start: Message) -> None:
         data = b"".join(self.body)
