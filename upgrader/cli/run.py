@@ -12,7 +12,7 @@ import click
 
 from upgrader.cli.context import CliContext, confirm, pass_cli
 from upgrader.core.database import normalise_url, safe_url
-from upgrader.core.diagnosis import Diagnosis
+from upgrader.core.diagnosis import Diagnosis, State
 from upgrader.engine import repair as repairs
 from upgrader.engine.backup import read_backup
 from upgrader.engine.detach import start_detached
@@ -72,6 +72,12 @@ class Printer:
     help="Apply the rest, with the site up, once no node runs older code.",
 )
 @click.option("--force", is_flag=True, help="With --post-deploy: even while old nodes run.")
+@click.option(
+    "--install-empty",
+    is_flag=True,
+    help="Install an empty database instead (a migration job that runs on every deploy, "
+    "the first one included; docs/containers.md).",
+)
 @click.option("--trigger", type=click.Choice(["cli", "web"]), default="cli", hidden=True)
 @click.option("--client", hidden=True, help="The browser's address (runs started from the web).")
 @pass_cli
@@ -85,6 +91,7 @@ def upgrade(
     online: bool,
     post_deploy: bool,
     force: bool,
+    install_empty: bool,
     trigger: str,
     client: str | None,
 ) -> int:
@@ -95,6 +102,8 @@ def upgrade(
     phase = _phase(online, post_deploy, force)
     site = Installation(obj.settings, progress=Printer(), client=client)
     d = site.diagnose()
+    if install_empty and d.state is State.NOT_INSTALLED and not (plan or sql):
+        return _install_empty(site, d, yes, trigger)
     refuse_unless_upgradable(d, site.cli, busy=False)  # the lock says who runs
     if sql:
         return _print_sql(site, d)
@@ -122,6 +131,23 @@ def upgrade(
         site, backup=not no_backup, trigger=trigger, before=d, phase=phase, force=force
     )
     click.secho(outcome.message[0].upper() + outcome.message[1:] + ".", fg="green", bold=True)
+    return 0
+
+
+def _install_empty(site: Installation, d: Diagnosis, yes: bool, trigger: str) -> int:
+    """`upgrade --install-empty` on a database with nothing in it: the first deployment.
+    Not on a SQLite file that is not there: a volume that is not mounted looks the same,
+    and installing would start the site afresh beside its real data."""
+    if d.missing_file:
+        raise click.ClickException(
+            f"the database file {d.missing_file} does not exist: if this is the first "
+            f"installation, run `{site.cli} install --yes`; if it is not, mount the volume "
+            "that holds it"
+        )
+    if not yes:
+        confirm(f"Nothing is installed yet: install release {d.code_version}?")
+    outcome = install_release(site, trigger=trigger)
+    click.secho(f"Installed {outcome.to_version}.", fg="green", bold=True)
     return 0
 
 
