@@ -40,7 +40,7 @@ os.environ.setdefault("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.
 os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 from benchmarks.upgrade_overhead import fresh_database, raw_backup, timed  # noqa: E402
-from tests.chains import environment, long_chain, write_revision  # noqa: E402
+from tests.chains import long_chain, trivial_chain  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -109,20 +109,6 @@ def summary(pairs: list[tuple[float, float]]) -> str:
         f"{plain:>8.2f}s {ours:>8.2f}s  ratio {statistics.median(ratios):.3f} "
         f"(IQR {q[0]:.3f}-{q[2]:.3f}, range {ratios[0]:.3f}-{ratios[-1]:.3f}, n={len(ratios)})"
     )
-
-
-def trivial_chain(root: Path, count: int) -> Path:
-    versions = environment(root) / "versions"
-    down = None
-    for i in range(1, count + 1):
-        body = (
-            'op.create_table("seed", sa.Column("id", sa.Integer, primary_key=True))\n'
-            if i == 1
-            else 'op.execute("UPDATE seed SET id = id")\n'
-        )
-        write_revision(versions, f"v{i:04d}", down, body)
-        down = f"v{i:04d}"
-    return root
 
 
 def main() -> None:

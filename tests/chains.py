@@ -261,3 +261,18 @@ def branched(root: Path, *, core: int = 6, plugin: bool = True, split: bool = Fa
                 message=f"a hotfix made twice: {name}",
             )
     return root
+
+
+def trivial_chain(root: Path, count: int) -> Path:
+    """`count` revisions that do next to nothing: what upgrader adds per revision shows."""
+    versions = environment(root) / "versions"
+    down = None
+    for i in range(1, count + 1):
+        body = (
+            'op.create_table("seed", sa.Column("id", sa.Integer, primary_key=True))\n'
+            if i == 1
+            else 'op.execute("UPDATE seed SET id = id")\n'
+        )
+        write_revision(versions, f"v{i:04d}", down, body)
+        down = f"v{i:04d}"
+    return root

@@ -4,17 +4,20 @@ application in the environment has them; the extension need not add them)."""
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import click
 from flask.cli import AppGroup, ScriptInfo
 
 from upgrader.cli.context import CliContext, exit_status
-from upgrader.cli.main import COMMANDS
+from upgrader.cli.lazy import COMMANDS, LazyGroup
 
 
-class _Group(AppGroup):
+class _Group(LazyGroup, AppGroup):
     """The same exit statuses and error handling as the `upgrader` console script."""
+
+    lazy = MappingProxyType(COMMANDS)
 
     def invoke(self, ctx: click.Context) -> Any:
         ctx.exit(exit_status(lambda: super(_Group, self).invoke(ctx)))
@@ -34,7 +37,3 @@ def cli_group(ctx: click.Context, directory: str | None) -> None:
     app = info.load_app()  # as Flask's own commands find it
     flags = {"app": info.app_import_path, "migrations": directory}
     ctx.obj = CliContext(flags, app=app, via_flask=True, command=ctx.invoked_subcommand)
-
-
-for command in COMMANDS:
-    cli_group.add_command(command)

@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from types import MappingProxyType
 from typing import Any
 
 import click
 
-from upgrader.cli import adopt, demo, deploy, journal, maintenance, run, serve, status, wait
 from upgrader.cli.context import CliContext, exit_status
+from upgrader.cli.lazy import COMMANDS, STANDALONE, LazyGroup
 
 
-class UpgraderGroup(click.Group):
+class UpgraderGroup(LazyGroup):
+    lazy = MappingProxyType({**COMMANDS, **STANDALONE})
+
     def main(
         self,
         args: Any = None,
@@ -70,32 +73,6 @@ def cli(ctx: click.Context, /, **flags: Any) -> None:
     UPGRADER_CODE_VERSION; `upgrader demo` shows it all on a sample application.
     """
     ctx.obj = CliContext(flags, command=ctx.invoked_subcommand)
-
-
-COMMANDS = (
-    status.status,
-    status.doctor,
-    status.nodes_command,
-    wait.wait,
-    run.upgrade,
-    run.install,
-    run.backup,
-    run.restore,
-    run.stamp,
-    run.repair,
-    journal.history,
-    journal.unlock,
-    adopt.adopt,
-    maintenance.maintenance,
-    maintenance.webserver,
-    deploy.deploy,
-    serve.install_key,
-    serve.admin_key,
-)
-"""The commands that act on one application: `flask upgrader` carries these."""
-
-for command in (*COMMANDS, serve.serve, demo.demo):
-    cli.add_command(command)
 
 
 def main() -> None:

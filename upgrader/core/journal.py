@@ -10,10 +10,11 @@ even when the process dies a moment later.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, inspect, select, text, true
+from sqlalchemy import Connection, Engine, Insert, Update, bindparam, inspect, select, text, true
 
 from upgrader.core.records import identity, join_revisions
 from upgrader.core.tables import Tables
@@ -199,19 +200,28 @@ def at_step(
     message: str,
     lease_seconds: float | None,
 ) -> None:
-    """The run is now at step `position`; with `lease_seconds`, renew the lease too."""
+    """The run is now at step `position`; with `lease_seconds`, renew the lease too. Once
+    per revision: one statement, built once (building it cost more than running it)."""
+    plain, leased = _step_statements(tables)
+    values: dict[str, Any] = {"run": run_id, "at": position, "rev": revision, "text": message}
+    if lease_seconds is None:
+        conn.execute(plain, values)
+        return
     now = utcnow()
-    lease = {}
-    if lease_seconds is not None:
-        lease = {
-            "heartbeat_at": now,
-            "lease_expires_at": now + dt.timedelta(seconds=lease_seconds),
-        }
-    conn.execute(
-        tables.runs.update()
-        .where(tables.runs.c.id == run_id)
-        .values(step=position, revision=revision, message=message, **lease)
+    values.update(beat=now, until=now + dt.timedelta(seconds=lease_seconds))
+    conn.execute(leased, values)
+
+
+@functools.cache
+def _step_statements(tables: Tables) -> tuple[Update, Update]:
+    runs = tables.runs
+    plain = (
+        runs.update()
+        .where(runs.c.id == bindparam("run"))
+        .values(step=bindparam("at"), revision=bindparam("rev"), message=bindparam("text"))
     )
+    leased = plain.values(heartbeat_at=bindparam("beat"), lease_expires_at=bindparam("until"))
+    return plain, leased
 
 
 def step_row(
@@ -238,7 +248,12 @@ def step_row(
 
 def record_steps(conn: Connection, tables: Tables, rows: list[dict[str, Any]]) -> None:
     if rows:
-        conn.execute(tables.steps.insert(), rows)
+        conn.execute(_steps_insert(tables), rows)
+
+
+@functools.cache
+def _steps_insert(tables: Tables) -> Insert:
+    return tables.steps.insert()
 
 
 def undo_steps(engine: Engine, tables: Tables, run_id: int, kept: set[str]) -> None:

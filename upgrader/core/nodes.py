@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import functools
 import logging
 import os
 import socket
@@ -22,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, inspect, select, update
+from sqlalchemy import Connection, Engine, Executable, delete, insert, inspect, select, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from upgrader.core import records, times
@@ -80,29 +82,46 @@ def this_process() -> str:
 class Registration:
     """One process's row, written from its diagnosis refresh: at most once per BEAT, never
     while an upgrade runs (SQLite would make the request wait for the migration's lock),
-    and never raising into a request."""
+    and never raising into a request. A beat is one statement (an upsert); every MISSED
+    beats it also deletes the rows of processes gone long ago."""
 
     def __init__(self, tables: Tables, kind: str = "web", beat: float = BEAT) -> None:
         self.tables, self.kind, self.every = tables, kind, beat
         self._written = 0.0
+        self._beats = 0
         self._failed = False
         self._leaving = False
+        self._table = False  # the registry's table was found (an older install has none)
 
     def beat(self, engine: Engine, version: str | None, heads: Sequence[str], busy: bool) -> None:
         if busy or time.monotonic() - self._written < self.every:
             return
         self._written = time.monotonic()  # also on failure: no retry storm against a sick server
         try:
-            record(engine, self.tables, self.kind, version, heads, beat=self.every)
+            self._table = self._table or has_registry(engine, self.tables)
+            if self._table:
+                sweep = self._beats % MISSED == 0
+                record(engine, self.tables, self.kind, version, heads, beat=self.every, sweep=sweep)
+                self._beats += 1
         except SQLAlchemyError as exc:
+            self._table = False  # look again next time: a restore may have taken it away
             if not self._failed:
                 log.warning("cannot record this process in the node registry: %s", exc)
             self._failed = True
             return
         self._failed = False
-        if not self._leaving:  # a process that exits cleanly leaves the list at once
+        if self._table and not self._leaving:  # a clean exit leaves the list at once
             atexit.register(leave, engine, self.tables)
             self._leaving = True
+
+
+def has_registry(engine: Engine, tables: Tables) -> bool:
+    """Whether the database has the registry's table (an installation made before it gets
+    it with its next upgrade); False too where connecting would create a SQLite file."""
+    if missing_sqlite_file(engine.url):
+        return False
+    with engine.connect() as conn:
+        return inspect(conn).has_table(tables.nodes.name)
 
 
 def record(
@@ -113,30 +132,64 @@ def record(
     heads: Sequence[str],
     now: dt.datetime | None = None,
     beat: float = BEAT,
+    *,
+    sweep: bool = True,
 ) -> None:
-    """Upsert this process's row and delete the rows of processes gone long ago."""
+    """Upsert this process's row (one statement); with `sweep`, also delete the rows of
+    processes gone long ago. The registry's table must exist (`has_registry`)."""
     if missing_sqlite_file(engine.url):
         return  # connecting would create the file: the diagnosis must still see it missing
     now = now or utcnow()
-    nodes = tables.nodes
-    values = {
+    me = this_process()
+    host, pid, _ = me.rsplit(":", 2)
+    row = {
+        "id": me,
+        "host": host,
+        "pid": int(pid),
+        "started_at": _STARTED,
         "kind": kind,
         "code_version": version,
         "heads": records.join_revisions(heads),
         "last_seen": now,
     }
     with engine.begin() as conn:
-        if not inspect(conn).has_table(nodes.name):
-            return  # an installation made before the registry: the next upgrade adds it
-        me = this_process()
-        changed = conn.execute(update(nodes).where(nodes.c.id == me).values(**values)).rowcount
-        if not changed:
-            host, pid, _ = me.rsplit(":", 2)
-            conn.execute(
-                insert(nodes).values(id=me, host=host, pid=int(pid), started_at=_STARTED, **values)
-            )
-        gone = now - dt.timedelta(seconds=beat * MISSED * 2)
-        conn.execute(delete(nodes).where(nodes.c.last_seen < gone))
+        upsert = _upsert(tables, conn.dialect.name)
+        if upsert is not None:
+            conn.execute(upsert, row)
+        else:  # another database: two statements
+            nodes = tables.nodes
+            changed = conn.execute(
+                update(nodes).where(nodes.c.id == me).values({c: row[c] for c in UPDATED})
+            ).rowcount
+            if not changed:
+                conn.execute(insert(nodes), row)
+        if sweep:
+            gone = now - dt.timedelta(seconds=beat * MISSED * 2)
+            conn.execute(delete(tables.nodes).where(tables.nodes.c.last_seen < gone))
+
+
+UPDATED = ("kind", "code_version", "heads", "last_seen")
+"""What a beat changes in a process's row (the rest is its identity)."""
+
+
+@functools.cache
+def _upsert(tables: Tables, dialect: str) -> Executable | None:
+    """This process's row, inserted or updated in one statement, built once per dialect."""
+    nodes = tables.nodes
+    if dialect == "postgresql":
+        pg = postgresql.insert(nodes)
+        return pg.on_conflict_do_update(
+            index_elements=[nodes.c.id], set_={c: pg.excluded[c] for c in UPDATED}
+        )
+    if dialect == "sqlite":
+        lite = sqlite.insert(nodes)
+        return lite.on_conflict_do_update(
+            index_elements=[nodes.c.id], set_={c: lite.excluded[c] for c in UPDATED}
+        )
+    if dialect in ("mysql", "mariadb"):
+        my = mysql.insert(nodes)
+        return my.on_duplicate_key_update({c: my.inserted[c] for c in UPDATED})
+    return None
 
 
 def leave(engine: Engine, tables: Tables) -> None:

@@ -8,6 +8,7 @@ does set arithmetic on it.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,16 @@ class Revision:
     parents: tuple[str, ...]  # down_revision: the revision's history
     position: int  # 0 for a base revision; what it requires always comes first
     path: str | None = None
-    drops: frozenset[str] = frozenset()  # tables its upgrade() drops, renames or alters
+    dropped: frozenset[str] | None = None  # as `drops`, when known; else read when asked
     requires: tuple[str, ...] = ()  # parents and `depends_on`: applied before it
     branches: frozenset[str] = frozenset()  # branch labels (Alembic hands them down)
     phase: str = "blocking"  # what the file declares: online | post-deploy (PHASES)
+
+    @property
+    def drops(self) -> frozenset[str]:
+        """Tables its upgrade() drops, renames or alters: read from the file when first
+        asked (of pending revisions only), not for every revision of the chain."""
+        return self.dropped if self.dropped is not None else tables_changed(self.path)
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,7 @@ def load_graph(migrations: Path, ini: Path | None = None) -> RevisionGraph:
             parents,
             depth,
             s.path,
-            tables_changed(s.path),
+            None,
             requires,
             frozenset(s.branch_labels or ()),
             _phase(s),
@@ -153,6 +160,7 @@ _TABLE_FIRST = {"drop_table", "rename_table", "batch_alter_table", "drop_column"
 _TABLE_SECOND = {"drop_index", "drop_constraint"}
 
 
+@functools.lru_cache(maxsize=4096)
 def tables_changed(path: str | None) -> frozenset[str]:
     """Tables that a revision file's upgrade() drops, renames or alters, read from its source.
 

@@ -1,0 +1,91 @@
+"""A cold `upgrader status` against `alembic current`, as a user would pick between them:
+two commands, each a fresh Python process, on the same database and the same chain.
+
+Interleaved pairs (A, B, then B, A…): the CPU time (user + system, of the child) and the
+wall time of each, the per-pair ratios upgrader / Alembic with their median and IQR.
+Goal: CPU ratio <= 1.00. Chains of trivial revisions (tests/chains.py), all applied, on
+SQLite (each length a database of its own); `upgrader status` reads the revisions as
+Alembic does, and its own tables besides.
+
+    .venv/bin/python benchmarks/cold_start.py [--rounds 15] [--sizes 10,100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.chain_overhead import alembic, environ  # noqa: E402
+from tests.chains import trivial_chain  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(CPU, wall) seconds of one command; it must succeed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, wall
+
+
+def spread(values: list[float]) -> str:
+    values = sorted(values)
+    q = statistics.quantiles(values, n=4)
+    return f"{statistics.median(values):.3f} (IQR {q[0]:.3f}-{q[2]:.3f})"
+
+
+def compare(size: int, rounds: int, workdir: Path) -> str:
+    chain = trivial_chain(workdir / f"chain-{size}", size)
+    url = f"sqlite:///{workdir / f'status-{size}.db'}"
+    env = environ(url, chain, workdir, f"v{size:04d}")
+    subprocess.run(
+        [str(BIN / "upgrader"), "install", "--yes"], env=env, check=True, stdout=subprocess.DEVNULL
+    )
+    ours = [str(BIN / "upgrader"), "status"]
+    theirs = [*alembic(url, chain, workdir)[:-2], "current"]
+    timed(ours, env), timed(theirs, env)  # warm: the page cache, the .pyc files
+    pairs = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            a, b = timed(theirs, env), timed(ours, env)
+        else:
+            b, a = timed(ours, env), timed(theirs, env)
+        pairs.append((a, b))
+    cpu_a = statistics.median(a[0] for a, _ in pairs) * 1000
+    cpu_b = statistics.median(b[0] for _, b in pairs) * 1000
+    return (
+        f"{size:>4} revisions  CPU {cpu_a:.0f} -> {cpu_b:.0f} ms, ratio "
+        f"{spread([b[0] / a[0] for a, b in pairs])}; wall ratio "
+        f"{spread([b[1] / a[1] for a, b in pairs])}  n={rounds}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--sizes", default="10,100")
+    args = parser.parse_args()
+    print(f"cold `upgrader status` / `alembic current`, SQLite, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="upgrader-cold-") as tmp:
+        for size in (int(s) for s in args.sizes.split(",")):
+            print(compare(size, args.rounds, Path(tmp)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
