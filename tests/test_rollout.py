@@ -392,3 +392,28 @@ def test_the_guard_serves_in_a_rollout_and_tells_administrators(
     # An administrator's maintenance wins over all of them.
     assert c.upgrader(c.new, "maintenance", "on").returncode == 0
     assert node(c.old, "1.0.0").get("/").status_code == 503
+
+
+def test_an_online_revision_that_drops_a_column_is_refused_before_it_runs(
+    cluster: Cluster,
+) -> None:
+    """Its phase is checked, not trusted: the old nodes read the column it drops. Nothing
+    runs, and they keep answering 200."""
+    c = cluster
+    dropping = ("o02", 'op.drop_column("items", "price")\n')  # declared online below
+    c.new = release(c.tmp / "rel-2.0.0-bad", "2.0.0", "price", [*BASE, dropping])
+    old = c.start(c.old)
+    with c.visiting:
+        c.step = "upgrade --online"
+        refused = c.upgrader(c.new, "upgrade", "--online", "--yes", "--no-backup")
+        time.sleep(1)  # the old node is still visited after the refusal
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "o02 (drop-column" in refused.stderr or "o02 (ban-drop-column" in refused.stderr
+    assert "post-deploy" in refused.stderr and "Nothing was changed" in refused.stderr
+    assert c.status(c.new)["database_revisions"] == ["r01"]
+    assert c.failures() == [], c.logs()
+    assert [a for a in c.answers if a[0] == old and a[1] == 200]
+    lint = c.upgrader(c.new, "lint", "--json")
+    assert lint.returncode == 1
+    (report,) = json.loads(lint.stdout)["revisions"]
+    assert report["declared_phase"] == "online" and report["suggested_phase"] == "post-deploy"

@@ -24,6 +24,7 @@ COMMANDS = {
     "history": "upgrader.cli.journal:history",
     "unlock": "upgrader.cli.journal:unlock",
     "adopt": "upgrader.cli.adopt:adopt",
+    "lint": "upgrader.cli.lint:lint",
     "maintenance": "upgrader.cli.maintenance:maintenance",
     "webserver": "upgrader.cli.maintenance:webserver",
     "deploy": "upgrader.cli.deploy:deploy",

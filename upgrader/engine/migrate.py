@@ -147,7 +147,9 @@ class OfflineSQLError(Exception):
         self.partial = partial
 
 
-def offline_sql(settings: Settings, url: URL, start: str | None, app: Any = None) -> str:
+def offline_sql(
+    settings: Settings, url: URL, start: str | None, app: Any = None, end: str = "heads"
+) -> str:
     """The SQL an upgrade would run, from Alembic's offline mode; the database is not touched.
 
     A data migration that reads rows cannot run offline; the error names it.
@@ -156,7 +158,7 @@ def offline_sql(settings: Settings, url: URL, start: str | None, app: Any = None
     cfg = migration_config(settings, url, buffer)
     try:
         with application_context(app):
-            command.upgrade(cfg, f"{start}:heads" if start else "heads", sql=True)
+            command.upgrade(cfg, f"{start}:{end}" if start else end, sql=True)
     except Exception as exc:
         partial = buffer.getvalue()
         # Alembic announces each revision before running it: the last one named failed.

@@ -9,6 +9,7 @@ applied with the site up; `--post-deploy` the rest once no node runs older code
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import Engine, inspect
@@ -31,6 +32,7 @@ from upgrader.engine.exits import (
     busy_message,
     refuse_unless_upgradable,
 )
+from upgrader.engine.lint import lint_revisions
 from upgrader.engine.migrate import Target
 from upgrader.engine.run import Outcome, Plan, execute
 from upgrader.engine.site import Installation
@@ -108,7 +110,7 @@ def phase_plan(
         )
     split = phases.split(d.pending_revisions)
     if phase == "online":
-        return _online(site, d, split)
+        return _online(site, d, split, engine.url.get_backend_name())
     if split.blocking:
         ids = ", ".join(r.id for r in split.blocking)
         raise Refused(
@@ -119,9 +121,10 @@ def phase_plan(
 
 
 def _online(
-    site: Installation, d: Diagnosis, split: phases.Split
+    site: Installation, d: Diagnosis, split: phases.Split, dialect: str
 ) -> tuple[list[Revision], Target, str | None]:
     if split.online:
+        _checked_online(site, d, split.online, dialect)
         return list(split.online), phases.targets(split.online), None
     first, cli = split.rest[0], site.cli
     why = (
@@ -132,6 +135,36 @@ def _online(
         f"wait for it: run `{cli} upgrade`"
     )
     raise Refused(f"nothing can be applied online: {why}. Nothing was changed.")
+
+
+def _checked_online(
+    site: Installation, d: Diagnosis, online: Sequence[Revision], dialect: str
+) -> None:
+    """A revision's "online" is checked, not trusted: one whose SQL would break the release
+    still serving, or lock a busy table, is refused before anything runs (engine/lint.py).
+    One that cannot be rendered offline cannot be checked: said in the log, and applied."""
+    graph = site.code.graph
+    assert graph is not None  # there are pending revisions
+    heads, targets = d.database_revisions, phases.targets(online)
+    span = (heads[0] if len(heads) == 1 else None, targets[0] if len(targets) == 1 else "heads")
+    wanted = [r.id for r in online]
+    report = lint_revisions(site.settings, graph, wanted, dialect, site.app(), span)
+    unsafe = [(r, r.unsafe_online) for r in report.revisions if r.unsafe_online]
+    for rev in report.revisions:
+        if rev.not_checked:
+            log.warning("online revision %s %s", rev.revision, rev.not_checked)
+    if not unsafe:
+        return
+    named = "; ".join(
+        f"{rev.revision} ({', '.join(f'{f.rule}: {f.statement}' for f in found)})"
+        for rev, found in unsafe
+    )
+    raise Refused(
+        f"revision(s) declared online would break the release still serving or lock a "
+        f'table: {named}. Declare them upgrader_phase = "post-deploy" (or acknowledge a '
+        f'finding with upgrader_safe = {{"rule": "why"}}); `{site.cli} lint` explains '
+        "each. Nothing was changed."
+    )
 
 
 def _past_old_nodes(site: Installation, engine: Engine, d: Diagnosis, force: bool) -> str | None:
