@@ -19,7 +19,7 @@ Each measurement uses a database of its own (SQLite in a temporary directory;
 PostgreSQL and MariaDB through TEST_POSTGRESQL_URL / TEST_MYSQL_URL for the refresh).
 
     .venv/bin/python benchmarks/guard_overhead.py [--rounds 15] [--requests 20000]
-        [--backends sqlite,postgresql,mysql]
+        [--backends sqlite,postgresql,mysql] [--parts 1,2,3]
 """
 
 from __future__ import annotations
@@ -233,60 +233,74 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--backends", default="sqlite,postgresql,mysql")
+    parser.add_argument("--parts", default="1,2,3", help="which measurements (4 goes with 1)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     with tempfile.TemporaryDirectory(prefix="upgrader-guard-") as tmp_name:
         tmp = Path(tmp_name)
-        with database("sqlite", tmp) as url:
-            hello = flask_hello()
-            n = args.requests  # about a second of Flask requests per side of a pair
-            print(
-                f"1. Steady state, Flask hello world: {args.rounds} interleaved pairs of "
-                f"{n} requests, TTL 2 s (refreshes included)"
-            )
-            print(
-                f"   Flask extension         {pairs(hello, with_extension(url), n, args.rounds)}"
-                "   target >= 0.97"
-            )
-            wrapped = UpgraderMiddleware(flask_hello(), settings_for(url))
-            print(
-                f"   UpgraderMiddleware      {pairs(hello, wrapped, n, args.rounds)}"
-                "   target >= 0.97"
-            )
-            peer = FlagFile(flask_hello(), tmp / "maintenance.flag")
-            print(f"   peer: flag-file check   {pairs(hello, peer, n, args.rounds)}")
+        if "1" in parts:
+            steady(tmp, args)
+        if "2" in parts:
+            refresh(tmp, args)
+        if "3" in parts:
+            with database("sqlite", tmp, release="1.0.0") as url:
+                print("3. Blocked request (Err2, page from memory)   goal <= 10 µs")
+                print(f"   {blocked_cpu(url, args.requests)}")
 
-            queries = 0
 
-            def count(*_: Any) -> None:
-                nonlocal queries
-                queries += 1
+def steady(tmp: Path, args: argparse.Namespace) -> None:
+    """Parts 1 and 4: the steady state's throughput, and its queries."""
+    with database("sqlite", tmp) as url:
+        hello = flask_hello()
+        n = args.requests  # about a second of Flask requests per side of a pair
+        print(
+            f"1. Steady state, Flask hello world: {args.rounds} interleaved pairs of "
+            f"{n} requests, TTL 2 s (refreshes included)"
+        )
+        print(
+            f"   Flask extension         {pairs(hello, with_extension(url), n, args.rounds)}"
+            "   target >= 0.97"
+        )
+        wrapped = UpgraderMiddleware(flask_hello(), settings_for(url))
+        print(
+            f"   UpgraderMiddleware      {pairs(hello, wrapped, n, args.rounds)}   target >= 0.97"
+        )
+        peer = FlagFile(flask_hello(), tmp / "maintenance.flag")
+        print(f"   peer: flag-file check   {pairs(hello, peer, n, args.rounds)}")
 
-            steady = UpgraderMiddleware(flask_hello(), settings_for(url, cache_ttl=3600))
-            loop(steady, 10)
-            event.listen(steady.cache.engine, "before_cursor_execute", count)
-            loop(steady, args.requests)
-            print(
-                f"4. Queries per request in steady state: {queries / args.requests:g} "
-                f"({queries} in {args.requests})   target 0"
-            )
-            steady.cache.invalidate()
-            loop(steady, 1)
-            print(f"   one refresh (once per TTL per process) makes {queries} queries")
-        print("2. Refresh CPU (one diagnosis, as made once per TTL)   goal <= 2 ms on SQLite")
-        print("   before the node registry -> with its write / in a rollout (reads the nodes)")
-        for backend in args.backends.split(","):
-            with database(backend, tmp) as url:
-                before = refresher(url, float("inf"))
-                writing = refresher(url, 0.0)
-                print(f"   {backend:<11} {refresh_pairs(before, writing, args.rounds)}  + node row")
-            with database(backend, tmp) as url, database(backend, tmp, "1.1.0") as rollout:
-                before = refresher(url, float("inf"))
-                reading = refresher(rollout, float("inf"), migrations=str(post_deploy_code(tmp)))
-                assert reading.state == "post_deploy_pending", reading.state  # type: ignore[attr-defined]
-                print(f"   {'':<11} {refresh_pairs(before, reading, args.rounds)}  post-deploy")
-        with database("sqlite", tmp, release="1.0.0") as url:
-            print("3. Blocked request (Err2, page from memory)   goal <= 10 µs")
-            print(f"   {blocked_cpu(url, args.requests)}")
+        queries = 0
+
+        def count(*_: Any) -> None:
+            nonlocal queries
+            queries += 1
+
+        guard = UpgraderMiddleware(flask_hello(), settings_for(url, cache_ttl=3600))
+        loop(guard, 10)
+        event.listen(guard.cache.engine, "before_cursor_execute", count)
+        loop(guard, args.requests)
+        print(
+            f"4. Queries per request in steady state: {queries / args.requests:g} "
+            f"({queries} in {args.requests})   target 0"
+        )
+        guard.cache.invalidate()
+        loop(guard, 1)
+        print(f"   one refresh (once per TTL per process) makes {queries} queries")
+
+
+def refresh(tmp: Path, args: argparse.Namespace) -> None:
+    """Part 2: one refresh's CPU, with and without the node row, and in a rollout."""
+    print("2. Refresh CPU (one diagnosis, as made once per TTL)   goal <= 2 ms")
+    print("   before the node registry -> with its write / in a rollout (reads the nodes)")
+    for backend in args.backends.split(","):
+        with database(backend, tmp) as url:
+            before = refresher(url, float("inf"))
+            writing = refresher(url, 0.0)
+            print(f"   {backend:<11} {refresh_pairs(before, writing, args.rounds)}  + node row")
+        with database(backend, tmp) as url, database(backend, tmp, "1.1.0") as rollout:
+            before = refresher(url, float("inf"))
+            reading = refresher(rollout, float("inf"), migrations=str(post_deploy_code(tmp)))
+            assert reading.state == "post_deploy_pending", reading.state  # type: ignore[attr-defined]
+            print(f"   {'':<11} {refresh_pairs(before, reading, args.rounds)}  post-deploy")
 
 
 if __name__ == "__main__":

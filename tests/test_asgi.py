@@ -207,8 +207,9 @@ def test_the_event_loop_never_waits_for_a_hung_database(
     server_db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A blackholed database (connections accepted, nothing answered): the loop keeps
-    turning (no callback takes 20 ms, asyncio's debug mode says; a sleeper wakes within
-    20 ms), and visitors get Err1 within the connect timeout."""
+    turning (a sleeper wakes within 20 ms at the 99th percentile; no step of the loop comes
+    near a database wait, asyncio's debug mode says), and visitors get Err1 within the
+    connect timeout."""
     install(server_db_url, CURRENT)
     real = make_url(server_db_url)
     timeout, ttl = 2.0, 0.5
@@ -253,7 +254,11 @@ def test_the_event_loop_never_waits_for_a_hung_database(
     slow = [
         r.getMessage() for r in caplog.records if r.name == "asyncio" and "took" in r.getMessage()
     ]
-    assert slow == [], slow
+    # Steps over 20 ms are logged; on a loaded 2-core machine (CI runs 4 workers) a step was
+    # seen at 27 ms from the scheduler alone. A step that waited for the database would take
+    # the connect timeout (2 s): none may come near it.
+    took = [float(m.rsplit("took ", 1)[1].split()[0]) for m in slow]
+    assert all(t < 0.1 for t in took), slow
     unavailable = [t for t, status, state in seen if state == "database_unavailable"]
     assert unavailable, seen
     assert unavailable[0] - cut <= ttl + timeout + 1.0, unavailable[0] - cut

@@ -228,5 +228,12 @@ def test_acknowledged_findings_keep_showing_with_the_reason() -> None:
     assert suggested_phase([]) == "online"
 
 
+def test_dropping_a_constraint_is_not_dropping_a_column() -> None:
+    """It allows more, not less (JupyterHub's 0.8 revision drops a foreign key)."""
+    assert rules("ALTER TABLE users DROP FOREIGN KEY users_ibfk_1;", "mysql") == []
+    assert rules("ALTER TABLE users DROP CONSTRAINT users_fk;", "postgresql") == []
+    assert rules("ALTER TABLE users DROP server_id;", "mysql") == ["drop-column"]
+
+
 def test_unparsed_statements_are_not_findings() -> None:
     assert rules("SELECT pg_sleep(0);\nVACUUM books;", "postgresql") == []

@@ -11,7 +11,7 @@ import json
 import click
 
 from upgrader.cli.context import CliContext, pass_cli, require_database
-from upgrader.engine.lint import LintReport, RevisionLint, lint_revisions
+from upgrader.engine.lint import LintError, LintReport, RevisionLint, lint_revisions
 from upgrader.engine.site import Installation
 
 
@@ -46,7 +46,10 @@ def lint(
         d = site.diagnose()
         require_database(d)
         wanted = [r.id for r in d.pending_revisions]
-    report = lint_revisions(site.settings, graph, wanted, dialect, site.app())
+    try:
+        report = lint_revisions(site.settings, graph, wanted, dialect, site.app())
+    except LintError as exc:
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

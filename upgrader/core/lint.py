@@ -258,6 +258,8 @@ def _alter(tree: exp.Alter, dialect: str) -> Iterator[str]:
         return  # the end of a batch rebuild: reported once, as table-rebuild
     for action in tree.args.get("actions") or ():
         simple = _ACTIONS.get(type(action))
+        if isinstance(action, exp.Drop) and (action.args.get("kind") or "COLUMN") != "COLUMN":
+            continue  # a constraint or a foreign key dropped: it allows more, not less
         if simple is not None:
             yield simple
         elif isinstance(action, exp.AlterColumn):

@@ -69,7 +69,8 @@ class RevisionLint:
 
     @property
     def suggested(self) -> str:
-        return lint.suggested_phase(self.findings)
+        """What its findings call for; blocking when its SQL could not be read."""
+        return "blocking" if self.not_checked else lint.suggested_phase(self.findings)
 
     @property
     def open(self) -> list[Finding]:
@@ -130,17 +131,29 @@ def rendered(
             sql = offline_sql(settings, url, start, app, end)
         except OfflineSQLError as exc:
             pieces = _split(exc.partial)
-            if not pieces:
-                raise
-            failed = list(pieces)[-1]
-            if failed == start:
-                raise
+            failed = list(pieces)[-1] if pieces else None
+            if failed is None or failed == start:
+                raise LintError(
+                    "the application's env.py failed in Alembic's offline mode before any "
+                    f"revision ({_cause(exc)}): lint renders the SQL through it, so it must "
+                    "import as `alembic upgrade --sql` would (the application's packages "
+                    "installed or on PYTHONPATH, its settings in the environment)"
+                ) from exc
             out.update({k: v for k, v in pieces.items() if k != failed})
             out[failed] = exc.__cause__ or exc
             start = failed
             continue
         out.update(_split(sql))
         return out
+
+
+class LintError(Exception):
+    """The chain cannot be rendered at all: nothing could be checked."""
+
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return f"{type(cause).__name__}: {cause}"
 
 
 def _split(sql: str) -> dict[str, str]:
@@ -222,20 +235,26 @@ def _squawk(sql: dict[str, str], dialect: str) -> dict[str, list[Finding]] | Non
             timeout=300,
         )
     found: dict[str, list[Finding]] = {}
+    seen: set[tuple[str, str, str]] = set()
     for item in json.loads(done.stdout or "[]"):
         mapped = SQUAWK.get(item.get("rule_name", ""))
         if mapped is None or item.get("file") not in files:
             continue
         revision, lines = files[item["file"]]
         statement = " ".join(lines[item["line"] : item.get("line_end", item["line"]) + 1])
+        once = (revision, statement, mapped[1] or item["rule_name"])
+        if once in seen:
+            continue  # two of squawk's rules saying one thing (a foreign key, not valid)
+        seen.add(once)
+        ours = lint.RULES.get(mapped[1] or "")
         found.setdefault(revision, []).append(
             Finding(
                 revision,
                 item["rule_name"],
                 mapped[0],
                 " ".join(statement.split()),
-                item.get("message", ""),
-                item.get("help") or "",
+                item.get("message") or (ours.why if ours else ""),
+                ours.safe if ours else item.get("help") or "",  # ours says what to do instead
                 source="squawk",
             )
         )

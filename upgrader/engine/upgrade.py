@@ -32,7 +32,7 @@ from upgrader.engine.exits import (
     busy_message,
     refuse_unless_upgradable,
 )
-from upgrader.engine.lint import lint_revisions
+from upgrader.engine.lint import LintError, lint_revisions
 from upgrader.engine.migrate import Target
 from upgrader.engine.run import Outcome, Plan, execute
 from upgrader.engine.site import Installation
@@ -148,7 +148,11 @@ def _checked_online(
     heads, targets = d.database_revisions, phases.targets(online)
     span = (heads[0] if len(heads) == 1 else None, targets[0] if len(targets) == 1 else "heads")
     wanted = [r.id for r in online]
-    report = lint_revisions(site.settings, graph, wanted, dialect, site.app(), span)
+    try:
+        report = lint_revisions(site.settings, graph, wanted, dialect, site.app(), span)
+    except LintError as exc:
+        log.warning("the online revisions cannot be checked: %s", exc)
+        return
     unsafe = [(r, r.unsafe_online) for r in report.revisions if r.unsafe_online]
     for rev in report.revisions:
         if rev.not_checked:
