@@ -12,7 +12,7 @@
    `pg_dump -Fc`, `mariadb-dump --single-transaction`) on the same database.
 
     .venv/bin/python benchmarks/upgrade_overhead.py [--rows 5000] [--repeat 15]
-        [--backends sqlite,postgresql,mysql]
+        [--backends sqlite,postgresql,mysql] [--backup-only]
 
 PostgreSQL and MariaDB are reached through TEST_POSTGRESQL_URL / TEST_MYSQL_URL
 (defaults: this machine's servers). Medians are printed; the machine is noisy,
@@ -144,10 +144,12 @@ def bench_upgrade(backend: str, rows: int, repeat: int, workdir: Path) -> list[t
 def summary(pairs: list[tuple[float, float]]) -> str:
     ratios = sorted(b / a for a, b in pairs)
     low, high = ratios[0], ratios[-1]
+    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 4 else [low, 0, high]
     return (
-        f"{statistics.median(a for a, _ in pairs):>9.2f}s "
-        f"{statistics.median(b for _, b in pairs):>9.2f}s "
-        f"{statistics.median(ratios):>6.3f}x (range {low:.3f}-{high:.3f}, n={len(ratios)})"
+        f"{statistics.median(a for a, _ in pairs):>9.3f}s "
+        f"{statistics.median(b for _, b in pairs):>9.3f}s "
+        f"{statistics.median(ratios):>6.3f}x (IQR {q[0]:.3f}-{q[2]:.3f}, "
+        f"range {low:.3f}-{high:.3f}, n={len(ratios)})"
     )
 
 
@@ -188,22 +190,32 @@ def raw_backup(url: str, out: Path) -> Callable[[], None]:
     )
 
 
-def bench_backup(backend: str, rows: int, repeat: int, workdir: Path) -> tuple[float, float]:
-    raw_runs: list[float] = []
-    ours_runs: list[float] = []
+def bench_backup(backend: str, rows: int, repeat: int, workdir: Path) -> list[tuple[float, float]]:
+    """(raw tool, upgrader) seconds per pair, the order alternating."""
+    pairs = []
     with fresh_database(backend, workdir) as url:
         prepare(url, rows)
         engine = create_engine(url)
         raw = raw_backup(url, workdir / "raw.backup")
-        for i in range(repeat):
-            started = time.perf_counter()
-            raw()
-            raw_runs.append(time.perf_counter() - started)
+
+        def ours(i: int) -> float:
             started = time.perf_counter()
             create_backup(engine, workdir / "backups", label=f"bench{i}")
-            ours_runs.append(time.perf_counter() - started)
+            return time.perf_counter() - started
+
+        def theirs() -> float:
+            started = time.perf_counter()
+            raw()
+            return time.perf_counter() - started
+
+        for i in range(repeat):
+            if i % 2 == 0:
+                a, b = theirs(), ours(i)
+            else:
+                b, a = ours(i), theirs()
+            pairs.append((a, b))
         engine.dispose()
-    return statistics.median(raw_runs), statistics.median(ours_runs)
+    return pairs
 
 
 def main() -> None:
@@ -213,6 +225,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--backends", default="sqlite,postgresql,mysql")
+    parser.add_argument("--backup-only", action="store_true", help="part 2 alone")
     args = parser.parse_args()
     print(
         f"rows: {args.rows} authors + {args.rows} books; {args.repeat} interleaved pairs "
@@ -222,13 +235,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="upgrader-bench-") as tmp:
         workdir = Path(tmp)
         for backend in args.backends.split(","):
-            pairs = bench_upgrade(backend, args.rows, args.repeat, workdir)
-            print(f"{backend:<11} {'upgrade 1.0.0 -> 2.0.1, no backup':<34} {summary(pairs)}")
-            base, ours = bench_backup(backend, args.rows, args.repeat, workdir)
-            print(
-                f"{backend:<11} {'verified backup vs raw dump':<34} {base:>9.2f}s {ours:>9.2f}s "
-                f"{ours / base:>6.2f}x"
-            )
+            if not args.backup_only:
+                pairs = bench_upgrade(backend, args.rows, args.repeat, workdir)
+                print(f"{backend:<11} {'upgrade 1.0.0 -> 2.0.1, no backup':<34} {summary(pairs)}")
+            pairs = bench_backup(backend, args.rows, args.repeat, workdir)
+            print(f"{backend:<11} {'verified backup vs raw dump':<34} {summary(pairs)}")
 
 
 if __name__ == "__main__":

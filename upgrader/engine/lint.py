@@ -121,14 +121,19 @@ def offline_url(settings: Settings, dialect: str | None) -> URL:
 
 
 def rendered(
-    settings: Settings, url: URL, app: Any = None, start: str | None = None, end: str = "heads"
+    settings: Settings,
+    url: URL,
+    app: Any = None,
+    span: tuple[str | None, str] = (None, "heads"),
+    script: Any = None,
 ) -> dict[str, str | BaseException]:
-    """Each revision's offline SQL (or why it cannot be rendered), after `start` (from the
-    base when None) up to `end`."""
+    """Each revision's offline SQL (or why it cannot be rendered), after `span`'s start
+    (from the base when None) up to its end."""
     out: dict[str, str | BaseException] = {}
+    start, end = span
     while True:
         try:
-            sql = offline_sql(settings, url, start, app, end)
+            sql = offline_sql(settings, url, start, app, end, script)
         except OfflineSQLError as exc:
             pieces = _split(exc.partial)
             failed = list(pieces)[-1] if pieces else None
@@ -176,7 +181,7 @@ def lint_revisions(
     from and to, when the wanted ones lie there (the whole chain by default)."""
     url = offline_url(settings, dialect)
     name = url.get_backend_name()
-    sql = rendered(settings, url, app, *span)
+    sql = rendered(settings, url, app, span, graph.script)
     squawked = _squawk({r: s for r in wanted if isinstance(s := sql.get(r), str)}, name)
     reports = [_one(graph, r, sql.get(r), name, squawked) for r in wanted]
     return LintReport(name, reports, squawked is not None)

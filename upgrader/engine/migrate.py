@@ -148,17 +148,35 @@ class OfflineSQLError(Exception):
 
 
 def offline_sql(
-    settings: Settings, url: URL, start: str | None, app: Any = None, end: str = "heads"
+    settings: Settings,
+    url: URL,
+    start: str | None,
+    app: Any = None,
+    end: str = "heads",
+    script: ScriptDirectory | None = None,
 ) -> str:
-    """The SQL an upgrade would run, from Alembic's offline mode; the database is not touched.
+    """The SQL an upgrade would run, from Alembic's offline mode (what `alembic upgrade
+    start:end --sql` does); the database is not touched. `script` may be one already
+    loaded: its revision files are then not read again.
 
     A data migration that reads rows cannot run offline; the error names it.
     """
     buffer = io.StringIO()
     cfg = migration_config(settings, url, buffer)
+    script = script or ScriptDirectory.from_config(cfg)
+    destination: Any = end
+
+    def upgrade(rev: Any, context: Any) -> Any:
+        return script._upgrade_revs(destination, rev)
+
     try:
-        with application_context(app):
-            command.upgrade(cfg, f"{start}:{end}" if start else end, sql=True)
+        with (
+            application_context(app),
+            EnvironmentContext(
+                cfg, script, fn=upgrade, as_sql=True, starting_rev=start, destination_rev=end
+            ),
+        ):
+            script.run_env()
     except Exception as exc:
         partial = buffer.getvalue()
         # Alembic announces each revision before running it: the last one named failed.

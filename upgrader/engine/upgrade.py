@@ -32,7 +32,6 @@ from upgrader.engine.exits import (
     busy_message,
     refuse_unless_upgradable,
 )
-from upgrader.engine.lint import LintError, lint_revisions
 from upgrader.engine.migrate import Target
 from upgrader.engine.run import Outcome, Plan, execute
 from upgrader.engine.site import Installation
@@ -143,6 +142,8 @@ def _checked_online(
     """A revision's "online" is checked, not trusted: one whose SQL would break the release
     still serving, or lock a busy table, is refused before anything runs (engine/lint.py).
     One that cannot be rendered offline cannot be checked: said in the log, and applied."""
+    from upgrader.engine.lint import LintError, lint_revisions  # heavy: sqlglot, when online
+
     graph = site.code.graph
     assert graph is not None  # there are pending revisions
     heads, targets = d.database_revisions, phases.targets(online)

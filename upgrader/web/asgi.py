@@ -26,15 +26,14 @@ from typing import Any
 from upgrader.console.context import USER
 from upgrader.core.cache import SLOW, DiagnosisCache
 from upgrader.core.diagnosis import Diagnosis
-from upgrader.core.gate import Application, Gate, Mount, Page, plain
+from upgrader.core.gate import Application, Mount, Page, plain
 from upgrader.core.requests import HEADERS, Request
-from upgrader.http.pages import Pages, banner_html, insert_banner
-from upgrader.http.static import PageKeeper
+from upgrader.http.pages import banner_html, insert_banner
 from upgrader.http.wsgi import WSGIApp, status_line
 from upgrader.kinds import refuse_wsgi
 from upgrader.settings import Settings, resolve
 from upgrader.web import background
-from upgrader.web.mounts import Mounts
+from upgrader.web.mounts import Mounts, assemble
 
 try:
     from a2wsgi import WSGIMiddleware
@@ -74,10 +73,7 @@ class UpgraderMiddleware:
         refuse_wsgi(app)
         self.app = app
         self.settings = settings or resolve()
-        self.cache = cache or DiagnosisCache(self.settings)
-        self.cache.listeners.append(PageKeeper(self.settings).update)
-        pages = Pages(self.settings, poll_seconds)
-        self.gate = Gate(self.settings, self.cache, pages, bypass_lifetime)
+        self.cache, self.gate, pages = assemble(self.settings, cache, poll_seconds, bypass_lifetime)
         self.authorize = authorize  # who may use the admin console (else its key)
         self.refresher = Refresher(self.cache, warm=pages.warm)
         self.mounts = Mounts(

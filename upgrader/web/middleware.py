@@ -18,10 +18,9 @@ from typing import Any
 from upgrader.console.context import USER
 from upgrader.core.cache import DiagnosisCache
 from upgrader.core.diagnosis import Diagnosis
-from upgrader.core.gate import Application, Authorize, Gate, Mount, Page
+from upgrader.core.gate import Application, Authorize, Mount, Page
 from upgrader.core.requests import Request
-from upgrader.http.pages import Pages, banner_html
-from upgrader.http.static import PageKeeper
+from upgrader.http.pages import banner_html
 from upgrader.http.wsgi import (
     Call,
     Held,
@@ -36,7 +35,7 @@ from upgrader.http.wsgi import (
 from upgrader.kinds import refuse_asgi
 from upgrader.settings import Settings, resolve
 from upgrader.web import background
-from upgrader.web.mounts import Mounts
+from upgrader.web.mounts import Mounts, assemble
 
 log = logging.getLogger("upgrader")
 
@@ -59,10 +58,7 @@ class UpgraderMiddleware:
         refuse_asgi(app)
         self.app = app
         self.settings = settings or resolve()
-        self.cache = cache or DiagnosisCache(self.settings)
-        self.cache.listeners.append(PageKeeper(self.settings).update)
-        pages = Pages(self.settings, poll_seconds)
-        self.gate = Gate(self.settings, self.cache, pages, bypass_lifetime)
+        self.cache, self.gate, _ = assemble(self.settings, cache, poll_seconds, bypass_lifetime)
         self.authorize = authorize  # who may use the admin console (else its key)
         self._status_path = self.settings.status_path
         self._console_path = self.gate.console

@@ -8,11 +8,24 @@ import os
 
 from upgrader.console.app import create_console
 from upgrader.core.cache import DiagnosisCache
-from upgrader.core.gate import Page, plain
+from upgrader.core.gate import Gate, Page, plain
+from upgrader.http.pages import Pages
+from upgrader.http.static import PageKeeper
 from upgrader.http.wsgi import WSGIApp
 from upgrader.settings import Settings
 from upgrader.wizard.app import create_wizard
 from upgrader.wizard.context import Home
+
+
+def assemble(
+    settings: Settings, cache: DiagnosisCache | None, poll_seconds: float, bypass_lifetime: float
+) -> tuple[DiagnosisCache, Gate, Pages]:
+    """What every guard is made of, whatever its protocol: the cached diagnosis (which
+    keeps the web server's static page current), the pages and the gate."""
+    cache = cache or DiagnosisCache(settings)
+    cache.listeners.append(PageKeeper(settings).update)
+    pages = Pages(settings, poll_seconds)
+    return cache, Gate(settings, cache, pages, bypass_lifetime), pages
 
 
 class Mounts:
