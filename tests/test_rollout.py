@@ -227,6 +227,7 @@ def test_a_release_rolls_out_over_three_nodes_with_no_failed_request(cluster: Cl
             ("o02", "online"),
             ("p03", "post-deploy"),
         ]
+        assert [(r["revision"], r["findings"]) for r in before["online_check"]] == [("o02", [])]
 
         # 1. The online part, with the site up: the old nodes keep answering through it.
         c.step = "upgrade --online"
@@ -413,6 +414,11 @@ def test_an_online_revision_that_drops_a_column_is_refused_before_it_runs(
     assert c.status(c.new)["database_revisions"] == ["r01"]
     assert c.failures() == [], c.logs()
     assert [a for a in c.answers if a[0] == old and a[1] == 200]
+    said = c.upgrader(c.new, "status")
+    assert "`" in said.stdout and "upgrade --online` will refuse these" in said.stdout
+    assert "o02  [contract]" in said.stdout
+    (checked,) = c.status(c.new)["online_check"]
+    assert checked["revision"] == "o02" and checked["findings"]
     lint = c.upgrader(c.new, "lint", "--json")
     assert lint.returncode == 1
     (report,) = json.loads(lint.stdout)["revisions"]

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from upgrader.cli.context import CliContext, pass_cli, require_database
 from upgrader.core import nodes
-from upgrader.core.diagnosis import State, diagnose
+from upgrader.core.diagnosis import Diagnosis, State, diagnose
+from upgrader.core.facts import CodeFacts, load_code_facts
 from upgrader.core.times import local
+from upgrader.engine.site import Installation
 from upgrader.support.bundle import default_name, write_bundle
 from upgrader.support.report import doctor as doctor_report
 from upgrader.support.text import render_doctor, render_status
+
+if TYPE_CHECKING:
+    from upgrader.engine.lint import LintReport  # sqlglot: imported when it is needed
 
 
 @click.command()
@@ -21,20 +27,53 @@ from upgrader.support.text import render_doctor, render_status
 @pass_cli
 def status(obj: CliContext, as_json: bool) -> int:
     """Show the state of the installation; the exit status tells its family."""
-    diagnosis = diagnose(obj.settings)
+    code = load_code_facts(obj.settings)
+    diagnosis = diagnose(obj.settings, code=code)
     live = None if diagnosis.state is State.DATABASE_UNAVAILABLE else nodes.read(obj.settings)
+    checked = online_check(obj, code, diagnosis)
     if as_json:
         data = diagnosis.to_dict()
         if live is not None:
             data["nodes"] = [n.to_dict(diagnosis.checked_at) for n in live]
             data["nodes_behind"] = nodes.summary(live, diagnosis.code_version)
+        if checked is not None:
+            data["online_check"] = [r.to_dict() for r in checked.revisions]
         click.echo(json.dumps(data, indent=2))
     else:
         click.echo(render_status(diagnosis, obj.settings.locale_dir))
         if live:
             said = nodes.verdict(live, diagnosis.schema_version, obj.settings.cli)
             click.echo(f"\nnodes: {len(live)} seen in the last minute: {said}")
+        if checked is not None:
+            _say_online(checked, obj.settings.cli)
     return diagnosis.exit_code
+
+
+def online_check(obj: CliContext, code: CodeFacts, d: Diagnosis) -> LintReport | None:
+    """The pending revisions declared online, read as `upgrade --online` will read them
+    (docs/multi-node.md); None when there are none, or their SQL cannot be rendered."""
+    from upgrader.engine.lint import LintError, lint_online  # heavy: sqlglot, when online
+
+    online = [r for r in d.pending_revisions if r.phase == "online"]
+    if not online or code.graph is None:
+        return None
+    site = Installation(obj.settings, code=code)
+    try:
+        return lint_online(site, d.database_revisions, online, None)
+    except LintError:
+        return None
+
+
+def _say_online(report: LintReport, cli: str) -> None:
+    refused = [r for r in report.revisions if r.unsafe_online]
+    if not refused:
+        click.echo("\nonline revisions: checked, nothing breaks the release still serving")
+        return
+    click.echo(f"\nonline revisions: `{cli} upgrade --online` will refuse these")
+    for rev in refused:
+        for f in rev.unsafe_online:
+            click.echo(f"  {rev.revision}  [{f.kind}] {f.rule}: {f.statement}")
+    click.echo(f"  declare them post-deploy; `{cli} lint` says why and the safe way")
 
 
 @click.command("nodes")

@@ -23,10 +23,11 @@ from typing import Any
 
 from sqlalchemy import URL, make_url
 
-from upgrader.core import lint
+from upgrader.core import lint, phases
 from upgrader.core.lint import Finding
-from upgrader.core.revisions import RevisionGraph
+from upgrader.core.revisions import Revision, RevisionGraph
 from upgrader.engine.migrate import OfflineSQLError, offline_sql
+from upgrader.engine.site import Installation
 from upgrader.settings import Settings
 
 MARK = re.compile(r"^-- Running upgrade (.*) -> (\S+)\s*$", re.MULTILINE)
@@ -185,6 +186,19 @@ def lint_revisions(
     squawked = _squawk({r: s for r in wanted if isinstance(s := sql.get(r), str)}, name)
     reports = [_one(graph, r, sql.get(r), name, squawked) for r in wanted]
     return LintReport(name, reports, squawked is not None)
+
+
+def lint_online(
+    site: Installation, heads: Sequence[str], online: Sequence[Revision], dialect: str | None
+) -> LintReport:
+    """Pending revisions declared online, rendered from where the database stands (its one
+    head) up to them: what `upgrade --online` checks, and `status` shows."""
+    graph = site.code.graph
+    assert graph is not None  # there are pending revisions
+    targets = phases.targets(online)
+    span = (heads[0] if len(heads) == 1 else None, targets[0] if len(targets) == 1 else "heads")
+    wanted = [r.id for r in online]
+    return lint_revisions(site.settings, graph, wanted, dialect, site.app(), span)
 
 
 def _one(

@@ -142,15 +142,10 @@ def _checked_online(
     """A revision's "online" is checked, not trusted: one whose SQL would break the release
     still serving, or lock a busy table, is refused before anything runs (engine/lint.py).
     One that cannot be rendered offline cannot be checked: said in the log, and applied."""
-    from upgrader.engine.lint import LintError, lint_revisions  # heavy: sqlglot, when online
+    from upgrader.engine.lint import LintError, lint_online  # heavy: sqlglot, when online
 
-    graph = site.code.graph
-    assert graph is not None  # there are pending revisions
-    heads, targets = d.database_revisions, phases.targets(online)
-    span = (heads[0] if len(heads) == 1 else None, targets[0] if len(targets) == 1 else "heads")
-    wanted = [r.id for r in online]
     try:
-        report = lint_revisions(site.settings, graph, wanted, dialect, site.app(), span)
+        report = lint_online(site, d.database_revisions, online, dialect)
     except LintError as exc:
         log.warning("the online revisions cannot be checked: %s", exc)
         return
