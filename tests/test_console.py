@@ -16,10 +16,12 @@ from werkzeug.test import Client
 
 from tests.helpers import add_run, cli_args, install, journal_of, run_cli, status_of
 from tests.test_guard import plain_app
+from tests.test_lint_cli import chain as lint_chain
 from tests.test_wizard_security import csrf, site
 from upgrader.core import storage
 from upgrader.core.tables import define_tables
 from upgrader.sample.releases import CURRENT
+from upgrader.settings import resolve
 from upgrader.web import UpgraderMiddleware
 
 ADMIN = "/upgrader/admin/"
@@ -231,3 +233,37 @@ def test_the_cli_rotates_the_bypass_secret_through_the_same_path(
     again = run_cli(*cli_args(db_url), "maintenance", "secret")
     assert not check_secret(secret.group(1), stored(db_url).maintenance.secret_hash)
     assert again.exit_code == 0
+
+
+def test_the_console_says_what_upgrade_online_will_refuse(db_url: str, tmp_path: Path) -> None:
+    """A pending revision declared online that drops a column the previous release reads:
+    the console says, before anyone clicks, that `upgrade --online` will refuse it (the check
+    runs in a child process: the application's env.py never runs in the web server)."""
+    migrations = lint_chain(tmp_path / "m")
+    base = ["--database-url", db_url, "--migrations", str(migrations), "--code-version", "2.0.0"]
+    env = {"UPGRADER_RELEASES": "1.0.0=r2", "UPGRADER_BACKUP_DIR": str(tmp_path / "backups")}
+    installed = run_cli(*base, "install", "--release", "1.0.0", "--yes", env=env)
+    assert installed.exit_code == 0, installed.output
+    settings = resolve(
+        {
+            "database_url": db_url,
+            "migrations": str(migrations),
+            "code_version": "2.0.0",
+            "releases": {"1.0.0": "r2"},
+            "installer_dir": str(tmp_path / "none"),
+            "backup_dir": str(tmp_path / "backups"),
+        },
+        environ={},
+    )
+    guarded = UpgraderMiddleware(plain_app, settings)
+
+    def from_localhost(environ: dict[str, Any], start_response: Any) -> Any:
+        environ["REMOTE_ADDR"] = "127.0.0.1"
+        return guarded(environ, start_response)
+
+    client = Client(from_localhost)
+    open_console(client, db_url, tmp_path)
+    shown = client.get(ADMIN).text
+    assert "<code>upgrade --online</code> will refuse:" in shown, shown
+    assert "<code>r3</code> [contract]" in shown and "DROP COLUMN isbn" in shown
+    assert "r4" not in shown.split('id="online-check"')[1].split("</div>")[0]  # not online

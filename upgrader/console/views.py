@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from flask import redirect, render_template, request, session, url_for
@@ -13,10 +14,12 @@ from upgrader.console.context import console
 from upgrader.core import clients, nodes, storage
 from upgrader.core import maintenance as mode
 from upgrader.core.database import describe_error, missing_sqlite_file
-from upgrader.core.diagnosis import diagnose
+from upgrader.core.diagnosis import Diagnosis, diagnose
 from upgrader.core.keys import CONSOLE_KEY, console_fingerprint, console_key, key_file_matches
 from upgrader.core.tables import define_tables
+from upgrader.engine.detach import lint_in_child
 from upgrader.http import maintenance as switch
+from upgrader.settings import Settings
 
 log = logging.getLogger("upgrader")
 
@@ -55,10 +58,43 @@ def page(status: int = 200, **extra: Any) -> tuple[str, int]:
         user=it.user(),
         integrated=it.integrated,
         csrf_token=session["csrf"],
+        online=online_check(settings, d),
+        cli=settings.cli,
         static_dir=settings.static_dir,
         ttl=settings.cache_ttl,
         **extra,
     ), status
+
+
+@dataclass(frozen=True)
+class OnlineCheck:
+    refused: list[dict[str, Any]]  # findings that make `upgrade --online` refuse
+
+
+_checked: dict[tuple[tuple[str, ...], tuple[str, ...]], OnlineCheck | None] = {}
+
+
+def online_check(settings: Settings, d: Diagnosis) -> OnlineCheck | None:
+    """What `upgrade --online` will make of the pending online revisions, asked of a child
+    process (rendering runs the application's env.py, whose logging setup must not touch
+    this server's); once per pending set and database position."""
+    online = tuple(r.id for r in d.pending_revisions if r.phase == "online")
+    if not online:
+        return None
+    key = (online, tuple(d.database_revisions))
+    if key not in _checked:
+        report = lint_in_child(settings, list(online))
+        _checked[key] = None if report is None else OnlineCheck(_refused(report))
+    return _checked[key]
+
+
+def _refused(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        f
+        for rev in report.get("revisions", [])
+        for f in rev.get("findings", [])
+        if f.get("acknowledged") is None and f.get("kind") in ("contract", "locking")
+    ]
 
 
 def _done(notice: str) -> Response:

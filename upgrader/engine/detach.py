@@ -5,11 +5,13 @@ interrupt it; the caller (the wizard, `upgrade --detach`) follows its journal.""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from upgrader.settings import Settings
 
@@ -42,7 +44,25 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         env["UPGRADER_UPGRADE_FROM"] = settings.upgrade_from
     if settings.releases:
         env["UPGRADER_RELEASES"] = ",".join(f"{k}={v}" for k, v in settings.releases.items())
+    if settings.alembic_config:
+        env["UPGRADER_ALEMBIC_CONFIG"] = str(settings.alembic_config)
     return env
+
+
+def lint_in_child(settings: Settings, revisions: list[str], timeout: float = 60) -> Any:
+    """`upgrader lint --json REVISIONS` in a process of its own: rendering runs the
+    application's env.py, whose `fileConfig()` would reset a web server's logging. The
+    report, or None when it could not be made."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    env.update(settings_environment(settings))
+    argv = [sys.executable, "-m", "upgrader", "lint", "--json", *revisions]
+    try:
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        return json.loads(done.stdout) if done.returncode in (0, 1) else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
 
 
 def start_detached(
