@@ -50,7 +50,12 @@ def _read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
         try:
             with conn:
                 facts = storage.read_facts(conn, tables, settings.version_table)
-                return _with_run_facts(conn, facts, held)
+                facts = _with_run_facts(conn, facts, held)
+                if _ended_meanwhile(facts):
+                    conn.rollback()  # a fresh snapshot (MariaDB reads repeatably by default)
+                    again = storage.read_facts(conn, tables, settings.version_table)
+                    facts = _with_run_facts(conn, again, held)
+                return facts
         except (SQLAlchemyError, ValueError, TypeError, KeyError) as exc:
             reason = describe_error(exc, url)
             forget_columns(engine)  # a restore may have changed upgrader's tables
@@ -79,6 +84,14 @@ def _column_error(reason: str) -> bool:
     return "column" in lowered and any(
         word in lowered for word in ("no such column", "unknown column", "does not exist")
     )
+
+
+def _ended_meanwhile(facts: DatabaseFacts) -> bool:
+    """A run read as running whose server lock nobody holds: it may have ended between the
+    two reads (a run commits its close, then lets the lock go), so its row is read again
+    after the lock's answer; only a run still open then is one that was cut off."""
+    run = facts.last_run
+    return facts.lock_held is False and run is not None and run.status == "running"
 
 
 def _with_run_facts(conn: Connection, facts: DatabaseFacts, held: bool | None) -> DatabaseFacts:
