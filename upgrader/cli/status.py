@@ -52,11 +52,11 @@ def status(obj: CliContext, as_json: bool) -> int:
 def online_check(obj: CliContext, code: CodeFacts, d: Diagnosis) -> LintReport | None:
     """The pending revisions declared online, read as `upgrade --online` will read them
     (docs/multi-node.md); None when there are none, or their SQL cannot be rendered."""
-    from upgrader.engine.lint import LintError, lint_online  # heavy: sqlglot, when online
-
     online = [r for r in d.pending_revisions if r.phase == "online"]
     if not online or code.graph is None:
         return None
+    from upgrader.engine.lint import LintError, lint_online  # heavy: sqlglot, when online
+
     site = Installation(obj.settings, code=code)
     try:
         return lint_online(site, d.database_revisions, online, None)
