@@ -57,6 +57,8 @@ from starlette.middleware import Middleware  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
+from benchmarks import pairs  # noqa: E402
+from benchmarks.pairs import spread  # noqa: E402
 from tests.helpers import MIGRATIONS, install  # noqa: E402
 from upgrader.asgi import UpgraderMiddleware  # noqa: E402
 from upgrader.sample.releases import CURRENT, RELEASES  # noqa: E402
@@ -164,30 +166,14 @@ def interleaved(bare: App, variant: App, n: int, rounds: int) -> list[tuple[floa
     loop(bare, 200)
     loop(variant, 200)  # warm: the first request primes the diagnosis
     LOOP.run_until_complete(asyncio.sleep(1.2))  # the first refresh has ended
-    times = []
-    for i in range(rounds):
-        if i % 2 == 0:
-            a, b = loop(bare, n), loop(variant, n)
-        else:
-            b, a = loop(variant, n), loop(bare, n)
-        times.append((a, b))
-    return times
-
-
-def spread(values: list[float], fmt: str) -> str:
-    values = sorted(values)
-    q = statistics.quantiles(values, n=4)
-    return (
-        f"{fmt.format(statistics.median(values))} (IQR {fmt.format(q[0])}-{fmt.format(q[2])}, "
-        f"range {fmt.format(values[0])}-{fmt.format(values[-1])}, n={len(values)})"
-    )
+    return pairs.interleaved(lambda: loop(bare, n), lambda: loop(variant, n), rounds)
 
 
 def ratio(bare: App, variant: App, n: int, rounds: int) -> str:
     times = interleaved(bare, variant, n, rounds)
     per = statistics.median(a for a, _ in times) / n * 1e6
     own = statistics.median(b for _, b in times) / n * 1e6
-    return f"ratio {spread([a / b for a, b in times], '{:.3f}')}  [{per:.1f} -> {own:.1f} µs]"
+    return f"ratio {spread([a / b for a, b in times])}  [{per:.1f} -> {own:.1f} µs]"
 
 
 def own_cost(bare: App, variant: App, n: int, rounds: int) -> str:
@@ -275,21 +261,15 @@ def served(url: str, n: int, rounds: int) -> str:
     try:
         for server in (bare, guarded):
             ab(server, n)  # warm
-        pairs = []
-        for i in range(rounds):
-            if i % 2 == 0:
-                a, b = ab(bare, n), ab(guarded, n)
-            else:
-                b, a = ab(guarded, n), ab(bare, n)
-            pairs.append((a, b))
+        rates = pairs.interleaved(lambda: ab(bare, n), lambda: ab(guarded, n), rounds)
     finally:
         for server in (bare, guarded):
             server.process.terminate()
             server.process.wait()
-    rates = spread([b[0] / a[0] for a, b in pairs], "{:.3f}")
-    cpu = spread([b[1] - a[1] for a, b in pairs], "{:.1f}")
-    bare_cpu = statistics.median(a[1] for a, _ in pairs)
-    return f"throughput ratio {rates}\n   server CPU +{cpu} µs per request (bare {bare_cpu:.0f} µs)"
+    ratio = spread([b[0] / a[0] for a, b in rates])
+    cpu = spread([b[1] - a[1] for a, b in rates], "{:.1f}")
+    bare_cpu = statistics.median(a[1] for a, _ in rates)
+    return f"throughput ratio {ratio}\n   server CPU +{cpu} µs per request (bare {bare_cpu:.0f} µs)"
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.chain_overhead import alembic, environ  # noqa: E402
+from benchmarks.pairs import interleaved, spread  # noqa: E402
 from tests.chains import trivial_chain  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -43,12 +44,6 @@ def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> t
     return cpu, wall
 
 
-def spread(values: list[float]) -> str:
-    values = sorted(values)
-    q = statistics.quantiles(values, n=4)
-    return f"{statistics.median(values):.3f} (IQR {q[0]:.3f}-{q[2]:.3f})"
-
-
 def compare(size: int, rounds: int, workdir: Path) -> str:
     chain = trivial_chain(workdir / f"chain-{size}", size)
     url = f"sqlite:///{workdir / f'status-{size}.db'}"
@@ -59,19 +54,13 @@ def compare(size: int, rounds: int, workdir: Path) -> str:
     ours = [str(BIN / "upgrader"), "status"]
     theirs = [*alembic(url, chain, workdir)[:-2], "current"]
     timed(ours, env), timed(theirs, env)  # warm: the page cache, the .pyc files
-    pairs = []
-    for i in range(rounds):
-        if i % 2 == 0:
-            a, b = timed(theirs, env), timed(ours, env)
-        else:
-            b, a = timed(ours, env), timed(theirs, env)
-        pairs.append((a, b))
+    pairs = interleaved(lambda: timed(theirs, env), lambda: timed(ours, env), rounds)
     cpu_a = statistics.median(a[0] for a, _ in pairs) * 1000
     cpu_b = statistics.median(b[0] for _, b in pairs) * 1000
     return (
         f"{size:>4} revisions  CPU {cpu_a:.0f} -> {cpu_b:.0f} ms, ratio "
         f"{spread([b[0] / a[0] for a, b in pairs])}; wall ratio "
-        f"{spread([b[1] / a[1] for a, b in pairs])}  n={rounds}"
+        f"{spread([b[1] / a[1] for a, b in pairs])}"
     )
 
 

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.chain_overhead import alembic, environ  # noqa: E402
-from benchmarks.cold_start import spread, timed  # noqa: E402
+from benchmarks.cold_start import timed  # noqa: E402
+from benchmarks.pairs import interleaved, spread  # noqa: E402
 from tests.chains import trivial_chain  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -44,19 +45,15 @@ def main() -> None:
         ours = [str(BIN / "upgrader"), "lint", "--all", "--dialect", "postgresql"]
         lint = subprocess.run(ours, env=env, capture_output=True, text=True)
         print(lint.stdout.splitlines()[0], f"(exit {lint.returncode})")
-        pairs = []
-        for i in range(args.rounds):
-            if i % 2 == 0:
-                a, b = timed(theirs, env), timed(ours, env, ok=(0, 1))
-            else:
-                b, a = timed(ours, env, ok=(0, 1)), timed(theirs, env)
-            pairs.append((a, b))
+        pairs = interleaved(
+            lambda: timed(theirs, env), lambda: timed(ours, env, ok=(0, 1)), args.rounds
+        )
         wall_a = statistics.median(a[1] for a, _ in pairs)
         wall_b = statistics.median(b[1] for _, b in pairs)
         print(
             f"{args.size} revisions: alembic --sql {wall_a:.2f} s, upgrader lint {wall_b:.2f} s; "
             f"wall ratio {spread([b[1] / a[1] for a, b in pairs])}, CPU ratio "
-            f"{spread([b[0] / a[0] for a, b in pairs])}, n={args.rounds}   goal <= 2"
+            f"{spread([b[0] / a[0] for a, b in pairs])}   goal <= 2"
         )
 
 

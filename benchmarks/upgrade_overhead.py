@@ -22,6 +22,7 @@ so only ratios measured in the same run mean anything.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import statistics
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
+from benchmarks.pairs import interleaved  # noqa: E402
 from tests.conftest import fresh_server_database  # noqa: E402
 from upgrader.core import storage  # noqa: E402
 from upgrader.core.revisions import alembic_config  # noqa: E402
@@ -192,15 +194,16 @@ def raw_backup(url: str, out: Path) -> Callable[[], None]:
 
 def bench_backup(backend: str, rows: int, repeat: int, workdir: Path) -> list[tuple[float, float]]:
     """(raw tool, upgrader) seconds per pair, the order alternating."""
-    pairs = []
     with fresh_database(backend, workdir) as url:
         prepare(url, rows)
         engine = create_engine(url)
         raw = raw_backup(url, workdir / "raw.backup")
 
-        def ours(i: int) -> float:
+        labels = itertools.count()
+
+        def ours() -> float:
             started = time.perf_counter()
-            create_backup(engine, workdir / "backups", label=f"bench{i}")
+            create_backup(engine, workdir / "backups", label=f"bench{next(labels)}")
             return time.perf_counter() - started
 
         def theirs() -> float:
@@ -208,12 +211,7 @@ def bench_backup(backend: str, rows: int, repeat: int, workdir: Path) -> list[tu
             raw()
             return time.perf_counter() - started
 
-        for i in range(repeat):
-            if i % 2 == 0:
-                a, b = theirs(), ours(i)
-            else:
-                b, a = ours(i), theirs()
-            pairs.append((a, b))
+        pairs = interleaved(theirs, ours, repeat)
         engine.dispose()
     return pairs
 
