@@ -7,14 +7,17 @@
    - `upgrader upgrade --yes` (verified backup first) against the raw dump tool followed
      by `alembic upgrade heads`.
    Each round runs A then B (and the next round B then A), each pair on databases made
-   the same way; the figure is the median of the per-pair ratios B/A, with their spread.
-   Target: <= 1.10.
+   the same way; the figure is the median of the per-pair ratios B/A, with their spread,
+   for CPU time (the commands' and their children's) and for wall time. Target: <= 1.10.
 2. Linearity: chains of 10, 100 and 500 trivial revisions, all pending, upgrader against
    Alembic, so a cost per revision that grows with the chain would show.
 
     .venv/bin/python benchmarks/chain_overhead.py [--rounds 15] [--rows 2000]
         [--backends sqlite,postgresql,mysql] [--sizes 10,100,500] [--size-rounds 5]
         [--linearity-only]
+
+upgrader and the chains are byte-compiled first, as pip compiles an installed wheel
+(benchmarks/pairs.py `as_installed`).
 
 PostgreSQL and MariaDB are reached through TEST_POSTGRESQL_URL / TEST_MYSQL_URL
 (defaults: this machine's servers). The machine is noisy: only ratios of pairs measured
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -40,17 +44,16 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
-from benchmarks.upgrade_overhead import fresh_database, raw_backup, timed  # noqa: E402
+from benchmarks.pairs import as_installed, cost, spread  # noqa: E402
+from benchmarks.upgrade_overhead import fresh_database, raw_backup  # noqa: E402
 from tests.chains import long_chain, trivial_chain  # noqa: E402
 
 BIN = Path(sys.executable).parent
-
-
-run = timed  # one command, timed; a failure stops the benchmark
+Cost = tuple[float, float]  # CPU and wall seconds
 
 
 def environ(url: str, chain: Path, workdir: Path, base: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    env = as_installed({k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")})
     env.update(
         UPGRADER_DATABASE_URL=url,
         UPGRADER_MIGRATIONS=str(chain),
@@ -64,7 +67,7 @@ def environ(url: str, chain: Path, workdir: Path, base: str) -> dict[str, str]:
 
 def install_base(url: str, chain: Path, workdir: Path, base: str) -> None:
     """The database at release 1.0.0 (revision `base`), recorded by upgrader."""
-    run(
+    cost(
         [str(BIN / "upgrader"), "install", "--release", "1.0.0", "--yes"],
         environ(url, chain, workdir, base),
     )
@@ -81,34 +84,42 @@ def alembic(url: str, chain: Path, workdir: Path) -> list[str]:
 
 def pair(
     backend: str, chain: Path, base: str, workdir: Path, backup: bool, swap: bool
-) -> tuple[float, float]:
-    """(plain, upgrader) seconds, each on a fresh database made the same way."""
-    times: dict[str, float] = {}
+) -> tuple[Cost, Cost]:
+    """((CPU, wall) plain, (CPU, wall) upgrader), each on a fresh database made the same way."""
+    costs: dict[str, Cost] = {}
     for which in ("upgrader", "plain") if swap else ("plain", "upgrader"):
         with fresh_database(backend, workdir) as url:
             install_base(url, chain, workdir, base)
             env = environ(url, chain, workdir, base)
             if which == "upgrader":
                 argv = [str(BIN / "upgrader"), "upgrade", "--yes"]
-                times[which] = run(argv if backup else [*argv, "--no-backup"], env)
+                costs[which] = cost(argv if backup else [*argv, "--no-backup"], env)
             else:
-                started = time.perf_counter()
-                if backup:
-                    raw_backup(url, workdir / "raw.backup")()
-                run(alembic(url, chain, workdir), env)
-                times[which] = time.perf_counter() - started
+                costs[which] = plain(url, chain, workdir, env, backup)
         shutil.rmtree(workdir / "backups", ignore_errors=True)
-    return times["plain"], times["upgrader"]
+    return costs["plain"], costs["upgrader"]
 
 
-def summary(pairs: list[tuple[float, float]]) -> str:
-    ratios = sorted(b / a for a, b in pairs)
-    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 4 else [ratios[0], 0, ratios[-1]]
-    plain = statistics.median(a for a, _ in pairs)
-    ours = statistics.median(b for _, b in pairs)
+def plain(url: str, chain: Path, workdir: Path, env: dict[str, str], backup: bool) -> Cost:
+    """The raw tools: the dump (with `backup`), then `alembic upgrade heads`; the CPU
+    and wall seconds of their processes."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    if backup:
+        raw_backup(url, workdir / "raw.backup")()
+    cost(alembic(url, chain, workdir), env)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
+
+
+def summary(pairs: list[tuple[Cost, Cost]]) -> str:
+    """Median seconds of each side and the per-pair ratios, CPU then wall."""
+    plain = statistics.median(a[1] for a, _ in pairs)
+    ours = statistics.median(b[1] for _, b in pairs)
     return (
-        f"{plain:>8.2f}s {ours:>8.2f}s  ratio {statistics.median(ratios):.3f} "
-        f"(IQR {q[0]:.3f}-{q[2]:.3f}, range {ratios[0]:.3f}-{ratios[-1]:.3f}, n={len(ratios)})"
+        f"wall {plain:.2f}s -> {ours:.2f}s; CPU ratio {spread([b[0] / a[0] for a, b in pairs])}; "
+        f"wall ratio {spread([b[1] / a[1] for a, b in pairs])}"
     )
 
 
@@ -123,6 +134,7 @@ def main() -> None:
     parser.add_argument("--size-rounds", type=int, default=5, help="pairs for 500 and more")
     parser.add_argument("--linearity-only", action="store_true", help="part 2 alone")
     args = parser.parse_args()
+    as_installed({}, ROOT / "upgrader")
     with tempfile.TemporaryDirectory(prefix="upgrader-chain-") as tmp:
         workdir = Path(tmp)
         if not args.linearity_only:
@@ -134,12 +146,13 @@ def main() -> None:
         for backend in args.backends.split(","):
             for size in (int(s) for s in args.sizes.split(",")):
                 chain = trivial_chain(workdir / f"trivial-{size}", size)
+                as_installed({}, chain)
                 rounds = args.size_rounds if size >= 500 else args.rounds
                 pairs = [
                     pair(backend, chain, "v0001", workdir, False, swap=i % 2 == 1)
                     for i in range(rounds)
                 ]
-                per = statistics.median(b for _, b in pairs) / size * 1000
+                per = statistics.median(b[1] for _, b in pairs) / size * 1000
                 print(
                     f"{backend:<11} {f'{size} revisions':<36} {summary(pairs)}   "
                     f"{per:.2f} ms per revision",
@@ -149,6 +162,7 @@ def main() -> None:
 
 def long_chain_part(workdir: Path, args: argparse.Namespace) -> None:
     chain = long_chain(workdir / "chain", 64, rows=args.rows)
+    as_installed({}, chain)
     print(
         f"64-revision chain, 60 pending, {args.rows} rows per table; "
         f"{args.rounds} interleaved pairs per line"

@@ -5,7 +5,8 @@ Interleaved pairs (A, B, then B, A…): the CPU time (user + system, of the chil
 wall time of each, the per-pair ratios upgrader / Alembic with their median and IQR.
 Goal: CPU ratio <= 1.00. Chains of trivial revisions (tests/chains.py), all applied, on
 SQLite (each length a database of its own); `upgrader status` reads the revisions as
-Alembic does, and its own tables besides.
+Alembic does, and its own tables besides. upgrader and the chain are byte-compiled first,
+as pip compiles an installed wheel (benchmarks/pairs.py `as_installed`).
 
     .venv/bin/python benchmarks/cold_start.py [--rounds 15] [--sizes 10,100]
 """
@@ -14,38 +15,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.chain_overhead import alembic, environ  # noqa: E402
-from benchmarks.pairs import interleaved, spread  # noqa: E402
+from benchmarks.pairs import as_installed, cost, interleaved, spread  # noqa: E402
 from tests.chains import trivial_chain  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
 
-def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
-    """(CPU, wall) seconds of one command; it must end with a status in `ok`."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - started
-    assert done.returncode in ok, (argv, done.returncode)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return cpu, wall
-
-
 def compare(size: int, rounds: int, workdir: Path) -> str:
     chain = trivial_chain(workdir / f"chain-{size}", size)
+    as_installed({}, ROOT / "upgrader", chain)
     url = f"sqlite:///{workdir / f'status-{size}.db'}"
     env = environ(url, chain, workdir, f"v{size:04d}")
     subprocess.run(
@@ -53,8 +41,8 @@ def compare(size: int, rounds: int, workdir: Path) -> str:
     )
     ours = [str(BIN / "upgrader"), "status"]
     theirs = [*alembic(url, chain, workdir)[:-2], "current"]
-    timed(ours, env), timed(theirs, env)  # warm: the page cache, the .pyc files
-    pairs = interleaved(lambda: timed(theirs, env), lambda: timed(ours, env), rounds)
+    cost(ours, env), cost(theirs, env)  # warm: the page cache
+    pairs = interleaved(lambda: cost(theirs, env), lambda: cost(ours, env), rounds)
     cpu_a = statistics.median(a[0] for a, _ in pairs) * 1000
     cpu_b = statistics.median(b[0] for _, b in pairs) * 1000
     return (

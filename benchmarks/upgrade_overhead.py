@@ -155,7 +155,7 @@ def summary(pairs: list[tuple[float, float]]) -> str:
     )
 
 
-def raw_backup(url: str, out: Path) -> Callable[[], None]:
+def raw_backup(url: str, out: Path) -> Callable[[], object]:
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         return lambda: subprocess.run(["sqlite3", u.database or "", f".backup '{out}'"], check=True)
