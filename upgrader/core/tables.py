@@ -147,18 +147,22 @@ def table_names(prefix: str = "upgrader_") -> frozenset[str]:
 
 
 def ensure_tables(engine: Engine, tables: Tables) -> None:
-    """Create upgrader's tables, and add the columns a newer upgrader added to them."""
-    tables.metadata.create_all(engine, checkfirst=True)
+    """Create upgrader's tables, and add the columns a newer upgrader added to them. Asks
+    the database afresh, whatever this process saw before (a restore may have brought
+    back older tables)."""
     with engine.begin() as conn:
-        inspector = inspect(conn)
+        names = set(inspect(conn).get_table_names())
+        if any(table.name not in names for table in tables.all):
+            tables.metadata.create_all(conn, checkfirst=True)
         for table in tables.all:
-            have = {c["name"] for c in inspector.get_columns(table.name)}
+            have = _read_columns(conn, table.name)
             for column in table.c:
                 if column.name not in have and column.nullable:
                     kind = column.type.compile(dialect=conn.dialect)
-                    name = conn.dialect.identifier_preparer.quote(column.name)
-                    table_name = conn.dialect.identifier_preparer.quote(table.name)
-                    conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
+                    name = quote(conn, column.name)
+                    conn.execute(
+                        text(f"ALTER TABLE {quote(conn, table.name)} ADD COLUMN {name} {kind}")
+                    )
     forget_columns(engine)
 
 
@@ -173,11 +177,18 @@ _COLUMNS: dict[tuple[str, str], frozenset[str]] = {}
 
 
 def columns(conn: Connection, table: str) -> frozenset[str]:
-    """The table's columns, looked up once per process and database."""
+    """The columns of a table that exists, looked up once per process and database."""
     key = (conn.engine.url.render_as_string(hide_password=True), table)
     if key not in _COLUMNS:
-        _COLUMNS[key] = frozenset(c["name"] for c in inspect(conn).get_columns(table))
+        _COLUMNS[key] = _read_columns(conn, table)
     return _COLUMNS[key]
+
+
+def _read_columns(conn: Connection, table: str) -> frozenset[str]:
+    """The names a query of every column returns: one cheap statement on every database
+    (reflection's catalog queries cost PostgreSQL some 3 ms a table)."""
+    found = conn.execute(text(f"SELECT * FROM {quote(conn, table)} WHERE 1 = 0"))
+    return frozenset(found.keys())
 
 
 def quote(conn: Connection, name: str) -> str:
