@@ -1,3 +1,3 @@
-from upgrader.cli.main import main
+from upgrader.cli.script import main
 
 main()

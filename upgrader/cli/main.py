@@ -19,9 +19,12 @@ import click
 from upgrader.cli.context import CliContext, exit_status
 from upgrader.cli.lazy import COMMANDS, STANDALONE, LazyGroup
 
+LAZY = {**COMMANDS, **STANDALONE}
+"""Every command of the console script, by name: "module:attribute"."""
+
 
 class UpgraderGroup(LazyGroup):
-    lazy = MappingProxyType({**COMMANDS, **STANDALONE})
+    lazy = MappingProxyType(LAZY)
 
     def main(
         self,
