@@ -115,6 +115,31 @@ def test_a_full_disk_during_the_backup_changes_nothing(
     assert any("changed nothing" in d for d in status["details"]), status["details"]
 
 
+@pytest.mark.parametrize(
+    ("dump", "refused"),
+    [
+        (
+            b"-- MariaDB dump\n\nCREATE TABLE `a` (\n);\nCREATE TABLE `b` (\n);\n"
+            b"-- Dump completed on 2026-12-02\n\n",
+            None,
+        ),
+        (b"-- MariaDB dump\n\nCREATE TABLE `a` (\n);\nINSERT INTO `b", "incomplete"),
+        (b"-- MariaDB dump\n\nCREATE TABLE `a` (\n);\n-- Dump completed\n", "lacks table"),
+        (b"", "empty"),
+    ],
+)
+def test_a_mariadb_dump_is_checked_for_its_tables_and_its_trailer(
+    dump: bytes, refused: str | None, tmp_path: Path
+) -> None:
+    path = tmp_path / "dump.sql"
+    path.write_bytes(dump)
+    if refused is None:
+        backup_module._verify_mysql(path, ["a", "b"])
+        return
+    with pytest.raises(backup_module.BackupError, match=refused):
+        backup_module._verify_mysql(path, ["a", "b"])
+
+
 def test_a_file_that_is_not_a_database_is_reported_not_crashed(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
     path.write_bytes(b"this is not a database" * 100)

