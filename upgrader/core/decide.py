@@ -253,7 +253,7 @@ def overlapping(c: Context) -> Finding | None:
 def harmful(c: Context) -> Finding | None:
     """Pending revisions that would drop upgrader's own tables (autogenerate without its
     filter): upgrading with them would delete the state and the journal."""
-    found = tuple(r for r in c.pending if r.drops & c.code.guard_tables)
+    found = tuple(r for r in c.pending if r.changes(c.code.guard_tables))
     return Finding(State.SCHEMA_UNKNOWN, Why.HARMFUL, harmful=found) if found else None
 
 

@@ -138,7 +138,7 @@ def _overlapping(f: Finding, c: Context, w: Words) -> Text:
 
 def _harmful(f: Finding, c: Context, w: Words) -> Text:
     guard = c.code.guard_tables
-    names = ", ".join(sorted(set().union(*(r.drops & guard for r in f.harmful))))
+    names = ", ".join(sorted(set().union(*(r.changes(guard) for r in f.harmful))))
     files = "; ".join(f"{r.id} ({r.path})" for r in f.harmful)
     return Text(
         "Do not upgrade with this release: it would delete upgrader's state and journal. "

@@ -206,7 +206,7 @@ def install(site: Installation, *, release: str | None = None, trigger: str = "c
             d = site.diagnose(engine)
             wanted = graph.ancestry(code.heads if target == "heads" else [target])
             pending = [r for r in graph.pending(()) if r.id in wanted]
-            harmful = [r.id for r in pending if r.drops & code.guard_tables]
+            harmful = [r.id for r in pending if r.changes(code.guard_tables)]
             if harmful:
                 raise Refused(
                     f"revision(s) {', '.join(harmful)} would drop or alter upgrader's own "
