@@ -20,8 +20,7 @@ import sys
 def main() -> None:
     gc.disable()
     try:
-        # Imported here, not above: the collector must be off before these load.
-        from upgrader.cli import main as command_line
+        from upgrader.cli import main as command_line  # heavy: loaded with the collector off
 
         _preload(sys.argv[1:], command_line.LAZY)
     finally:
