@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import re
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, quote_plus
 
-from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 
+from upgrader.core.deadline import NoAnswer, within
 from upgrader.settings import Settings
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s]*@", re.I)
@@ -100,14 +99,14 @@ def guard_engine(settings: Settings) -> Engine:
     """The engine for reading state: every wait bounded, so a hung server cannot hang a request.
 
     The application's own engine options (SQLALCHEMY_ENGINE_OPTIONS: TLS, pool
-    settings) apply here too.
+    settings) apply here too. Its pool does not ping a connection before each use (a round
+    trip of every refresh): a read that finds its connection dead is made again, on a new
+    one (core/gather.py), as SQLAlchemy's "optimistic" disconnect handling goes.
     """
     timeout = settings.connect_timeout
+    options = {"pool_pre_ping": False, **settings.engine_options}  # see core/gather.py
     return make_engine(
-        settings.database_url,
-        timeout,
-        query_timeout=max(5.0, 2 * timeout),
-        **settings.engine_options,
+        settings.database_url, timeout, query_timeout=max(5.0, 2 * timeout), **options
     )
 
 
@@ -116,43 +115,15 @@ def run_engine(settings: Settings) -> Engine:
     return make_engine(settings.database_url, settings.connect_timeout, **settings.engine_options)
 
 
-T = TypeVar("T")
-
-
-class NoAnswer(Exception):
-    """The database server did not answer within the deadline."""
-
-
-def within(seconds: float, work: Callable[[], T], abandon: Callable[[T], None] | None = None) -> T:
-    """`work()`, or NoAnswer after `seconds`: one deadline above every driver's own idea of
-    a timeout (PyMySQL reads the handshake with its read timeout; libpq tries every
-    address). The work goes on in a daemon thread, which those timeouts end; what it
-    brings back too late is handed to `abandon` (a connection, to be closed)."""
-    box: list[Any] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        try:
-            result: tuple[bool, Any] = (True, work())
-        except BaseException as exc:  # handed to the caller below
-            result = (False, exc)
-        with lock:
-            box.append(result)
-            late = len(box) > 1
-        if late and result[0] and abandon is not None:
-            abandon(result[1])
-
-    worker = threading.Thread(target=run, name="upgrader-deadline", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    with lock:
-        if not box:
-            box.append((False, None))  # the caller has gone: a late answer is abandoned
-            raise NoAnswer(f"no answer within {seconds:g} s")
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value  # type: ignore[no-any-return]
+def statement_connection(engine: Engine) -> Connection:
+    """A connection for statements that each stand alone: on PostgreSQL they commit on
+    their own (autocommit), which saves a refresh the BEGIN and the COMMIT or ROLLBACK,
+    two round trips each time (at READ COMMITTED each statement sees a snapshot of its
+    own either way). Elsewhere a transaction, to be committed as usual."""
+    conn = engine.connect()
+    if engine.dialect.name == "postgresql":
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+    return conn
 
 
 def answers(engine: Engine, seconds: float) -> str | None:
