@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import make_url
+from sqlalchemy import create_engine, make_url, text
 from werkzeug.test import Client
 
 from tests.helpers import MIGRATIONS, SAMPLE, install, serving
@@ -129,3 +129,57 @@ def test_the_applications_own_failures_pass_when_the_database_is_fine(
         assert "own" in str(exc)
     else:
         raise AssertionError("the application's exception was swallowed")
+
+
+def test_a_restarted_server_costs_the_guard_no_refresh(server_db_url: str, tmp_path: Path) -> None:
+    """The guard's pool does not ping before each read (a round trip of every refresh):
+    when the server has closed its connections (a restart), the read is made again on a
+    new one, and visitors never see Err1 for it."""
+    install(server_db_url, CURRENT)
+    settings = resolve(
+        {
+            "database_url": server_db_url,
+            "migrations": str(MIGRATIONS),
+            "code_version": CURRENT,
+            "installer_dir": str(tmp_path / "no-installer"),
+        },
+        environ={},
+    )
+    client = Client(UpgraderMiddleware(failing, settings))
+    assert client.get("/").status_code == 200
+    ended = end_other_sessions(server_db_url)
+    assert ended >= 1  # the guard's pooled connection
+    time.sleep(0.2)
+    for _ in range(3):
+        client.application.cache.invalidate()  # type: ignore[attr-defined]
+        answer = client.get("/")
+        assert answer.status_code == 200, answer.get_data()
+        assert client.application.cache.get().state.value == "ok"  # type: ignore[attr-defined]
+
+
+def end_other_sessions(url: str) -> int:
+    """Close every other session on this database, as a server restart would."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if url.startswith("postgresql"):
+                ended = conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).all()
+                return len(ended)
+            ids = conn.execute(
+                text(
+                    "SELECT ID FROM information_schema.PROCESSLIST "
+                    "WHERE DB = DATABASE() AND ID <> CONNECTION_ID()"
+                )
+            ).scalars()
+            count = 0
+            for session in list(ids):
+                conn.execute(text(f"KILL CONNECTION {int(session)}"))
+                count += 1
+            return count
+    finally:
+        engine.dispose()

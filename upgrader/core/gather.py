@@ -7,10 +7,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 from sqlalchemy import Connection, Engine, inspect, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from upgrader.core import lockfile, processes, storage
-from upgrader.core.database import NoAnswer, describe_error, missing_sqlite_file, safe_url, within
+from upgrader.core.database import (
+    describe_error,
+    missing_sqlite_file,
+    safe_url,
+    statement_connection,
+)
+from upgrader.core.deadline import NoAnswer, within
 from upgrader.core.facts import DatabaseFacts
 from upgrader.core.tables import define_tables, forget_columns
 from upgrader.settings import Settings
@@ -44,7 +50,7 @@ def _read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
     held = lockfile.lock_held(url.database) if url.get_backend_name() == "sqlite" else None
     for attempt in (1, 2):
         try:
-            conn = engine.connect()
+            conn = statement_connection(engine)
         except SQLAlchemyError as exc:
             return DatabaseFacts(reachable=False, error=_where(engine) + describe_error(exc, url))
         try:
@@ -66,7 +72,7 @@ def _read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
                 return DatabaseFacts(
                     busy=reason, lock_held=True, dialect="sqlite", holder=who, process=state
                 )
-            if attempt == 1 and _column_error(reason):
+            if attempt == 1 and (_column_error(reason) or _stale(exc)):
                 continue
             break
     # Connected, then failed: the server went away or the database itself is unreadable
@@ -77,6 +83,12 @@ def _read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
     except SQLAlchemyError as exc:
         return DatabaseFacts(reachable=False, error=_where(engine) + describe_error(exc, url))
     return DatabaseFacts(unreadable=reason)
+
+
+def _stale(exc: Exception) -> bool:
+    """A pooled connection the server had closed (a restart): the pool has dropped it and
+    every connection as old, so the read is made again on a new one."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def _column_error(reason: str) -> bool:

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, Executable, delete, insert, inspect, 
 from sqlalchemy.exc import SQLAlchemyError
 
 from upgrader.core import records, times
-from upgrader.core.database import guard_engine, missing_sqlite_file
+from upgrader.core.database import guard_engine, missing_sqlite_file, statement_connection
 from upgrader.core.tables import Tables, define_tables
 from upgrader.core.times import utcnow
 from upgrader.core.versions import compare, parse_version
@@ -152,7 +152,7 @@ def record(
         "heads": records.join_revisions(heads),
         "last_seen": now,
     }
-    with engine.begin() as conn:
+    with statement_connection(engine) as conn:
         upsert = _upsert(tables, conn.dialect.name)
         if upsert is not None:
             conn.execute(upsert, row)
@@ -166,6 +166,7 @@ def record(
         if sweep:
             gone = now - dt.timedelta(seconds=beat * MISSED * 2)
             conn.execute(delete(tables.nodes).where(tables.nodes.c.last_seen < gone))
+        conn.commit()
 
 
 UPDATED = ("kind", "code_version", "heads", "last_seen")
