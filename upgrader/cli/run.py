@@ -101,36 +101,43 @@ def upgrade(
     the revisions declared so are applied (docs/multi-node.md)."""
     phase = _phase(online, post_deploy, force)
     site = Installation(obj.settings, progress=Printer(), client=client)
-    d = site.diagnose()
-    if install_empty and d.state is State.NOT_INSTALLED and not (plan or sql):
-        return _install_empty(site, d, yes, trigger)
-    refuse_unless_upgradable(d, site.cli, busy=False)  # the lock says who runs
-    if sql:
-        return _print_sql(site, d)
-    if plan or not yes:
-        _print_plan(site, d)
-    if plan:
-        return 0
-    if d.state.settled and not d.version_to_record:
-        click.echo("Already up to date: nothing to do.")
-        return 0
-    if not yes:
-        where = f"after a backup into {site.settings.backup_dir}"
-        what = f"Apply the {phase} revisions, with the site up," if phase else "Upgrade"
-        confirm(f"{what} {'without a backup' if no_backup else where}?")
-    if detach:
-        flags = (f"--{phase}",) if phase else ()
-        extra = (*flags, "--force") if force else flags
-        process = start_detached(site.settings, backup=not no_backup, trigger=trigger, extra=extra)
-        click.echo(
-            f"Started the upgrade in process {process.pid}; follow it with `{site.cli} status` "
-            f"(its output goes to {site.settings.backup_dir}/upgrade.log)."
+    with site.session():
+        d = site.diagnose()
+        if install_empty and d.state is State.NOT_INSTALLED and not (plan or sql):
+            return _install_empty(site, d, yes, trigger)
+        refuse_unless_upgradable(d, site.cli, busy=False)  # the lock says who runs
+        if sql:
+            return _print_sql(site, d)
+        if plan or not yes:
+            _print_plan(site, d)
+        if plan:
+            return 0
+        if d.state.settled and not d.version_to_record:
+            click.echo("Already up to date: nothing to do.")
+            return 0
+        if not yes:
+            where = f"after a backup into {site.settings.backup_dir}"
+            what = f"Apply the {phase} revisions, with the site up," if phase else "Upgrade"
+            confirm(f"{what} {'without a backup' if no_backup else where}?")
+        if detach:
+            return _detached(site, phase, force, backup=not no_backup, trigger=trigger)
+        outcome = upgrade_site(
+            site, backup=not no_backup, trigger=trigger, before=d, phase=phase, force=force
         )
+        click.secho(outcome.message[0].upper() + outcome.message[1:] + ".", fg="green", bold=True)
         return 0
-    outcome = upgrade_site(
-        site, backup=not no_backup, trigger=trigger, before=d, phase=phase, force=force
+
+
+def _detached(
+    site: Installation, phase: str | None, force: bool, *, backup: bool, trigger: str
+) -> int:
+    flags = (f"--{phase}",) if phase else ()
+    extra = (*flags, "--force") if force else flags
+    process = start_detached(site.settings, backup=backup, trigger=trigger, extra=extra)
+    click.echo(
+        f"Started the upgrade in process {process.pid}; follow it with `{site.cli} status` "
+        f"(its output goes to {site.settings.backup_dir}/upgrade.log)."
     )
-    click.secho(outcome.message[0].upper() + outcome.message[1:] + ".", fg="green", bold=True)
     return 0
 
 
@@ -199,7 +206,8 @@ def install(
     if not yes:
         target = release or site.code.version.raw
         confirm(f"Install release {target} into {safe_url(site.settings.database_url)}?")
-    outcome = install_release(site, release=release, trigger=trigger)
+    with site.session():
+        outcome = install_release(site, release=release, trigger=trigger)
     click.secho(f"Installed {outcome.to_version}.", fg="green", bold=True)
     return 0
 

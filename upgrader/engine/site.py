@@ -40,6 +40,7 @@ class Installation:
         self.progress = progress or _quiet
         self.tables = define_tables(settings.table_prefix)
         self._app: Any = settings.app_object
+        self._shared: Engine | None = None  # within session()
 
     @property
     def cli(self) -> str:
@@ -52,20 +53,35 @@ class Installation:
         return self._app
 
     def diagnose(self, engine: Engine | None = None) -> Diagnosis:
+        engine = engine or self._shared
         return diagnose(self.settings, code=self.code, engine=engine, record=False)
 
     @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """One engine for a whole command: its first diagnosis, the lock and the run share
+        its pooled connections. A connection is a cost of its own (PyMySQL builds a TLS
+        context for each: some 20 ms of CPU)."""
+        self._shared = run_engine(self.settings)
+        try:
+            yield
+        finally:
+            self._shared.dispose()
+            self._shared = None
+
+    @contextlib.contextmanager
     def engine(self) -> Iterator[Engine]:
-        """The engine for a command; refused at once (69) when the server does not answer
-        within the connect timeout: a dump or a migration against it would wait without end."""
-        engine = run_engine(self.settings)
+        """The engine for a command (the session's, within one); refused at once (69) when
+        the server does not answer within the connect timeout: a dump or a migration
+        against it would wait without end."""
+        engine = self._shared or run_engine(self.settings)
         try:
             silent = answers(engine, self.settings.connect_timeout)
             if silent:
                 raise Refused(f"the database cannot be reached: {silent}", EXIT_UNAVAILABLE)
             yield engine
         finally:
-            engine.dispose()
+            if engine is not self._shared:
+                engine.dispose()
 
     @contextlib.contextmanager
     def locked(self, engine: Engine) -> Iterator[UpgradeLock]:
