@@ -162,6 +162,7 @@ def _dependencies(script: Any) -> tuple[str, ...]:
     return (deps,) if isinstance(deps, str) else tuple(deps)
 
 
+@functools.lru_cache(maxsize=4096)
 def _names_any(path: str | None, tables: frozenset[str]) -> bool:
     try:
         with open(path or "", encoding="utf-8", errors="replace") as handle:
