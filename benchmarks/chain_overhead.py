@@ -44,12 +44,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
-from benchmarks.pairs import as_installed, cost, spread  # noqa: E402
+from benchmarks.pairs import Cost, as_installed, cost, spread  # noqa: E402
 from benchmarks.upgrade_overhead import fresh_database, raw_backup  # noqa: E402
 from tests.chains import long_chain, trivial_chain  # noqa: E402
 
 BIN = Path(sys.executable).parent
-Cost = tuple[float, float]  # CPU and wall seconds
 
 
 def environ(url: str, chain: Path, workdir: Path, base: str) -> dict[str, str]:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+Cost = tuple[float, float]
+"""CPU and wall seconds."""
 
 
 def interleaved(a: Callable[[], T], b: Callable[[], T], rounds: int) -> list[tuple[T, T]]:
@@ -48,7 +50,7 @@ def as_installed(env: dict[str, str], *sources: Path) -> dict[str, str]:
     return {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def cost(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
+def cost(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> Cost:
     """(CPU, wall) seconds of one command, its children included; it must end with a
     status in `ok`."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

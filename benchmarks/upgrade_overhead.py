@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -44,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
-from benchmarks.pairs import interleaved  # noqa: E402
+from benchmarks.pairs import Cost, as_installed, cost, interleaved, spread  # noqa: E402
 from tests.conftest import fresh_server_database  # noqa: E402
 from upgrader.core import storage  # noqa: E402
 from upgrader.core.revisions import alembic_config  # noqa: E402
@@ -101,17 +102,8 @@ def prepare(url: str, rows: int) -> None:
     engine.dispose()
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed:\n{done.stdout}\n{done.stderr}")
-    return elapsed
-
-
 def environment(url: str, workdir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    env = as_installed({k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")})
     env.update(
         UPGRADER_APP="upgrader.sample:create_app",
         SHELF_DATABASE_URL=url,
@@ -120,7 +112,7 @@ def environment(url: str, workdir: Path) -> dict[str, str]:
     return env
 
 
-def bench_upgrade(backend: str, rows: int, repeat: int, workdir: Path) -> list[tuple[float, float]]:
+def bench_upgrade(backend: str, rows: int, repeat: int, workdir: Path) -> list[tuple[Cost, Cost]]:
     """(alembic, upgrader) pairs, each on a fresh database; the order alternates per round."""
     commands = {
         "alembic": [
@@ -132,26 +124,23 @@ def bench_upgrade(backend: str, rows: int, repeat: int, workdir: Path) -> list[t
         ],
         "upgrader": [str(BIN / "upgrader"), "upgrade", "--yes", "--no-backup"],
     }
-    pairs: list[tuple[float, float]] = []
+    pairs: list[tuple[Cost, Cost]] = []
     for i in range(repeat):
-        times: dict[str, float] = {}
+        times: dict[str, Cost] = {}
         for which in ("alembic", "upgrader") if i % 2 == 0 else ("upgrader", "alembic"):
             with fresh_database(backend, workdir) as url:
                 prepare(url, rows)
-                times[which] = timed(commands[which], environment(url, workdir))
+                times[which] = cost(commands[which], environment(url, workdir))
         pairs.append((times["alembic"], times["upgrader"]))
     return pairs
 
 
-def summary(pairs: list[tuple[float, float]]) -> str:
-    ratios = sorted(b / a for a, b in pairs)
-    low, high = ratios[0], ratios[-1]
-    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 4 else [low, 0, high]
+def summary(pairs: list[tuple[Cost, Cost]]) -> str:
+    """Median wall seconds of each side, then the per-pair ratios of CPU and of wall time."""
+    theirs, ours = (statistics.median(p[i][1] for p in pairs) for i in (0, 1))
     return (
-        f"{statistics.median(a for a, _ in pairs):>9.3f}s "
-        f"{statistics.median(b for _, b in pairs):>9.3f}s "
-        f"{statistics.median(ratios):>6.3f}x (IQR {q[0]:.3f}-{q[2]:.3f}, "
-        f"range {low:.3f}-{high:.3f}, n={len(ratios)})"
+        f"{theirs:>7.3f}s {ours:>7.3f}s  CPU ratio {spread([b[0] / a[0] for a, b in pairs])}; "
+        f"wall ratio {spread([b[1] / a[1] for a, b in pairs])}"
     )
 
 
@@ -192,28 +181,38 @@ def raw_backup(url: str, out: Path) -> Callable[[], object]:
     )
 
 
-def bench_backup(backend: str, rows: int, repeat: int, workdir: Path) -> list[tuple[float, float]]:
-    """(raw tool, upgrader) seconds per pair, the order alternating."""
+def bench_backup(backend: str, rows: int, repeat: int, workdir: Path) -> list[tuple[Cost, Cost]]:
+    """(raw tool, upgrader) CPU and wall seconds per pair, the order alternating. upgrader's
+    backup is the library call the engine makes, so its CPU is this process's and its
+    children's (the dump tool's)."""
     with fresh_database(backend, workdir) as url:
         prepare(url, rows)
         engine = create_engine(url)
         raw = raw_backup(url, workdir / "raw.backup")
-
         labels = itertools.count()
 
-        def ours() -> float:
-            started = time.perf_counter()
-            create_backup(engine, workdir / "backups", label=f"bench{next(labels)}")
-            return time.perf_counter() - started
+        def ours() -> Cost:
+            return measured(
+                lambda: create_backup(engine, workdir / "backups", label=f"bench{next(labels)}")
+            )
 
-        def theirs() -> float:
-            started = time.perf_counter()
-            raw()
-            return time.perf_counter() - started
-
-        pairs = interleaved(theirs, ours, repeat)
+        pairs = interleaved(lambda: measured(raw), ours, repeat)
         engine.dispose()
     return pairs
+
+
+def measured(work: Callable[[], object]) -> Cost:
+    """CPU (this process's and its children's) and wall seconds of `work()`."""
+
+    def cpu() -> float:
+        me, children = (
+            resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        )
+        return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+    started, before = time.perf_counter(), cpu()
+    work()
+    return cpu() - before, time.perf_counter() - started
 
 
 def main() -> None:
@@ -229,7 +228,8 @@ def main() -> None:
         f"rows: {args.rows} authors + {args.rows} books; {args.repeat} interleaved pairs "
         "(median of the per-pair ratios)"
     )
-    print(f"{'backend':<11} {'what':<34} {'raw tool':>10} {'upgrader':>10} {'ratio':>7}")
+    print(f"{'backend':<11} {'what':<34} {'raw tool':>8} {'upgrader':>8}  (wall; upgrader/raw)")
+    as_installed({}, ROOT / "upgrader", ROOT / "migrations")
     with tempfile.TemporaryDirectory(prefix="upgrader-bench-") as tmp:
         workdir = Path(tmp)
         for backend in args.backends.split(","):
