@@ -292,12 +292,18 @@ def _sqlite_backup(source: Path, target: Path) -> None:
         src.close()
 
 
+MAPPED_CHECK = 1 << 30
+"""How much of a SQLite backup its check reads mapped (1 GiB; the rest with read())."""
+
+
 def _verify_sqlite(path: Path, tables: list[str]) -> None:
     conn = sqlite3.connect(path)
     try:
         # quick_check reads every page and checks the b-trees, which is what a copy made by
         # the backup API can get wrong; integrity_check also re-derives every index entry
-        # from its table, which would only find damage the source already had.
+        # from its table, which would only find damage the source already had. Reading the
+        # file mapped saves a read() per page (a tenth of the check).
+        conn.execute(f"PRAGMA mmap_size = {MAPPED_CHECK}")
         result = conn.execute("PRAGMA quick_check").fetchone()[0]
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
