@@ -105,20 +105,24 @@ def failing(environ: dict[str, Any], start_response: Callable[..., Any]) -> list
     return [b"fine"]
 
 
-def test_the_applications_own_failures_pass_when_the_database_is_fine(
-    db_url: str, tmp_path: Path
-) -> None:
-    install(db_url, CURRENT)
-    settings = resolve(
+def guard_settings(url: str, tmp_path: Path) -> Any:
+    """The sample's release, guarded, with no installer."""
+    return resolve(
         {
-            "database_url": db_url,
+            "database_url": url,
             "migrations": str(MIGRATIONS),
             "code_version": CURRENT,
             "installer_dir": str(tmp_path / "no-installer"),
         },
         environ={},
     )
-    client = Client(UpgraderMiddleware(failing, settings))
+
+
+def test_the_applications_own_failures_pass_when_the_database_is_fine(
+    db_url: str, tmp_path: Path
+) -> None:
+    install(db_url, CURRENT)
+    client = Client(UpgraderMiddleware(failing, guard_settings(db_url, tmp_path)))
     assert client.get("/").status_code == 200
     broken = client.get("/broken")
     assert (broken.status_code, broken.get_data()) == (500, b"the application's own error page")
@@ -136,16 +140,7 @@ def test_a_restarted_server_costs_the_guard_no_refresh(server_db_url: str, tmp_p
     when the server has closed its connections (a restart), the read is made again on a
     new one, and visitors never see Err1 for it."""
     install(server_db_url, CURRENT)
-    settings = resolve(
-        {
-            "database_url": server_db_url,
-            "migrations": str(MIGRATIONS),
-            "code_version": CURRENT,
-            "installer_dir": str(tmp_path / "no-installer"),
-        },
-        environ={},
-    )
-    client = Client(UpgraderMiddleware(failing, settings))
+    client = Client(UpgraderMiddleware(failing, guard_settings(server_db_url, tmp_path)))
     assert client.get("/").status_code == 200
     ended = end_other_sessions(server_db_url)
     assert ended >= 1  # the guard's pooled connection
