@@ -125,6 +125,7 @@ def test_a_full_disk_during_the_backup_changes_nothing(
             None,
         ),
         (b"-- MariaDB dump\n\nCREATE TABLE `a` (\n);\nINSERT INTO `b", "incomplete"),
+        (b"-- MariaDB dump\n\nCREATE TABLE `a` (\n);\nCREATE TABLE `b", "incomplete"),
         (b"-- MariaDB dump\n\nCREATE TABLE `a` (\n);\n-- Dump completed\n", "lacks table"),
         (b"", "empty"),
     ],

@@ -188,7 +188,9 @@ def _read_columns(conn: Connection, table: str) -> frozenset[str]:
     """The names a query of every column returns: one cheap statement on every database
     (reflection's catalog queries cost PostgreSQL some 3 ms a table)."""
     found = conn.execute(text(f"SELECT * FROM {quote(conn, table)} WHERE 1 = 0"))
-    return frozenset(found.keys())
+    names = frozenset(found.keys())
+    found.close()
+    return names
 
 
 def quote(conn: Connection, name: str) -> str:

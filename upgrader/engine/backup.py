@@ -465,6 +465,8 @@ def _created_tables(data: mmap.mmap) -> set[str]:
     while at >= 0:
         start = at + len(marker)
         end = data.find(b"`", start)
+        if end < 0:  # cut off inside the name: the trailer check says so
+            break
         found.add(data[start:end].decode("utf-8", "replace"))
         at = data.find(marker, end)
     return found
