@@ -89,12 +89,8 @@ def online_check(settings: Settings, d: Diagnosis) -> OnlineCheck | None:
 
 
 def _refused(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        f
-        for rev in report.get("revisions", [])
-        for f in rev.get("findings", [])
-        if f.get("acknowledged") is None and f.get("kind") in ("contract", "locking")
-    ]
+    """The findings the child's report says make `upgrade --online` refuse."""
+    return [f for rev in report.get("revisions", []) for f in rev.get("unsafe_online", [])]
 
 
 def _done(notice: str) -> Response:

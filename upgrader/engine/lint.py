@@ -91,6 +91,7 @@ class RevisionLint:
             "suggested_phase": self.suggested,
             "not_checked": self.not_checked,
             "findings": [f.to_dict() for f in self.findings],
+            "unsafe_online": [f.to_dict() for f in self.unsafe_online],
         }
 
 
