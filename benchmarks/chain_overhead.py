@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -44,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
-from benchmarks.pairs import Cost, as_installed, cost, spread  # noqa: E402
+from benchmarks.pairs import Cost, as_installed, cost, measured, ratios  # noqa: E402
 from benchmarks.upgrade_overhead import fresh_database, raw_backup  # noqa: E402
 from tests.chains import long_chain, trivial_chain  # noqa: E402
 
@@ -102,24 +100,20 @@ def pair(
 def plain(url: str, chain: Path, workdir: Path, env: dict[str, str], backup: bool) -> Cost:
     """The raw tools: the dump (with `backup`), then `alembic upgrade heads`; the CPU
     and wall seconds of their processes."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    if backup:
-        raw_backup(url, workdir / "raw.backup")()
-    cost(alembic(url, chain, workdir), env)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
+
+    def both() -> None:
+        if backup:
+            raw_backup(url, workdir / "raw.backup")()
+        cost(alembic(url, chain, workdir), env)
+
+    return measured(both)
 
 
 def summary(pairs: list[tuple[Cost, Cost]]) -> str:
     """Median seconds of each side and the per-pair ratios, CPU then wall."""
     plain = statistics.median(a[1] for a, _ in pairs)
     ours = statistics.median(b[1] for _, b in pairs)
-    return (
-        f"wall {plain:.2f}s -> {ours:.2f}s; CPU ratio {spread([b[0] / a[0] for a, b in pairs])}; "
-        f"wall ratio {spread([b[1] / a[1] for a, b in pairs])}"
-    )
+    return f"wall {plain:.2f}s -> {ours:.2f}s; {ratios(pairs)}"
 
 
 def main() -> None:

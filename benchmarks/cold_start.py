@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.chain_overhead import alembic, environ  # noqa: E402
-from benchmarks.pairs import as_installed, cost, interleaved, spread  # noqa: E402
+from benchmarks.pairs import as_installed, cost, interleaved, ratios  # noqa: E402
 from tests.chains import trivial_chain  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -45,11 +45,7 @@ def compare(size: int, rounds: int, workdir: Path) -> str:
     pairs = interleaved(lambda: cost(theirs, env), lambda: cost(ours, env), rounds)
     cpu_a = statistics.median(a[0] for a, _ in pairs) * 1000
     cpu_b = statistics.median(b[0] for _, b in pairs) * 1000
-    return (
-        f"{size:>4} revisions  CPU {cpu_a:.0f} -> {cpu_b:.0f} ms, ratio "
-        f"{spread([b[0] / a[0] for a, b in pairs])}; wall ratio "
-        f"{spread([b[1] / a[1] for a, b in pairs])}"
-    )
+    return f"{size:>4} revisions  CPU {cpu_a:.0f} -> {cpu_b:.0f} ms, {ratios(pairs)}"
 
 
 def main() -> None:

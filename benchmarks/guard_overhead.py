@@ -44,6 +44,7 @@ os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/tes
 
 from sqlalchemy import event  # noqa: E402
 
+from benchmarks.pairs import interleaved, spread  # noqa: E402
 from tests.conftest import fresh_server_database  # noqa: E402
 from tests.helpers import MIGRATIONS, install  # noqa: E402
 from upgrader.sample.releases import CURRENT, RELEASES  # noqa: E402
@@ -141,19 +142,8 @@ def loop(app: App, n: int) -> float:
 def pairs(bare: App, variant: App, n: int, rounds: int) -> str:
     loop(bare, 200)
     loop(variant, 200)  # warm: the first request reads the database
-    ratios: list[float] = []
-    for i in range(rounds):
-        if i % 2 == 0:
-            a, b = loop(bare, n), loop(variant, n)
-        else:
-            b, a = loop(variant, n), loop(bare, n)
-        ratios.append(a / b)  # throughput of the variant relative to bare
-    ratios.sort()
-    q = statistics.quantiles(ratios, n=4)
-    return (
-        f"ratio {statistics.median(ratios):.3f} (IQR {q[0]:.3f}-{q[2]:.3f}, "
-        f"range {ratios[0]:.3f}-{ratios[-1]:.3f}, n={rounds})"
-    )
+    times = interleaved(lambda: loop(bare, n), lambda: loop(variant, n), rounds)
+    return f"ratio {spread([a / b for a, b in times])}"  # the variant's throughput / bare's
 
 
 @contextmanager
@@ -187,19 +177,15 @@ def refresher(url: str, beat: float, **extra: Any) -> Callable[[], float]:
 
 
 def refresh_pairs(base: Callable[[], float], variant: Callable[[], float], rounds: int) -> str:
-    """Interleaved rounds of 10 refreshes each (base, variant, base, variant…): the medians
-    of each side, and the per-pair ratios with their spread."""
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(rounds):
-        a.append(statistics.median(base() for _ in range(10)))
-        b.append(statistics.median(variant() for _ in range(10)))
-    ratios = sorted(y / x for x, y in zip(a, b, strict=True))
-    q = statistics.quantiles(ratios, n=4)
-    return (
-        f"{statistics.median(a) * 1000:.2f} ms -> {statistics.median(b) * 1000:.2f} ms CPU, "
-        f"ratio {statistics.median(ratios):.2f} (IQR {q[0]:.2f}-{q[2]:.2f}, n={rounds})"
+    """Interleaved rounds of 10 refreshes each side: the medians of each side, and the
+    per-pair ratios with their spread."""
+    times = interleaved(
+        lambda: statistics.median(base() for _ in range(10)),
+        lambda: statistics.median(variant() for _ in range(10)),
+        rounds,
     )
+    a, b = (statistics.median(t[i] for t in times) * 1000 for i in (0, 1))
+    return f"{a:.2f} ms -> {b:.2f} ms CPU, ratio {spread([y / x for x, y in times], '{:.2f}')}"
 
 
 def post_deploy_code(tmp: Path) -> Path:

@@ -22,8 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.chain_overhead import alembic, environ  # noqa: E402
-from benchmarks.cold_start import timed  # noqa: E402
-from benchmarks.pairs import interleaved, spread  # noqa: E402
+from benchmarks.pairs import as_installed, cost, interleaved, ratios  # noqa: E402
 from tests.chains import trivial_chain  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -39,6 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="upgrader-lint-") as tmp:
         work = Path(tmp)
         chain = trivial_chain(work / "chain", args.size)
+        as_installed({}, ROOT / "upgrader", chain)
         url = "postgresql://nobody@127.0.0.1:1/offline"  # never reached: offline
         env = environ(url, chain, work, "v0001")
         theirs = [*alembic(url, chain, work), "--sql"]
@@ -46,14 +46,13 @@ def main() -> None:
         lint = subprocess.run(ours, env=env, capture_output=True, text=True)
         print(lint.stdout.splitlines()[0], f"(exit {lint.returncode})")
         pairs = interleaved(
-            lambda: timed(theirs, env), lambda: timed(ours, env, ok=(0, 1)), args.rounds
+            lambda: cost(theirs, env), lambda: cost(ours, env, ok=(0, 1)), args.rounds
         )
         wall_a = statistics.median(a[1] for a, _ in pairs)
         wall_b = statistics.median(b[1] for _, b in pairs)
         print(
             f"{args.size} revisions: alembic --sql {wall_a:.2f} s, upgrader lint {wall_b:.2f} s; "
-            f"wall ratio {spread([b[1] / a[1] for a, b in pairs])}, CPU ratio "
-            f"{spread([b[0] / a[0] for a, b in pairs])}   goal <= 2"
+            f"{ratios(pairs)}   goal <= 2"
         )
 
 

@@ -50,15 +50,40 @@ def as_installed(env: dict[str, str], *sources: Path) -> dict[str, str]:
     return {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
+def ratios(costs: list[tuple[Cost, Cost]]) -> str:
+    """B's CPU and wall time against A's, pair by pair, with their spreads."""
+    return (
+        f"CPU ratio {spread([b[0] / a[0] for a, b in costs])}; "
+        f"wall ratio {spread([b[1] / a[1] for a, b in costs])}"
+    )
+
+
+def measured(work: Callable[[], object], *, own: bool = False) -> Cost:
+    """CPU and wall seconds of `work()`: the CPU of the processes it ran and, with `own`,
+    of this one (work done in this process, a library call)."""
+
+    def cpu() -> float:
+        used = [resource.getrusage(resource.RUSAGE_CHILDREN)]
+        if own:
+            used.append(resource.getrusage(resource.RUSAGE_SELF))
+        return sum(u.ru_utime + u.ru_stime for u in used)
+
+    before, started = cpu(), time.perf_counter()
+    work()
+    return cpu() - before, time.perf_counter() - started
+
+
 def cost(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> Cost:
     """(CPU, wall) seconds of one command, its children included; it must end with a
     status in `ok`."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
-    if done.returncode not in ok:
-        raise SystemExit(f"{argv[0]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return cpu, wall
+    done: list[subprocess.CompletedProcess[str]] = []
+    spent = measured(
+        lambda: done.append(
+            subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        )
+    )
+    if done[0].returncode not in ok:
+        raise SystemExit(
+            f"{argv[0]} failed ({done[0].returncode}):\n{done[0].stdout}\n{done[0].stderr}"
+        )
+    return spent

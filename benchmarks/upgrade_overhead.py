@@ -24,13 +24,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
-from benchmarks.pairs import Cost, as_installed, cost, interleaved, spread  # noqa: E402
+from benchmarks.pairs import Cost, as_installed, cost, interleaved, measured, ratios  # noqa: E402
 from tests.conftest import fresh_server_database  # noqa: E402
 from upgrader.core import storage  # noqa: E402
 from upgrader.core.revisions import alembic_config  # noqa: E402
@@ -138,10 +136,7 @@ def bench_upgrade(backend: str, rows: int, repeat: int, workdir: Path) -> list[t
 def summary(pairs: list[tuple[Cost, Cost]]) -> str:
     """Median wall seconds of each side, then the per-pair ratios of CPU and of wall time."""
     theirs, ours = (statistics.median(p[i][1] for p in pairs) for i in (0, 1))
-    return (
-        f"{theirs:>7.3f}s {ours:>7.3f}s  CPU ratio {spread([b[0] / a[0] for a, b in pairs])}; "
-        f"wall ratio {spread([b[1] / a[1] for a, b in pairs])}"
-    )
+    return f"{theirs:>7.3f}s {ours:>7.3f}s  {ratios(pairs)}"
 
 
 def raw_backup(url: str, out: Path) -> Callable[[], object]:
@@ -193,26 +188,13 @@ def bench_backup(backend: str, rows: int, repeat: int, workdir: Path) -> list[tu
 
         def ours() -> Cost:
             return measured(
-                lambda: create_backup(engine, workdir / "backups", label=f"bench{next(labels)}")
+                lambda: create_backup(engine, workdir / "backups", label=f"bench{next(labels)}"),
+                own=True,
             )
 
-        pairs = interleaved(lambda: measured(raw), ours, repeat)
+        pairs = interleaved(lambda: measured(raw, own=True), ours, repeat)
         engine.dispose()
     return pairs
-
-
-def measured(work: Callable[[], object]) -> Cost:
-    """CPU (this process's and its children's) and wall seconds of `work()`."""
-
-    def cpu() -> float:
-        me, children = (
-            resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-        )
-        return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
-
-    started, before = time.perf_counter(), cpu()
-    work()
-    return cpu() - before, time.perf_counter() - started
 
 
 def main() -> None:
