@@ -207,9 +207,11 @@ def test_on_a_phone_with_a_backup_of_ones_own(serve: Any, phone: Any, tmp_path: 
     assert printed.stdout.strip() == site.key, (command, printed.stderr)
     page.fill("input[name=key]", site.key)
     page.click("button[type=submit]")
+    page.wait_for_url("**/install/eula")  # measured on the next page, not mid-navigation
     no_sideways_scroll(page)
     page.check("input[name=accept]")
     page.click("button[type=submit]")
+    page.wait_for_url("**/install/checks")
     no_sideways_scroll(page)
     text = page.locator("main").inner_text()
     assert "Loans, and an ISBN for each book." in text and "Sort by family name." in text
