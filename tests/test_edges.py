@@ -30,6 +30,7 @@ from tests.helpers import (
 )
 from upgrader.core import database
 from upgrader.engine import backup as backup_module
+from upgrader.engine import pgtools
 
 
 def test_the_factory_is_called_once_per_process(
@@ -301,3 +302,66 @@ def test_pymysql_builds_no_tls_context_a_server_does_not_offer(
         engine.dispose()
     assert "ssl_disabled" not in seen[0] or seen[0]["ssl_disabled"] is False
     assert seen[1].get("ssl_disabled") is second
+
+
+def test_postgresql_tools_skip_debians_wrapper_only_where_it_picks_the_newest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pg_wrapper told a host runs the newest version's program: upgrader runs that one
+    (versions compared as numbers, directories without the program skipped); without a
+    host, or with a PATH program that is no wrapper, PATH's program runs."""
+    root, bin_dir = tmp_path / "lib", tmp_path / "bin"
+    for version, executable in (("9.6", True), ("15", True), ("16", False), ("17", None)):
+        (root / version / "bin").mkdir(parents=True)
+        if executable is not None:
+            program = root / version / "bin" / "pg_restore"
+            program.write_text("#!/bin/sh\n")
+            program.chmod(0o755 if executable else 0o644)
+    (tmp_path / "share").mkdir()
+    wrapper = tmp_path / "share" / "pg_wrapper"
+    wrapper.write_text("#!/bin/sh\n")
+    wrapper.chmod(0o755)
+    bin_dir.mkdir()
+    (bin_dir / "pg_restore").symlink_to(wrapper)
+    monkeypatch.setattr(pgtools, "BINROOT", root)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    pgtools.newest.cache_clear()
+    try:
+        assert pgtools.program("pg_restore", host_given=True) == str(root / "15/bin/pg_restore")
+        assert pgtools.program("pg_restore", host_given=False) == "pg_restore"
+        (bin_dir / "pg_restore").unlink()
+        (bin_dir / "pg_restore").write_text("#!/bin/sh\n")  # a build of its own: no wrapper
+        (bin_dir / "pg_restore").chmod(0o755)
+        assert pgtools.program("pg_restore", host_given=True) == "pg_restore"
+    finally:
+        pgtools.newest.cache_clear()
+
+
+def test_a_postgresql_backup_runs_the_tools_the_wrapper_would(
+    postgresql_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where PATH's pg_dump is Debian's pg_wrapper (this machine), the version check, the
+    dump and its check run the newest version's programs directly; the backup verifies."""
+    found = shutil.which("pg_dump")
+    if not found or Path(found).resolve().name != pgtools.WRAPPER:
+        pytest.skip("PATH's pg_dump is not Debian's pg_wrapper")
+    newest = pgtools.newest("pg_dump")
+    assert newest is not None
+    ran: list[list[str]] = []
+    real_run = subprocess.run
+
+    def run(argv: list[str], *args: Any, **kw: Any) -> Any:
+        ran.append(list(argv))
+        return real_run(argv, *args, **kw)
+
+    monkeypatch.setattr(backup_module.subprocess, "run", run)
+    install(postgresql_url, CURRENT)
+    engine = create_engine(postgresql_url)
+    try:
+        saved = backup_module.create_backup(engine, tmp_path / "b")
+    finally:
+        engine.dispose()
+    assert saved.size > 0 and "books" in saved.tables
+    programs = [next(a for a in argv if "pg_" in a) for argv in ran]
+    assert programs == [newest, newest, str(Path(newest).with_name("pg_restore"))], ran
+    assert ran[0][1:3] == ["--version", f"--host={make_url(postgresql_url).host}"], ran[0]

@@ -11,7 +11,9 @@ Passwords reach the tools through their environment (PGPASSWORD) or a pipe
 (MariaDB's --defaults-extra-file=/dev/fd/N), never through the command line nor a
 file: a killed run leaves no credential behind. (Older releases wrote a 0600 file;
 every command removes any such file a killed run left.)
-The tools die with upgrader (PR_SET_PDEATHSIG, through util-linux's `setpriv`).
+The tools die with upgrader (PR_SET_PDEATHSIG, through util-linux's `setpriv`); on
+Debian and Ubuntu the PostgreSQL ones run without their Perl wrapper where it would run
+the newest version anyway (engine/pgtools.py).
 A backup is written under a temporary name and renamed when verified, so a
 half-written file never looks like a backup; backups are 0600 in a 0700
 directory, since they hold everything the application stores. Beside each,
@@ -42,6 +44,7 @@ from sqlalchemy import URL, Engine, inspect, text
 
 from upgrader.core import processes
 from upgrader.core.database import redact
+from upgrader.engine import pgtools
 from upgrader.engine.exits import EngineError
 
 DUMP_TIMEOUT = 6 * 3600
@@ -181,8 +184,16 @@ def _mb(n: float) -> str:
 
 
 def _pg_version_problem(engine: Engine) -> list[str]:
-    """pg_dump refuses servers newer than itself: say so before the upgrade, not during it."""
-    out = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True, check=False)
+    """pg_dump refuses servers newer than itself: say so before the upgrade, not during it.
+    Asked with the dump's own connection options, so that Debian's pg_wrapper (which picks
+    a version by them) answers for the pg_dump the backup will run."""
+    args, _ = _pg_env(engine.url)
+    out = subprocess.run(
+        [_pg_program("pg_dump", args), "--version", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     match = re.search(r"(\d+)(?:\.\d+)?", out.stdout)
     with engine.connect() as conn:
         server = int(conn.scalar(text("SHOW server_version_num")) or 0) // 10000
@@ -341,6 +352,10 @@ def _pg_env(url: URL) -> tuple[list[str], dict[str, str]]:
     return args, env
 
 
+def _pg_program(name: str, args: list[str]) -> str:
+    return pgtools.program(name, host_given=any(a.startswith("--host=") for a in args))
+
+
 def _run(argv: list[str], env: dict[str, str], url: URL, what: str, **kw: Any) -> str:
     guard = shutil.which("setpriv")
     if guard:  # the tool dies with us, rather than dump on after a kill -9
@@ -361,7 +376,7 @@ def _pg_dump(url: URL, target: Path) -> None:
     args, env = _pg_env(url)
     _run(
         [
-            "pg_dump",
+            _pg_program("pg_dump", args),
             "--format=custom",
             "--no-password",
             f"--lock-wait-timeout={LOCK_WAIT}",
@@ -376,8 +391,10 @@ def _pg_dump(url: URL, target: Path) -> None:
 
 
 def _verify_pg(path: Path, tables: list[str]) -> None:
+    """pg_restore reads any archive of a pg_dump as new as itself: on Debian the newest
+    installed (the one the dump ran, when a host was given) is run without its wrapper."""
     toc = _run(
-        ["pg_restore", "--list", str(path)],
+        [pgtools.program("pg_restore", host_given=True), "--list", str(path)],
         dict(os.environ),
         URL.create("postgresql"),
         "pg_restore --list",
@@ -526,7 +543,7 @@ def restore_backup(engine: Engine, path: Path) -> Backup:
         args, env = _pg_env(url)
         _run(
             [
-                "pg_restore",
+                _pg_program("pg_restore", args),
                 "--clean",
                 "--if-exists",
                 "--no-owner",
