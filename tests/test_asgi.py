@@ -208,9 +208,9 @@ def test_the_event_loop_never_waits_for_a_hung_database(
     server_db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A blackholed database (connections accepted, nothing answered): the loop keeps
-    turning (a sleeper wakes within 20 ms at the 99th percentile; no step of the loop comes
-    near a database wait, asyncio's debug mode says), and visitors get Err1 within the
-    connect timeout."""
+    turning (no sleeper wakes anywhere near as late as a database wait would make it; no
+    step of the loop comes near one, asyncio's debug mode says), and visitors get Err1
+    within the connect timeout."""
     install(server_db_url, CURRENT)
     real = make_url(server_db_url)
     timeout, ttl = 2.0, 0.5
@@ -245,8 +245,7 @@ def test_the_event_loop_never_waits_for_a_hung_database(
                     await asyncio.sleep(0.01)
 
             await asyncio.gather(ticker(), visitor(), visitor())
-            lags.sort()
-            return seen, cut, lags[int(len(lags) * 0.99)]
+            return seen, cut, max(lags)
 
         with caplog.at_level(logging.WARNING, logger="asyncio"):
             seen, cut, worst = asyncio.run(visitors())
@@ -265,7 +264,9 @@ def test_the_event_loop_never_waits_for_a_hung_database(
     assert unavailable[0] - cut <= ttl + timeout + 1.0, unavailable[0] - cut
     assert all(status in (200, 503) for _, status, _ in seen)
     assert len(seen) > 50  # requests kept being answered all along
-    assert worst < 0.02, worst  # the 99th percentile: the machine's own pauses aside
+    # A loop that waited for the database would wake a sleeper a connect timeout (2 s) late;
+    # the machine's own pauses (20-30 ms under CI's load) are far from that.
+    assert worst < timeout / 4, worst
 
 
 def test_the_wrong_kind_of_application_fails_at_construction(tmp_path: Path) -> None:

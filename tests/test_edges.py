@@ -325,16 +325,16 @@ def test_postgresql_tools_skip_debians_wrapper_only_where_it_picks_the_newest(
     (bin_dir / "pg_restore").symlink_to(wrapper)
     monkeypatch.setattr(pgtools, "BINROOT", root)
     monkeypatch.setenv("PATH", str(bin_dir))
-    pgtools.newest.cache_clear()
-    try:
-        assert pgtools.program("pg_restore", host_given=True) == str(root / "15/bin/pg_restore")
-        assert pgtools.program("pg_restore", host_given=False) == "pg_restore"
-        (bin_dir / "pg_restore").unlink()
-        (bin_dir / "pg_restore").write_text("#!/bin/sh\n")  # a build of its own: no wrapper
-        (bin_dir / "pg_restore").chmod(0o755)
-        assert pgtools.program("pg_restore", host_given=True) == "pg_restore"
-    finally:
-        pgtools.newest.cache_clear()
+    assert pgtools.program("pg_restore", host_given=True) == str(root / "15/bin/pg_restore")
+    assert pgtools.program("pg_restore", host_given=False) == "pg_restore"
+    (root / "18/bin").mkdir(parents=True)  # installed while upgrader runs
+    (root / "18/bin/pg_restore").write_text("#!/bin/sh\n")
+    (root / "18/bin/pg_restore").chmod(0o755)
+    assert pgtools.program("pg_restore", host_given=True) == str(root / "18/bin/pg_restore")
+    (bin_dir / "pg_restore").unlink()
+    (bin_dir / "pg_restore").write_text("#!/bin/sh\n")  # a build of its own: no wrapper
+    (bin_dir / "pg_restore").chmod(0o755)
+    assert pgtools.program("pg_restore", host_given=True) == "pg_restore"
 
 
 def test_a_postgresql_backup_runs_the_tools_the_wrapper_would(

@@ -11,7 +11,6 @@ clusters, and upgrader leaves it to decide.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
@@ -30,10 +29,10 @@ def program(name: str, host_given: bool) -> str:
     return newest(name) or name
 
 
-@functools.cache
 def newest(name: str) -> str | None:
     """`name` of the newest version under BINROOT, as pg_wrapper's get_newest_version
-    picks it: directories named like 15 or 9.6, compared as numbers."""
+    picks it: directories named like 15 or 9.6, compared as numbers. Looked up each time:
+    a long-running server sees client tools installed after it started."""
     try:
         entries = list(BINROOT.iterdir())
     except OSError:
