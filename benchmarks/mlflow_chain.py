@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,7 +69,8 @@ os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/tes
 from alembic import command  # noqa: E402
 from sqlalchemy import Engine, MetaData, create_engine, insert, text  # noqa: E402
 
-from benchmarks.pairs import Cost, as_installed, cost, interleaved, ratios  # noqa: E402
+from benchmarks.chain_overhead import summary  # noqa: E402
+from benchmarks.pairs import Cost, as_installed, cost, interleaved  # noqa: E402
 from benchmarks.upgrade_overhead import fresh_database  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -201,14 +201,7 @@ def main() -> None:
                     lambda: measure(backend, args.runs, Path(tmp), "upgrader"),  # noqa: B023
                     args.rounds,
                 )
-                before = statistics.median(a[1] for a, _ in pairs)
-                after = statistics.median(b[1] for _, b in pairs)
-                print(
-                    f"{backend:<11} upgrader upgrade vs {theirs:<18} wall {before:.2f}s -> "
-                    f"{after:.2f}s; "
-                    f"{ratios(pairs)}",
-                    flush=True,
-                )
+                print(f"{backend:<11} upgrade vs {theirs:<18} {summary(pairs)}", flush=True)
 
 
 if __name__ == "__main__":
