@@ -69,6 +69,7 @@ os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/tes
 from alembic import command  # noqa: E402
 from sqlalchemy import Engine, MetaData, create_engine, insert, text  # noqa: E402
 
+from benchmarks.chain_overhead import environ as chain_environ  # noqa: E402
 from benchmarks.chain_overhead import summary  # noqa: E402
 from benchmarks.pairs import Cost, as_installed, cost, interleaved  # noqa: E402
 from benchmarks.upgrade_overhead import fresh_database  # noqa: E402
@@ -83,16 +84,8 @@ def migrations() -> Path:
 
 
 def environ(url: str, workdir: Path) -> dict[str, str]:
-    env = as_installed({k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")})
-    env.update(
-        UPGRADER_DATABASE_URL=url,
-        UPGRADER_MIGRATIONS=str(migrations()),
-        UPGRADER_CODE_VERSION="2.0.0",
-        UPGRADER_RELEASES=f"1.0.0={BASE}",
-        UPGRADER_BACKUP_DIR=str(workdir / "backups"),
-        UPGRADER_INSTALLER_DIR=str(workdir / "none"),
-    )
-    return env
+    """upgrader's settings for MLflow's chain: release 1.0.0 is BASE, the code is 2.0.0."""
+    return chain_environ(url, migrations(), workdir, BASE)
 
 
 def prepare(url: str, runs: int, workdir: Path) -> None:
