@@ -30,29 +30,31 @@ class Printer:
         self.started = time.monotonic()
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
-        elapsed = f"{time.monotonic() - self.started:6.1f}s"
+        line = self._line(event, data)
+        if line is not None:
+            # Two lines per revision: color=False spares click its terminal check (an
+            # ioctl) on each; these lines carry no colour anyway.
+            click.echo(f"{time.monotonic() - self.started:6.1f}s  {line}", color=False)
+
+    @staticmethod
+    def _line(event: str, data: dict[str, Any]) -> str | None:
         if event == "run":
             start = data["from"] or "not recorded"
-            click.echo(
-                f"{elapsed}  run #{data['run_id']}: {start} → {data['to']}, "
-                f"{data['steps']} revision(s)"
+            return f"run #{data['run_id']}: {start} → {data['to']}, {data['steps']} revision(s)"
+        if event == "backup":
+            return "backing up the database…"
+        if event == "backup_done":
+            return f"backup verified: {data['path']} ({data['size']:,} bytes)"
+        if event == "step":
+            return f"[{data['position']}/{data['total']}] {data['revision']}  {data['message']}"
+        if event == "step_done" and data.get("first", data["position"]) == data["position"]:
+            return f"      done in {data['duration']:.2f}s"
+        if event == "step_done":  # one transaction for several: committed together
+            return (
+                f"      done: steps {data['first']} to {data['position']} were committed "
+                "together (the env.py runs them in one transaction)"
             )
-        elif event == "backup":
-            click.echo(f"{elapsed}  backing up the database…")
-        elif event == "backup_done":
-            click.echo(f"{elapsed}  backup verified: {data['path']} ({data['size']:,} bytes)")
-        elif event == "step":
-            click.echo(
-                f"{elapsed}  [{data['position']}/{data['total']}] {data['revision']}  "
-                f"{data['message']}"
-            )
-        elif event == "step_done" and data.get("first", data["position"]) == data["position"]:
-            click.echo(f"{elapsed}        done in {data['duration']:.2f}s")
-        elif event == "step_done":  # one transaction for several: committed together
-            click.echo(
-                f"{elapsed}        done: steps {data['first']} to {data['position']} were "
-                "committed together (the env.py runs them in one transaction)"
-            )
+        return None
 
 
 @click.command()

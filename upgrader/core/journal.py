@@ -14,8 +14,9 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, Update, bindparam, inspect, select, text, true
+from sqlalchemy import Connection, Dialect, Engine, bindparam, inspect, select, text, true
 
+from upgrader.core.prepared import Prepared, prepare
 from upgrader.core.records import identity, join_revisions
 from upgrader.core.tables import Tables
 from upgrader.core.times import utcnow
@@ -201,19 +202,19 @@ def at_step(
     lease_seconds: float | None,
 ) -> None:
     """The run is now at step `position`; with `lease_seconds`, renew the lease too. Once
-    per revision: one statement, built once (building it cost more than running it)."""
-    plain, leased = _step_statements(tables)
+    per revision: one statement, prepared once (core/prepared.py)."""
+    plain, leased = _step_statements(tables, conn.dialect)
     values: dict[str, Any] = {"run": run_id, "at": position, "rev": revision, "text": message}
     if lease_seconds is None:
-        conn.execute(plain, values)
+        plain.run(conn, [values])
         return
     now = utcnow()
     values.update(beat=now, until=now + dt.timedelta(seconds=lease_seconds))
-    conn.execute(leased, values)
+    leased.run(conn, [values])
 
 
-@functools.cache
-def _step_statements(tables: Tables) -> tuple[Update, Update]:
+@functools.lru_cache(maxsize=8)
+def _step_statements(tables: Tables, dialect: Dialect) -> tuple[Prepared, Prepared]:
     runs = tables.runs
     plain = (
         runs.update()
@@ -221,7 +222,7 @@ def _step_statements(tables: Tables) -> tuple[Update, Update]:
         .values(step=bindparam("at"), revision=bindparam("rev"), message=bindparam("text"))
     )
     leased = plain.values(heartbeat_at=bindparam("beat"), lease_expires_at=bindparam("until"))
-    return plain, leased
+    return prepare(plain, dialect), prepare(leased, dialect)
 
 
 def step_row(
@@ -247,13 +248,15 @@ def step_row(
 
 
 def record_steps(conn: Connection, tables: Tables, rows: list[dict[str, Any]]) -> None:
+    """Finished steps' rows (step_row), in the caller's transaction: on SQLite once per
+    revision, inside the migration's, so prepared once (core/prepared.py)."""
     if rows:
-        conn.execute(_steps_insert(tables), rows)
+        _steps_insert(tables, conn.dialect, tuple(rows[0])).run(conn, rows)
 
 
-@functools.cache
-def _steps_insert(tables: Tables) -> Insert:
-    return tables.steps.insert()
+@functools.lru_cache(maxsize=8)  # a dialect per engine: each run's env.py may make one
+def _steps_insert(tables: Tables, dialect: Dialect, columns: tuple[str, ...]) -> Prepared:
+    return prepare(tables.steps.insert(), dialect, columns)
 
 
 def undo_steps(engine: Engine, tables: Tables, run_id: int, kept: set[str]) -> None:

@@ -7,7 +7,9 @@ Flask-Migrate's). upgrader sees each revision as Alembic applies it through
 the environment is Alembic's own `EnvironmentContext` with `configure()`
 extended, so it works with any env.py, even one that builds its configure
 arguments itself. That callback is what lets the journal say "step k of n", and
-the database's own version table is what a rerun resumes from.
+the database's own version table is what a rerun resumes from. Alembic takes
+its revisions one at a time from the plan upgrader gives it, each once the one
+before has left its transaction: that is when upgrader learns a step committed.
 
 The env.py only has to honour `sqlalchemy.url`, or find its database itself
 (Flask-Migrate's does, inside the application context we provide).
@@ -70,6 +72,8 @@ class Hooks(Protocol):
 
     def applied(self, revision: str, connection: Connection | None) -> None: ...
 
+    def settled(self, connection: Connection | None) -> None: ...
+
 
 def _environment(
     cfg: Config, script: ScriptDirectory, fn: Any, target: Target, hooks: Hooks
@@ -124,13 +128,23 @@ def run_upgrade(
 
     destination: Any = target  # Alembic's revision map takes several, typed as a str
 
-    def plan(heads: Any, context: Any) -> Any:
+    def plan(heads: Any, context: Any) -> Iterator[Any]:
         steps = script._upgrade_revs(destination, heads)
         hooks.planned([step.revision.revision for step in steps], context.connection)
-        return steps
+        return _one_at_a_time(steps, context, hooks)
 
     with application_context(app), _environment(cfg, script, plan, target, hooks):
         script.run_env()
+
+
+def _one_at_a_time(steps: list[Any], context: Any, hooks: Hooks) -> Iterator[Any]:
+    """Alembic's steps as it takes them (`for step in fn(heads, context)`, each run inside
+    `begin_transaction(_per_migration=True)`): when it asks for the next one, the step
+    before has left that transaction. Telling the hooks then costs nothing per statement,
+    where connection events would tax each of the migrations' own."""
+    for step in steps:
+        yield step
+        hooks.settled(context.connection)
 
 
 def stamp_revisions(cfg: Config, revisions: list[str], purge: bool, app: Any = None) -> None:

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine
 
 from upgrader.core import journal
 from upgrader.core.database import describe_error, redact
@@ -60,9 +60,8 @@ class StepJournal:
         self.plan = plan
         self.done: list[str] = []
         self.rows: list[dict[str, Any]] = []  # finished steps not written yet
-        # applied by Alembic, not committed yet: (position, revision, duration, row)
-        self.uncommitted: list[tuple[int, str, float, dict[str, Any]]] = []
-        self.committing: list[tuple[int, str, float, dict[str, Any]]] = []
+        # applied by Alembic, not known to be committed yet: (position, revision, duration, row)
+        self.pending: list[tuple[int, str, float, dict[str, Any]]] = []
         self.dirty = False
         self.env_ran = False  # the application's env.py reached context.configure()
         self.mutex = threading.Lock()  # the migration's thread and the heartbeat's
@@ -114,18 +113,14 @@ class StepJournal:
             )
 
     def configured(self, connection: Connection | None) -> None:
-        """Follow the migration connection's transactions (a step is done once committed),
-        note its server session (if this process dies, its statement may live on in the
-        server, and `status` can then name it), and bound how long its statements wait for a
-        table lock: a migration stuck behind the application's traffic fails with a clear
-        error rather than hold the site down without end."""
+        """Note the migration connection's server session (if this process dies, its
+        statement may live on in the server, and `status` can then name it), and bound how
+        long its statements wait for a table lock: a migration stuck behind the
+        application's traffic fails with a clear error rather than hold the site down
+        without end. (No event listeners on it: they would tax each of the migrations' own
+        statements.)"""
         self.env_ran = True
-        if connection is None:
-            return
-        event.listen(connection, "commit", self._commit_asked)
-        event.listen(connection, "begin", self._commit_over)
-        event.listen(connection, "rollback", self._rolled_back)
-        if self.sqlite:
+        if connection is None or self.sqlite:
             return
         seconds = self.site.settings.lock_timeout
         if self.engine.dialect.name == "postgresql":
@@ -151,8 +146,8 @@ class StepJournal:
 
     def applied(self, revision: str, connection: Connection | None) -> None:
         """Alembic has run `revision` and moved its version table, inside the migration's
-        transaction: done once that commits (`_commit_over`), which may be now (one
-        transaction per revision) or with the last one (one for the whole run)."""
+        transaction: done once that commits (`settled`), which may be right after this
+        (one transaction per revision) or with the last one (one for the whole run)."""
         duration = time.monotonic() - self.started
         position = len(self.done) + 1
         message = self._message(revision)
@@ -163,7 +158,7 @@ class StepJournal:
             self.done.append(revision)
             if self.sqlite:  # written inside the migration's transaction: it commits with it
                 self.rows.append(row)
-            self.uncommitted.append((position, revision, duration, row))
+            self.pending.append((position, revision, duration, row))
             self.dirty = True
         log.info("run #%d: step %d of %d, %s, applied in %.2fs", self.run_id, position,
                  len(self.plan), revision, duration)  # fmt: skip
@@ -175,21 +170,25 @@ class StepJournal:
             self.checked = time.monotonic()
         if self.sqlite:
             self.flush(connection)
+
+    def settled(self, connection: Connection | None) -> None:
+        """Alembic asks for its next revision: the one before has left Alembic's
+        transaction for it. Unless the connection is still in a transaction (the env.py
+        runs the whole pass in one), what was applied is committed. Then the next step
+        starts."""
+        if connection is None or not connection.in_transaction():
+            self._committed()
         self.started, self.started_at = time.monotonic(), utcnow()
         self._announce()
 
-    def _commit_asked(self, connection: Connection) -> None:
-        """The migration's transaction is about to commit (SQLAlchemy's event comes before
-        the database has answered): what it holds is done once the next transaction
-        begins, or the run ends."""
+    def _committed(self) -> None:
+        """What was applied is committed: say so, and (on a server) hand its rows to the
+        heartbeat."""
         with self.mutex:
-            self.committing, self.uncommitted = self.committing + self.uncommitted, []
-
-    def _commit_over(self, connection: Connection | None = None) -> None:
-        with self.mutex:
-            committed, self.committing = self.committing, []
-            if not self.sqlite:
+            committed, self.pending = self.pending, []
+            if not self.sqlite and committed:  # for the heartbeat's next tick
                 self.rows.extend(row for *_, row in committed)
+                self.dirty = True
         if not committed:
             return
         first, last = committed[0], committed[-1]
@@ -205,13 +204,9 @@ class StepJournal:
             },
         )
 
-    def _rolled_back(self, connection: Connection) -> None:
-        with self.mutex:
-            self.committing = []
-
     def finished(self) -> None:
         """Alembic's pass is over: its last commit has been answered."""
-        self._commit_over()
+        self._committed()
 
     def tick(self) -> None:
         """From the heartbeat's thread: write what changed since the last tick."""
@@ -249,11 +244,11 @@ class StepJournal:
                 )
             with self.mutex:
                 # what the run applied but had not committed, for undo_steps to judge
-                uncommitted = [row for *_, row in self.committing + self.uncommitted]
+                uncommitted = [row for *_, row in self.pending]
                 if not self.sqlite:
                     self.rows.extend(uncommitted)
                 journal.record_steps(conn, self.tables, self.rows)
-                self.rows, self.committing, self.uncommitted = [], [], []
+                self.rows, self.pending = [], []
             journal.update_in(conn, self.tables, self.run_id, **values)
         with contextlib.suppress(Exception):
             graph = self.site.code.graph
