@@ -99,6 +99,13 @@ def test_the_wheel_holds_what_it_should(wheel: Path) -> None:
         if "__pycache__" not in p.parts
     }
     assert source <= set(names), source - set(names)
+    # ... and every template and translation (a new language's directory included)
+    data = {
+        str(p.relative_to(ROOT))
+        for pattern in ("*.html", "*.po", "*.mo", "*.pot")
+        for p in (ROOT / "upgrader").rglob(pattern)
+    }
+    assert data <= set(names), data - set(names)
     metadata = (
         zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     )
