@@ -4,13 +4,12 @@ exit status and message (cli/context.py)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import click
 
 from upgrader.cli.context import CliContext, confirm, pass_cli
+from upgrader.cli.progress import Printer
 from upgrader.core.database import normalise_url, safe_url
 from upgrader.core.diagnosis import Diagnosis, State
 from upgrader.engine import repair as repairs
@@ -21,40 +20,6 @@ from upgrader.engine.migrate import OfflineSQLError, offline_sql
 from upgrader.engine.site import Installation
 from upgrader.engine.upgrade import install as install_release
 from upgrader.engine.upgrade import upgrade as upgrade_site
-
-
-class Printer:
-    """Progress as people read it: revision k of n, its message, elapsed time."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-
-    def __call__(self, event: str, data: dict[str, Any]) -> None:
-        line = self._line(event, data)
-        if line is not None:
-            # Two lines per revision: color=False spares click its terminal check (an
-            # ioctl) on each; these lines carry no colour anyway.
-            click.echo(f"{time.monotonic() - self.started:6.1f}s  {line}", color=False)
-
-    @staticmethod
-    def _line(event: str, data: dict[str, Any]) -> str | None:
-        if event == "run":
-            start = data["from"] or "not recorded"
-            return f"run #{data['run_id']}: {start} → {data['to']}, {data['steps']} revision(s)"
-        if event == "backup":
-            return "backing up the database…"
-        if event == "backup_done":
-            return f"backup verified: {data['path']} ({data['size']:,} bytes)"
-        if event == "step":
-            return f"[{data['position']}/{data['total']}] {data['revision']}  {data['message']}"
-        if event == "step_done" and data.get("first", data["position"]) == data["position"]:
-            return f"      done in {data['duration']:.2f}s"
-        if event == "step_done":  # one transaction for several: committed together
-            return (
-                f"      done: steps {data['first']} to {data['position']} were committed "
-                "together (the env.py runs them in one transaction)"
-            )
-        return None
 
 
 @click.command()
@@ -102,11 +67,12 @@ def upgrade(
     The site waits while it runs; with --online or --post-deploy it stays up, and only
     the revisions declared so are applied (docs/multi-node.md)."""
     phase = _phase(online, post_deploy, force)
-    site = Installation(obj.settings, progress=Printer(), client=client)
+    printer = Printer()
+    site = Installation(obj.settings, progress=printer, client=client)
     with site.session():
         d = site.diagnose()
         if install_empty and d.state is State.NOT_INSTALLED and not (plan or sql):
-            return _install_empty(site, d, yes, trigger)
+            return _install_empty(site, d, yes, trigger, printer)
         refuse_unless_upgradable(d, site.cli, busy=False)  # the lock says who runs
         if sql:
             return _print_sql(site, d)
@@ -123,9 +89,10 @@ def upgrade(
             confirm(f"{what} {'without a backup' if no_backup else where}?")
         if detach:
             return _detached(site, phase, force, backup=not no_backup, trigger=trigger)
-        outcome = upgrade_site(
-            site, backup=not no_backup, trigger=trigger, before=d, phase=phase, force=force
-        )
+        with printer:
+            outcome = upgrade_site(
+                site, backup=not no_backup, trigger=trigger, before=d, phase=phase, force=force
+            )
         click.secho(outcome.message[0].upper() + outcome.message[1:] + ".", fg="green", bold=True)
         return 0
 
@@ -143,7 +110,9 @@ def _detached(
     return 0
 
 
-def _install_empty(site: Installation, d: Diagnosis, yes: bool, trigger: str) -> int:
+def _install_empty(
+    site: Installation, d: Diagnosis, yes: bool, trigger: str, printer: Printer
+) -> int:
     """`upgrade --install-empty` on a database with nothing in it: the first deployment.
     Not on a SQLite file that is not there: a volume that is not mounted looks the same,
     and installing would start the site afresh beside its real data."""
@@ -155,7 +124,8 @@ def _install_empty(site: Installation, d: Diagnosis, yes: bool, trigger: str) ->
         )
     if not yes:
         confirm(f"Nothing is installed yet: install release {d.code_version}?")
-    outcome = install_release(site, trigger=trigger)
+    with printer:
+        outcome = install_release(site, trigger=trigger)
     click.secho(f"Installed {outcome.to_version}.", fg="green", bold=True)
     return 0
 
@@ -204,11 +174,12 @@ def install(
     obj: CliContext, release: str | None, yes: bool, trigger: str, client: str | None
 ) -> int:
     """Create the schema in an empty database, at the code's head or at --release."""
-    site = Installation(obj.settings, progress=Printer(), client=client)
+    printer = Printer()
+    site = Installation(obj.settings, progress=printer, client=client)
     if not yes:
         target = release or site.code.version.raw
         confirm(f"Install release {target} into {safe_url(site.settings.database_url)}?")
-    with site.session():
+    with site.session(), printer:
         outcome = install_release(site, release=release, trigger=trigger)
     click.secho(f"Installed {outcome.to_version}.", fg="green", bold=True)
     return 0
