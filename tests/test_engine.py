@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,6 +70,10 @@ def test_full_upgrade_from_the_oldest_release_keeps_the_content(
     result = run_cli(*upgrade_args(db_url, tmp_path), "upgrade", "--yes", env=env_for(tmp_path))
     assert result.exit_code == 0, result.output
     assert "[1/2] 0002_loans_isbn" in result.output and "[2/2] 0003_sort_names" in result.output
+    # the sample's env.py commits each revision on its own (transaction_per_migration), on
+    # PostgreSQL too: each is "done" before the next begins
+    order = re.findall(r"\[\d/2\]|done in|done: steps", result.output)
+    assert order == ["[1/2]", "done in", "[2/2]", "done in"], result.output
     status = status_of(db_url, tmp_path)
     assert (status["state"], status["schema_version"]) == ("ok", CURRENT)
     after = content(db_url)
