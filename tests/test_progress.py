@@ -92,3 +92,21 @@ def test_a_failure_inside_the_run_still_prints_what_came_before(stdout: Counting
         step(printer, 1, 2)
         raise RuntimeError("step 2 failed")
     assert steps_printed(stdout.getvalue()) == ["[1/2]"]
+
+
+class Closed(io.StringIO):
+    """A pipe whose reader went away (`upgrader upgrade | head -3`)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_gone_does_not_stop_the_run() -> None:
+    printer = Printer(Closed())
+    with printer:
+        for k in range(1, 4):
+            step(printer, k, 3)
+        time.sleep(2 * printer.FLUSH_EVERY)  # the writer's thread meets the broken pipe
+        step(printer, 4, 4)
+    assert printer.gone
+    printer("step", {"position": 5, "total": 5, "revision": "r5", "message": "m5"})

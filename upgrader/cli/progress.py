@@ -23,6 +23,7 @@ class Printer:
 
     def __init__(self, file: IO[str] | None = None) -> None:
         self.file = file  # None: stdout
+        self.gone = False  # the reader went away: the run goes on without its lines
         self.started = time.monotonic()
         self.lines: list[str] = []
         self.closed = False
@@ -75,9 +76,13 @@ class Printer:
             self._write(out)
 
     def _write(self, text: str) -> None:
-        if text:
+        if not text or self.gone:
+            return
+        try:
             # color=False: click skips its terminal check (an ioctl); no colour here anyway
             click.echo(text, self.file, nl=False, color=False)
+        except (OSError, ValueError):  # a closed pipe (`| head`), a closed stream
+            self.gone = True  # a display that failed must not fail the upgrade
 
 
 def _line(event: str, data: dict[str, Any]) -> str | None:
