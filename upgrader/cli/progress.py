@@ -19,6 +19,8 @@ import click
 
 
 class Printer:
+    """The `progress` of an Installation, for a command line: `with printer:` around a run."""
+
     FLUSH_EVERY = 0.1
 
     def __init__(self, file: IO[str] | None = None) -> None:
