@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,12 @@ def cli_args(url: str, tmp_path: Path | None = None, release: str = CURRENT) -> 
 
 RELEASES_ENV = ",".join(f"{v}={r}" for v, r in RELEASES.items())
 """The sample's releases, as UPGRADER_RELEASES (lets fixes name a release)."""
+
+
+def progress_lines(output: str) -> list[str]:
+    """The step lines an upgrade prints, as "[k/n]", "done in" and "done: steps i to k"
+    (elapsed times, messages and durations left out)."""
+    return re.findall(r"^ *[0-9.]+s +(\[\d+/\d+\]|done in|done: steps \d+ to \d+)", output, re.M)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:

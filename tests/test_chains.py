@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.chains import RECOVERY, branched, long_chain, recovery_chain
-from tests.helpers import run_cli
+from tests.helpers import progress_lines, run_cli
 
 
 def config(url: str, migrations: Path, version: str) -> list[str]:
@@ -95,14 +95,7 @@ def test_a_long_chain_in_one_pass(db_url: str, tmp_path: Path) -> None:
         expected = [f"[{k}/60]" for k in range(1, 61)] + ["done: steps 1 to 60"]
     else:
         expected = [line for k in range(1, 61) for line in (f"[{k}/60]", "done in")]
-    assert progress(upgraded.output) == expected, upgraded.output
-
-
-def progress(output: str) -> list[str]:
-    """The step lines of an upgrade's output, as "[k/n]", "done in" and "done: steps i to
-    k" (elapsed times, messages and durations left out)."""
-    found = re.findall(r"^ *[0-9.]+s +(\[\d+/\d+\]|done in|done: steps \d+ to \d+)", output, re.M)
-    return list(found)
+    assert progress_lines(upgraded.output) == expected, upgraded.output
 
 
 def test_sqlite_long_upgrade_with_a_short_lease(tmp_path: Path) -> None:
