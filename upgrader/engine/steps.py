@@ -31,16 +31,8 @@ log = logging.getLogger("upgrader")
 
 
 class StepJournal:
-    """The migration hooks: step k of n journalled as Alembic applies each revision.
-
-    On SQLite the journal is written on the migration's own connection, inside its
-    transaction: another connection could not write while the migration holds the write
-    lock; and there a statement costs no round trip. On a server the heartbeat's thread
-    writes the progress and the finished steps' rows on upgrader's own connection, at
-    most every Heartbeat.TICK seconds: every node sees "step k of n" within that, also
-    while one long revision runs, and a chain of quick revisions costs the migration no
-    round trip per revision. The upgrade lock is checked at the same pace.
-    """
+    """The migration hooks (migrate.Hooks): step k of n journalled as Alembic applies each
+    revision, where the module's docstring says."""
 
     CHECK_EVERY = 0.5
 
