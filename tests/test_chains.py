@@ -19,12 +19,25 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.chains import RECOVERY, branched, long_chain, recovery_chain
+from tests.chains import (
+    RECOVERY,
+    branched,
+    long_chain,
+    recovery_chain,
+    trivial_chain,
+    write_revision,
+)
 from tests.helpers import progress_lines, run_cli
 
 
 def config(url: str, migrations: Path, version: str) -> list[str]:
     return ["--database-url", url, "--migrations", str(migrations), "--code-version", version]
+
+
+LAST_RUN_STEPS = (
+    "SELECT revision, status FROM upgrader_steps WHERE run_id = "
+    "(SELECT MAX(id) FROM upgrader_runs) ORDER BY position"
+)
 
 
 def status(url: str, migrations: Path, version: str) -> dict[str, Any]:
@@ -96,6 +109,24 @@ def test_a_long_chain_in_one_pass(db_url: str, tmp_path: Path) -> None:
     else:
         expected = [line for k in range(1, 61) for line in (f"[{k}/60]", "done in")]
     assert progress_lines(upgraded.output) == expected, upgraded.output
+
+
+def test_a_failure_after_quick_steps_journals_every_step(db_url: str, tmp_path: Path) -> None:
+    """The finished steps' rows are written at most every half second: a failure right
+    after twenty quick steps still leaves a row for each, marked as the database kept it."""
+    chain = trivial_chain(tmp_path / "quick", 21)
+    write_revision(chain / "versions", "v0022", "v0021", 'raise RuntimeError("out of disk")\n')
+    env = {"UPGRADER_RELEASES": "1.0.0=v0001"}
+    base = run_cli(
+        *config(db_url, chain, "2.0.0"), "install", "--release", "1.0.0", "--yes", env=env
+    )
+    assert base.exit_code == 0, base.output
+    failed = run_cli(*config(db_url, chain, "2.0.0"), "upgrade", "--yes", "--no-backup", env=env)
+    assert failed.exit_code == 1 and "out of disk" in failed.output, failed.output
+    # Alembic's generic env.py holds the whole pass in one transaction on PostgreSQL only
+    kept = "rolled back" if db_url.startswith("postgresql") else "succeeded"
+    expected = [(f"v{i:04d}", kept) for i in range(2, 22)] + [("v0022", "failed")]
+    assert rows(db_url, LAST_RUN_STEPS) == expected
 
 
 def test_sqlite_long_upgrade_with_a_short_lease(tmp_path: Path) -> None:
@@ -276,6 +307,10 @@ def test_ctrl_c_is_journalled_as_interrupted(db_url: str, tmp_path: Path) -> Non
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 130, output
     assert rows(db_url, "SELECT status FROM upgrader_runs ORDER BY id DESC")[0] == ("interrupted",)
+    # r02 finished within the journal's half second before the stop: its row is written
+    # all the same, marked as what the database kept of it
+    kept = "rolled back" if db_url.startswith("postgresql") else "succeeded"
+    assert rows(db_url, LAST_RUN_STEPS) == [("r02", kept)], output
     after = status(db_url, full, "2.0.0")
     assert after["state"] == "upgrade_interrupted", after
     follow(after["fix"], tmp_path)

@@ -219,8 +219,10 @@ def _apply(
     try:
         run_upgrade(cfg, plan.target, steps, site.app(), script)
     except Stopped:
+        steps.stopped()
         raise
     except KeyboardInterrupt as exc:
+        steps.stopped()
         raise Stopped("Ctrl-C (SIGINT)") from exc
     except BaseException as exc:
         raise MigrationFailed(steps.failed(exc)) from exc

@@ -3,11 +3,16 @@ called done only once the database has committed it, and what a failure leaves.
 
 On SQLite the journal is written on the migration's own connection, inside its
 transaction: another connection could not write while the migration holds the write
-lock; and there a statement costs no round trip. On a server the heartbeat's thread
-writes the progress and the finished steps' rows on upgrader's own connection, at most
-every Heartbeat.TICK seconds: every node sees "step k of n" within that, also while one
-long revision runs, and a chain of quick revisions costs the migration no round trip per
-revision. The upgrade lock is checked at the same pace.
+lock; and there a statement costs no round trip. "Step k of n" is written with each
+revision (it commits with the one before, so it shows while step k runs, however long),
+the finished steps' rows at most every CHECK_EVERY seconds: each row written with its
+revision added its table's pages to every commit (issue 21). On a server the heartbeat's
+thread writes the progress and the finished steps' rows on upgrader's own connection, at
+most every Heartbeat.TICK seconds: every node sees "step k of n" within that, also while
+one long revision runs, and a chain of quick revisions costs the migration no round trip
+per revision. The upgrade lock is checked at the same pace. A run that fails or is
+stopped writes the rows not written yet; a SIGKILL loses at most those of the last half
+second (the database's version table, not the rows, is what a rerun resumes from).
 """
 
 from __future__ import annotations
@@ -52,12 +57,14 @@ class StepJournal:
         self.plan = plan
         self.done: list[str] = []
         self.rows: list[dict[str, Any]] = []  # finished steps not written yet
+        # SQLite: rows written inside the migration's transaction, until it commits
+        self.in_flight: list[dict[str, Any]] = []
         # applied by Alembic, not known to be committed yet: (position, revision, duration, row)
         self.pending: list[tuple[int, str, float, dict[str, Any]]] = []
         self.dirty = False
         self.env_ran = False  # the application's env.py reached context.configure()
         self.mutex = threading.Lock()  # the migration's thread and the heartbeat's
-        self.started = self.checked = time.monotonic()
+        self.started = self.checked = self.rows_written = time.monotonic()
         self.started_at = utcnow()
         # The first step is journalled before Alembic holds any lock, so even on SQLite
         # others see "step 1 of n" while it runs; later steps commit with the one before.
@@ -75,10 +82,13 @@ class StepJournal:
         node = graph.revisions.get(revision) if graph else None
         return node.message if node else ""
 
-    def _at_step(self, conn: Connection) -> None:
-        """Write the finished steps' rows and where the run is now (holding the mutex)."""
-        journal.record_steps(conn, self.tables, self.rows)
-        self.rows, self.dirty = [], False
+    def _at_step(self, conn: Connection, rows: bool = True) -> None:
+        """Write where the run is now and, with `rows`, the finished steps' rows (holding
+        the mutex)."""
+        if rows:
+            journal.record_steps(conn, self.tables, self.rows)
+            self.rows, self.rows_written = [], time.monotonic()
+        self.dirty = False
         position = len(self.done)
         if position < len(self.plan):  # the one running now
             revision, position = self.plan[position], position + 1
@@ -160,8 +170,8 @@ class StepJournal:
             except LockLost as exc:
                 raise MigrationFailed(f"stopped after {revision}: {exc}") from exc
             self.checked = time.monotonic()
-        if self.sqlite:
-            self.flush(connection)
+        if self.sqlite:  # the finished steps' rows at the heartbeat's pace, as on a server
+            self.flush(connection, rows=time.monotonic() - self.rows_written >= self.CHECK_EVERY)
 
     def settled(self, connection: Connection | None) -> None:
         """Alembic asks for its next revision: the one before has left Alembic's
@@ -177,7 +187,7 @@ class StepJournal:
         """What was applied is committed: say so, and (on a server) hand its rows to the
         heartbeat."""
         with self.mutex:
-            committed, self.pending = self.pending, []
+            committed, self.pending, self.in_flight = self.pending, [], []
             if not self.sqlite and committed:  # for the heartbeat's next tick
                 self.rows.extend(row for *_, row in committed)
                 self.dirty = True
@@ -205,10 +215,14 @@ class StepJournal:
         if self.dirty:
             self.flush()
 
-    def flush(self, connection: Connection | None = None) -> None:
+    def flush(self, connection: Connection | None = None, rows: bool = True) -> None:
+        """Write the journal: inside the migration's transaction on SQLite (`connection`),
+        else in a transaction of upgrader's own."""
         with self.mutex:
             if self.sqlite and connection is not None:
-                self._at_step(connection)
+                if rows:
+                    self.in_flight.extend(self.rows)
+                self._at_step(connection, rows)
             else:
                 with self.engine.begin() as conn:
                     self._at_step(conn)
@@ -216,37 +230,41 @@ class StepJournal:
     def failed(self, exc: BaseException) -> str:
         """Journal the failed step (the migration's transaction is gone: on our own
         connection now), mark steps a rollback undid, and say what happened."""
-        engine, position = self.engine, len(self.done) + 1
+        position = len(self.done) + 1
         revision = self.plan[position - 1] if position <= len(self.plan) else None
-        with contextlib.suppress(Exception), engine.begin() as conn:
-            values: dict[str, Any] = {"step": position if revision else len(self.done)}
-            if revision:
-                values.update(revision=revision, message=self._message(revision))
-                duration = time.monotonic() - self.started
-                self.rows.append(
-                    journal.step_row(
-                        self.run_id,
-                        position,
-                        revision,
-                        self._message(revision),
-                        "failed",
-                        self.started_at,
-                        duration,
-                    )
+        values: dict[str, Any] = {"step": position if revision else len(self.done)}
+        ended = []
+        if revision:
+            message = self._message(revision)
+            values.update(revision=revision, message=message)
+            duration = time.monotonic() - self.started
+            ended.append(
+                journal.step_row(
+                    self.run_id, position, revision, message, "failed", self.started_at, duration
                 )
+            )
+        self._write_ended(ended, values)
+        return self._failure(position, revision, exc)
+
+    def stopped(self) -> None:
+        """A signal stopped the run: write the steps' rows not written yet."""
+        self._write_ended([], {})
+
+    def _write_ended(self, ended: list[dict[str, Any]], values: dict[str, Any]) -> None:
+        """The rows not written yet, and those the migration's transaction took with it
+        (undo_steps then marks the steps whose revisions the database lacks)."""
+        engine = self.engine
+        with contextlib.suppress(Exception), engine.begin() as conn:
             with self.mutex:
-                # what the run applied but had not committed, for undo_steps to judge
-                uncommitted = [row for *_, row in self.pending]
-                if not self.sqlite:
-                    self.rows.extend(uncommitted)
-                journal.record_steps(conn, self.tables, self.rows)
-                self.rows, self.pending = [], []
-            journal.update_in(conn, self.tables, self.run_id, **values)
+                unsettled = self.in_flight if self.sqlite else [row for *_, row in self.pending]
+                journal.record_steps(conn, self.tables, [*self.rows, *unsettled, *ended])
+                self.rows, self.pending, self.in_flight = [], [], []
+            if values:
+                journal.update_in(conn, self.tables, self.run_id, **values)
         with contextlib.suppress(Exception):
             graph = self.site.code.graph
             kept = graph.ancestry(self.site.revisions(engine)) if graph else set()
             journal.undo_steps(engine, self.tables, self.run_id, kept)
-        return self._failure(position, revision, exc)
 
     def _env_failed(self) -> str:
         """The application's env.py stopped before it reached its migrations: often for
