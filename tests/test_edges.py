@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import sqlite3
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
@@ -265,43 +267,44 @@ def test_a_locked_sqlite_database_reads_as_the_running_upgrade(tmp_path: Path) -
     engine.dispose()
 
 
-@pytest.mark.parametrize(
-    ("options", "offers_tls", "second"),
-    [
-        ({}, False, True),  # plain text either way: no TLS context is built again
-        ({}, True, None),  # the server offers TLS: PyMySQL's own choice stands
-        ({"ssl_disabled": False}, False, False),  # the application's TLS option stands
-    ],
-)
-def test_pymysql_builds_no_tls_context_a_server_does_not_offer(
-    options: dict[str, Any], offers_tls: bool, second: bool | None
-) -> None:
-    """PyMySQL builds a TLS context for every connection unless told otherwise (17 ms of
-    CPU each); upgrader tells it once the server has shown it offers no TLS."""
+def test_pymysql_connections_load_no_ca_store_they_never_read() -> None:
+    """PyMySQL, told nothing about TLS, uses TLS if the server offers it, checking neither
+    certificate nor name, and loads the system's CA store for each connection all the
+    same (17-35 ms of CPU). upgrader's connections build the same context without it; a
+    TLS option given by the application goes to PyMySQL's own code."""
     url = SERVER_URLS["mysql"]
     if not url:
         pytest.skip("TEST_MYSQL_URL is not set")
-    engine = database.make_engine(url, connect_args=options)
-    seen: list[dict[str, Any]] = []
-    real = engine.dialect.connect
-
-    def connect(*args: Any, **params: Any) -> Any:
-        seen.append(params)
-        connection = real(*args, **params)
-        if offers_tls:
-            connection.server_capabilities |= database._CLIENT_SSL
-        return connection
-
-    engine.dialect.connect = connect  # type: ignore[method-assign]
+    engine = database.make_engine(url)
     try:
-        for _ in range(2):
-            with engine.connect() as conn:
-                assert conn.exec_driver_sql("SELECT 1").scalar() == 1
-            engine.pool.dispose()  # the next one is a new connection
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+            ours = conn.connection.dbapi_connection
     finally:
         engine.dispose()
-    assert "ssl_disabled" not in seen[0] or seen[0]["ssl_disabled"] is False
-    assert seen[1].get("ssl_disabled") is second
+    assert ours is not None
+    pymysql_own = pymysql.connections.Connection(defer_connect=True)
+    assert ours.ssl is pymysql_own.ssl is True  # TLS whenever the server offers it
+    assert ours._ssl_required is pymysql_own._ssl_required is False
+    same = ("protocol", "verify_mode", "check_hostname", "verify_flags", "options")
+    assert [getattr(ours.ctx, a) for a in same] == [getattr(pymysql_own.ctx, a) for a in same]
+    assert pymysql_own.ctx.cert_store_stats()["x509_ca"] > 0  # what the cost is
+    assert ours.ctx.cert_store_stats()["x509_ca"] == 0
+    # The application's own TLS options: PyMySQL's context, the CA it names loaded.
+    kind = type(ours)
+    given = kind(defer_connect=True, ssl_ca=ca_bundle(), ssl_verify_cert=True)
+    assert given._ssl_required is True
+    assert given.ctx.verify_mode == ssl.CERT_REQUIRED
+    assert given.ctx.cert_store_stats()["x509_ca"] > 0
+    plain = kind(defer_connect=True, ssl_disabled=True)
+    assert plain.ssl is False
+
+
+def ca_bundle() -> str:
+    """A CA bundle file on this machine: the one OpenSSL itself would read."""
+    path = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
+    assert Path(path).is_file(), path
+    return path
 
 
 def test_postgresql_tools_skip_debians_wrapper_only_where_it_picks_the_newest(

@@ -8,8 +8,10 @@ Every message that may reach a page, a report or a log goes through
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import re
+import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -67,35 +69,9 @@ def make_engine(
     connect_args.update(kwargs.pop("connect_args", None) or {})  # the application's win
     kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(u, connect_args=connect_args, **kwargs)
-    if engine.dialect.driver == "pymysql":
-        _skip_unoffered_tls(engine)  # first: it changes what _bound_connects connects with
     if backend != "sqlite":
         _bound_connects(engine, connect_timeout)
     return engine
-
-
-_CLIENT_SSL = 2048
-"""The MySQL protocol's capability bit for TLS (PyMySQL's CLIENT.SSL)."""
-
-
-def _skip_unoffered_tls(engine: Engine) -> None:
-    """PyMySQL, told nothing about TLS, builds a TLS context for every connection (some
-    17 ms of CPU: it loads the system's CA certificates) and uses it only if the server
-    offers TLS. Once a connection of `engine` has shown that the server offers none, its
-    later connections skip the context: they would have been plain text all the same.
-    Whatever TLS option the application or the URL gives is left alone."""
-    plain: list[bool] = []
-
-    @event.listens_for(engine, "do_connect")
-    def no_context(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
-        if plain and not any(key.startswith("ssl") for key in cparams):
-            cparams["ssl_disabled"] = True
-
-    @event.listens_for(engine, "connect")
-    def offered(dbapi_connection: Any, record: Any) -> None:
-        capabilities = getattr(dbapi_connection, "server_capabilities", _CLIENT_SSL)
-        if not capabilities & _CLIENT_SSL:
-            plain.append(True)
 
 
 def _bound_connects(engine: Engine, seconds: float) -> None:
@@ -103,17 +79,41 @@ def _bound_connects(engine: Engine, seconds: float) -> None:
     own timeouts (PyMySQL reads a silent server's handshake with its read timeout): a
     command against a hung server ends within its connect timeout, however many
     connections it would have opened."""
+    dialect = engine.dialect
+    connect = dialect.connect
+    if dialect.driver == "pymysql":
+        connect = _cheap_preferred_tls(dialect.loaded_dbapi.connections.Connection)
 
     @event.listens_for(engine, "do_connect")
     def bounded(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
         try:
-            return within(
-                seconds, lambda: dialect.connect(*cargs, **cparams), abandon=_close_quietly
-            )
+            return within(seconds, lambda: connect(*cargs, **cparams), abandon=_close_quietly)
         except NoAnswer as exc:
             raise dialect.loaded_dbapi.OperationalError(
                 f"the server accepted the connection but did not answer within {seconds:g} s"
             ) from exc
+
+
+@functools.cache
+def _cheap_preferred_tls(connection: type[Any]) -> type[Any]:
+    """PyMySQL's connection, but for one thing. Told nothing about TLS, PyMySQL uses TLS
+    if the server offers it, without checking the server's certificate or name, and builds
+    that context with `ssl.create_default_context()` for every connection: that loads the
+    system's CA certificates (17-35 ms of CPU), which a context that checks nothing never
+    reads. Here the same context is built without them. Every TLS option the application
+    or the URL gives goes to PyMySQL's own code, as before."""
+
+    class CheapPreferredTLS(connection):  # type: ignore[misc]
+        def _create_ssl_ctx(self, sslp: Any) -> Any:
+            if sslp:  # options given: PyMySQL's own context
+                return super()._create_ssl_ctx(sslp)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+            return context
+
+    return CheapPreferredTLS
 
 
 def _close_quietly(connection: Any) -> None:
