@@ -220,9 +220,9 @@ class StepJournal:
         else in a transaction of upgrader's own."""
         with self.mutex:
             if self.sqlite and connection is not None:
-                if rows:
-                    self.in_flight.extend(self.rows)
+                written = self.rows if rows else []
                 self._at_step(connection, rows)
+                self.in_flight.extend(written)
             else:
                 with self.engine.begin() as conn:
                     self._at_step(conn)
