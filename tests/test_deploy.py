@@ -104,9 +104,12 @@ class Site:
             assert done.returncode == 0, f"{args}: {done.returncode}\n{done.stdout}{done.stderr}"
         return done
 
-    def deploy(self, script: str, **popen: Any) -> subprocess.Popen[str]:
+    def deploy(
+        self, script: str, options: tuple[str, ...] = (), **popen: Any
+    ) -> subprocess.Popen[str]:
+        argv = [UPGRADER, "--app", "site_app:application", "deploy", *options, "--"]
         return subprocess.Popen(
-            [UPGRADER, "--app", "site_app:application", "deploy", "--", "sh", "-c", script],
+            [*argv, "sh", "-c", script],
             cwd=self.live,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -218,6 +221,28 @@ def test_an_interrupted_deploy_puts_everything_back(site: Site, signum: int) -> 
     assert site.settings() == before
     assert not (site.static / "maintenance.flag").exists()
     assert site.status()["state"] == "ok"
+
+
+def test_a_command_that_ignores_the_signal_is_killed_after_a_while(site: Site) -> None:
+    """A deploy script may outlive the signal (it traps it, or a shell starting its next
+    command misses it): `--kill-after` seconds on, its group is killed all the same."""
+    before = site.settings()
+    started, finished = site.tmp / "started", site.tmp / "finished"
+    script = f"trap '' INT TERM; touch {started}; sleep 30; touch {finished}"
+    deploy = site.deploy(script, ("--kill-after", "1"))
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert deploy.poll() is None and time.monotonic() < deadline, deploy.communicate()
+        time.sleep(0.05)
+    signalled = time.monotonic()
+    deploy.send_signal(signal.SIGTERM)
+    output, _ = deploy.communicate(timeout=20)
+    assert 1 <= time.monotonic() - signalled < 15, output
+    assert deploy.returncode == 143, output
+    assert "Interrupted by SIGTERM" in output
+    assert not finished.exists()
+    assert site.settings() == before
+    assert not (site.static / "maintenance.flag").exists()
 
 
 def test_a_command_that_cannot_run_changes_nothing(site: Site) -> None:

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -38,12 +39,19 @@ DEFAULT_MESSAGE = "The site is being updated. It will be back in a few minutes."
 class Children:
     """Runs one child at a time in a process group of its own, and hands SIGINT and
     SIGTERM to that whole group (a deploy script and everything it started) instead of
-    dying: the caller must live on to restore the settings. A second signal kills."""
+    dying: the caller must live on to restore the settings. A second signal kills, and so
+    does `kill_after` seconds without a deploy command's group ending: a shell can outlive
+    the signal it was handed (one that arrives while `sh` starts its next command may reach
+    neither). Not an upgrade's: it stops itself at the next statement and journals where,
+    and a kill would cut that short."""
 
-    def __init__(self) -> None:
+    def __init__(self, kill_after: float = 10.0) -> None:
         self.signal: int | None = None
         self.child: subprocess.Popen[bytes] | None = None
         self._previous: dict[int, Any] = {}
+        self.killable = True  # the child running now is killed `kill_after` past a signal
+        self._killer = threading.Timer(kill_after, self._pass_on, (signal.SIGKILL,))
+        self._killer.daemon = True
 
     def __enter__(self) -> Children:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -53,6 +61,7 @@ class Children:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._killer.cancel()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
@@ -60,6 +69,8 @@ class Children:
         first = self.signal is None
         self.signal = self.signal or signum
         self._pass_on(signum if first else signal.SIGKILL)
+        if first and self.killable:
+            self._killer.start()
 
     def _pass_on(self, signum: int) -> None:
         child = self.child
@@ -67,11 +78,12 @@ class Children:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signum)
 
-    def run(self, argv: Sequence[str]) -> int:
+    def run(self, argv: Sequence[str], killable: bool = True) -> int:
         """The child's exit status (128 + N when a signal ended it), or 128 + N at once when
         a signal came before it could start."""
         if self.signal is not None:
             return 128 + self.signal
+        self.killable = killable
         group: dict[str, Any] = (
             {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
         )
@@ -126,6 +138,14 @@ def _read(path: Path) -> bytes | None:
 )
 @click.option("--no-upgrade", is_flag=True, help="Only the command: apply no migration after.")
 @click.option("--no-backup", is_flag=True, help="Upgrade without a backup (you made your own).")
+@click.option(
+    "--kill-after",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="After SIGINT or SIGTERM, kill the command if it is still running this long after.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_cli
 def deploy(
@@ -135,6 +155,7 @@ def deploy(
     static_dir: Path | None,
     no_upgrade: bool,
     no_backup: bool,
+    kill_after: float,
     command: tuple[str, ...],
 ) -> int:
     """Run a deploy command with the site in maintenance, then upgrade, then put the
@@ -161,7 +182,7 @@ def deploy(
             )
         files = StaticFiles(directory)
         ours: dict[str, Any] | None = None
-        with Children() as children:
+        with Children(kill_after) as children:
             try:
                 switch.switch_on(settings, request, actor, static_dir=directory, engine=engine)
                 ours = mode.snapshot(engine, tables)
@@ -176,7 +197,9 @@ def deploy(
                 elif children.signal is None and not no_upgrade:
                     click.echo("The deploy command succeeded; applying pending migrations.")
                     upgrade = [*settings.argv(), "upgrade", "--yes"]
-                    status = children.run(upgrade + (["--no-backup"] if no_backup else []))
+                    status = children.run(
+                        upgrade + (["--no-backup"] if no_backup else []), killable=False
+                    )
             finally:
                 _restore(engine, tables, saved, ours, actor, files)
             if children.signal is not None:
