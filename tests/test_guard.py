@@ -210,6 +210,11 @@ def test_client_address_rules() -> None:
     assert addr("192.0.2.1", "1.2.3.4", trusted) == "192.0.2.1"
     assert addr("10.0.0.2", "1.2.3.4, 10.0.0.9", trusted) == "1.2.3.4"
     assert addr("10.0.0.2", "garbage", trusted) == "10.0.0.2"
+    # every hop a trusted proxy: the request started at the leftmost, not at the peer
+    assert addr("10.0.0.2", "10.0.0.7, 10.0.0.9", trusted) == "10.0.0.7"
+    assert addr("10.0.0.2", "", trusted) == "10.0.0.2"
+    # what a client writes left of an untrusted hop still counts for nothing
+    assert addr("10.0.0.2", "10.0.0.7, 1.2.3.4, 10.0.0.9", trusted) == "1.2.3.4"
     assert addr("::ffff:192.0.2.5", "", ()) == "192.0.2.5"
     with pytest.raises(ValueError):
         clients.networks(["not-an-address"])

@@ -205,6 +205,11 @@ def test_the_web_server_serves_the_static_page(
                 env={"UPGRADER_TEMPLATE_DIR": str(templates)},
             )  # fmt: skip
             assert on.exit_code == 0, on.output
+            # until the guard has read it too, so that what follows tests its allow-list
+            deadline = time.monotonic() + 30
+            while get(app_port, "/books/1")[0] != 503:
+                assert time.monotonic() < deadline, "the guard never saw maintenance"
+                time.sleep(0.1)
             (static / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
             # Flag on: the page, under the chosen status, for everyone not allow-listed.
             for source in ("127.0.0.1", "127.0.0.6"):

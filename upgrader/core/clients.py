@@ -58,19 +58,23 @@ def _within(address: Any, nets: tuple[Network, ...]) -> bool:
 
 def client_ip(remote: str, forwarded_for: str, trusted: tuple[Network, ...]) -> Address | None:
     """The client: the peer, or, when the peer is a trusted proxy, the rightmost address of
-    X-Forwarded-For that is not itself a trusted proxy."""
+    X-Forwarded-For that is not itself a trusted proxy. When every address there is one (a
+    browser on the proxy's own machine: `::1` through a web server that reaches the
+    application over 127.0.0.1), the leftmost: the request started there, not at the peer."""
     peer = _address(remote)
     if peer is None:
         return None
     if not trusted or not _within(peer, trusted):
         return peer
+    origin = peer
     for hop in reversed([h for h in forwarded_for.split(",") if h.strip()]):
         address = _address(hop)
         if address is None:
             return peer  # a garbled header from behind our own proxy: trust only the proxy
         if not _within(address, trusted):
             return address
-    return peer
+        origin = address
+    return origin
 
 
 def client_address(remote: str, forwarded_for: str, trusted: tuple[Network, ...]) -> str | None:
