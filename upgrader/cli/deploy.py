@@ -50,7 +50,8 @@ class Children:
         self.child: subprocess.Popen[bytes] | None = None
         self._previous: dict[int, Any] = {}
         self.killable = True  # the child running now is killed `kill_after` past a signal
-        self._killer = threading.Timer(kill_after, self._pass_on, (signal.SIGKILL,))
+        self.kill_after = kill_after
+        self._killer = threading.Timer(kill_after, self._kill_late)
         self._killer.daemon = True
 
     def __enter__(self) -> Children:
@@ -71,6 +72,16 @@ class Children:
         self._pass_on(signum if first else signal.SIGKILL)
         if first and self.killable:
             self._killer.start()
+
+    def _kill_late(self) -> None:
+        child = self.child
+        if child is not None and child.poll() is None:
+            click.secho(
+                f"The command still runs {self.kill_after:g} s after the signal: killing it.",
+                fg="red",
+                err=True,
+            )
+            self._pass_on(signal.SIGKILL)
 
     def _pass_on(self, signum: int) -> None:
         child = self.child
