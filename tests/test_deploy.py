@@ -240,7 +240,7 @@ def test_a_command_that_ignores_the_signal_is_killed_after_a_while(site: Site) -
     assert 1 <= time.monotonic() - signalled < 15, output
     assert deploy.returncode == 143, output
     assert "Interrupted by SIGTERM" in output
-    assert "still runs 1 s after the signal: killing it" in output
+    assert "still ran 1 s after the signal: killed it" in output
     assert not finished.exists()
     assert site.settings() == before
     assert not (site.static / "maintenance.flag").exists()

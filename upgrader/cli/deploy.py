@@ -74,20 +74,21 @@ class Children:
             self._killer.start()
 
     def _kill_late(self) -> None:
-        child = self.child
-        if child is not None and child.poll() is None:
+        if self._pass_on(signal.SIGKILL):
             click.secho(
-                f"The command still runs {self.kill_after:g} s after the signal: killing it.",
+                f"The command still ran {self.kill_after:g} s after the signal: killed it.",
                 fg="red",
                 err=True,
             )
-            self._pass_on(signal.SIGKILL)
 
-    def _pass_on(self, signum: int) -> None:
+    def _pass_on(self, signum: int) -> bool:
+        """Signal the running child's group; False when no child runs."""
         child = self.child
-        if child is not None and child.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signum)
+        if child is None or child.poll() is not None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signum)
+        return True
 
     def run(self, argv: Sequence[str], killable: bool = True) -> int:
         """The child's exit status (128 + N when a signal ended it), or 128 + N at once when
