@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,15 +20,10 @@ import pytest
 from sqlalchemy import exc, text
 
 from tests.conftest import SERVER_URLS
+from tests.helpers import free_port
 from upgrader.core import database
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
@@ -60,7 +54,7 @@ def tls_server() -> Iterator[tuple[str, Path]]:
     if user:
         for path in (root, *root.rglob("*")):
             shutil.chown(path, "mysql", "mysql")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         ["/usr/sbin/mariadbd", "--no-defaults", *user, f"--datadir={data}", f"--port={port}",
          "--bind-address=127.0.0.1", f"--socket={root / 'sock'}", f"--pid-file={root / 'pid'}",
