@@ -234,8 +234,11 @@ def wait_for_port(port: int, timeout: float = 20) -> None:
 
 
 def journal_of(url: str) -> list[dict[str, Any]]:
-    """The journal, newest first, as `history --json` gives it."""
-    engine = create_engine(url)
+    """The journal, newest first, as `history --json` gives it.
+
+    On SQLite it waits up to 30 s for a running upgrade's write lock: a loaded CI machine
+    once held one past pysqlite's default 5 s while a test polled the journal."""
+    engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
     try:
         with engine.connect() as conn:
             return [r.to_dict() for r in storage.recent_runs(conn, define_tables(), 50)]
