@@ -129,6 +129,31 @@ def test_a_failure_after_quick_steps_journals_every_step(db_url: str, tmp_path: 
     assert rows(db_url, LAST_RUN_STEPS) == expected
 
 
+def test_a_long_step_after_quick_ones_is_named_while_it_runs(db_url: str, tmp_path: Path) -> None:
+    """The journal writes a run's progress at most every half second (on SQLite not at all
+    while a revision holds the write lock): `status` still names the step that runs, from
+    the version table (committed with each revision) or the heartbeat's write."""
+    chain = trivial_chain(tmp_path / "quick", 21)
+    write_revision(chain / "versions", "v0022", "v0021", "import time\ntime.sleep(3)\n")
+    env = {"UPGRADER_RELEASES": "1.0.0=v0001"}
+    base = run_cli(
+        *config(db_url, chain, "2.0.0"), "install", "--release", "1.0.0", "--yes", env=env
+    )
+    assert base.exit_code == 0, base.output
+    process = spawn(db_url, chain, tmp_path, "none", "--no-backup", UPGRADER_RELEASES="1.0.0=v0001")
+    try:
+        wait_until_at(db_url, chain, process, "v0022")
+        running = status(db_url, chain, "2.0.0")
+        assert running["state"] == "upgrade_running", running
+        run = running["run"]
+        assert (run["step"], run["steps"], run["message"]) == (21, 21, "revision v0022"), run
+    finally:
+        output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    assert status(db_url, chain, "2.0.0")["state"] == "ok"
+    assert len(rows(db_url, LAST_RUN_STEPS)) == 21
+
+
 def test_sqlite_long_upgrade_with_a_short_lease(tmp_path: Path) -> None:
     """No lease is written during a SQLite run, so none can collide with a migration."""
     url = f"sqlite:///{tmp_path / 'app.db'}"
@@ -174,23 +199,33 @@ def spawn(
 RECOVERY_ORDER = [revision for revision, _ in RECOVERY]
 
 
-def wait_until_at(url: str, process: subprocess.Popen[str], revision: str) -> None:
-    """Until the run's journal says it applies `revision`."""
+def running_at(url: str, migrations: Path) -> tuple[str | None, str | None]:
+    """The revision the last run applies, and its status, as `status` tells them: on
+    SQLite the journal writes its progress at most every half second, and the version
+    table says the rest."""
+    run = status(url, migrations, "2.0.0").get("run") or {}
+    return run.get("revision"), run.get("status")
+
+
+def wait_until_at(
+    url: str, migrations: Path, process: subprocess.Popen[str], revision: str
+) -> None:
+    """Until the run applies `revision`."""
     deadline = time.monotonic() + 60
-    while rows(url, "SELECT revision FROM upgrader_runs ORDER BY id DESC")[0] != (revision,):
+    while running_at(url, migrations)[0] != revision:
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.05)
 
 
-def kill_inside(url: str, process: subprocess.Popen[str], revision: str) -> None:
+def kill_inside(url: str, migrations: Path, process: subprocess.Popen[str], revision: str) -> None:
     """SIGKILL while `revision` sleeps between its two halves."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            found = rows(url, "SELECT revision, status FROM upgrader_runs ORDER BY id DESC")
+            found = running_at(url, migrations)
         except Exception:
-            found = []
-        if found and found[0] == (revision, "running"):
+            found = (None, None)
+        if found == (revision, "running"):
             break
         assert process.poll() is None, process.communicate()[0]
         time.sleep(0.05)
@@ -250,7 +285,7 @@ def test_sigkill_inside_each_step_then_the_printed_fix(
     full = seeded(db_url, tmp_path)
     revision = RECOVERY[position - 1][0]
     process = spawn(db_url, full, tmp_path, revision)
-    kill_inside(db_url, process, revision)
+    kill_inside(db_url, full, process, revision)
     printed = process.communicate()[0]
     after = status(db_url, full, "2.0.0")
     assert after["state"] == "upgrade_interrupted", after
@@ -280,7 +315,7 @@ def test_a_failed_rerun_still_names_the_first_backup(db_url: str, tmp_path: Path
     what that half left ("already exists"); its own backup holds that half, so the fix
     must name the backup taken before the first attempt."""
     full = seeded(db_url, tmp_path)
-    kill_inside(db_url, spawn(db_url, full, tmp_path, "r03"), "r03")
+    kill_inside(db_url, full, spawn(db_url, full, tmp_path, "r03"), "r03")
     first = status(db_url, full, "2.0.0")["run"]["backup_path"]
     rerun = spawn(db_url, full, tmp_path, "none")
     output = rerun.communicate(timeout=120)[0]
@@ -301,7 +336,7 @@ def test_a_failed_rerun_still_names_the_first_backup(db_url: str, tmp_path: Path
 def test_ctrl_c_is_journalled_as_interrupted(db_url: str, tmp_path: Path) -> None:
     full = seeded(db_url, tmp_path)
     process = spawn(db_url, full, tmp_path, "r03")
-    wait_until_at(db_url, process, "r03")
+    wait_until_at(db_url, full, process, "r03")
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     output = process.communicate(timeout=60)[0]
@@ -448,7 +483,7 @@ def test_a_stopped_upgrade_is_named_and_its_printed_fix_works(
     either leads to ok with the data intact."""
     full = seeded(db_url, tmp_path)
     process = spawn(db_url, full, tmp_path, "r03", CHAIN_SLEEP="3", UPGRADER_LEASE_SECONDS="2")
-    wait_until_at(db_url, process, "r03")
+    wait_until_at(db_url, full, process, "r03")
     process.send_signal(signal.SIGSTOP)
     try:
         time.sleep(3)  # past its lease
@@ -481,7 +516,7 @@ def test_a_stopped_upgrade_is_named_and_its_printed_fix_works(
 def test_unlock_force_ends_a_stopped_run_and_says_so(db_url: str, tmp_path: Path) -> None:
     full = seeded(db_url, tmp_path)
     process = spawn(db_url, full, tmp_path, "r03")
-    wait_until_at(db_url, process, "r03")
+    wait_until_at(db_url, full, process, "r03")
     process.send_signal(signal.SIGSTOP)
     try:
         forced = run_cli(*config(db_url, full, "2.0.0"), "unlock", "--force", "--yes")

@@ -289,3 +289,40 @@ def test_an_attempt_names_the_clean_backup_and_where_it_was_cut() -> None:
     assert (attempt.cut, attempt.clean, attempt.partial_possible) == ("b", "/b/clean.sql", True)
     fix = decide(code(), cut_on_mariadb, now=NOW).fix
     assert "/b/clean.sql" in fix and "/b/rerun.sql" not in fix
+
+
+FIVE = RevisionGraph(
+    {
+        r: Revision(r, f"make {r}", (p,) if p else (), i, requires=(p,) if p else ())
+        for i, (r, p) in enumerate(zip("abcde", ("", "a", "b", "c", "d"), strict=True))
+    },
+    ("e",),
+)
+
+
+@pytest.mark.parametrize(
+    ("applied", "journal", "expected"),
+    [
+        ("a", (1, "b"), (1, "b")),  # nothing committed yet: step 1, as journalled
+        ("c", (1, "b"), (3, "d")),  # two committed since the journal's last write
+        ("d", (3, "d"), (4, "e")),
+        ("b", (3, "d"), (3, "d")),  # the journal ahead (PostgreSQL, one transaction)
+        ("e", (3, "d"), (3, "d")),  # all applied: the run says when it has finished
+    ],
+)
+def test_a_running_upgrade_is_at_the_step_the_version_table_shows(
+    applied: str, journal: tuple[int, str], expected: tuple[int, str]
+) -> None:
+    """The journal writes a run's progress at most every half second; the version table
+    commits with every revision, so the decision reads the step from both."""
+    step, revision = journal
+    running = run("running", step=step, revision=revision, steps=4, message=f"make {revision}")
+    facts = db((applied,), (row("1.0"),), recent_runs=(running,), lock_held=True)
+    d = decide(code(graph=FIVE), facts, now=NOW)
+    assert d.state is State.UPGRADE_RUNNING
+    assert d.run is not None
+    assert (d.run.step, d.run.revision) == expected
+    assert d.run.message == f"make {expected[1]}"
+    online = dataclasses.replace(running, phase="online")
+    d = decide(code(graph=FIVE), dataclasses.replace(facts, recent_runs=(online,)), now=NOW)
+    assert d.run is not None and (d.run.step, d.run.revision) == journal  # part of the chain

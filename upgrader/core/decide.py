@@ -128,7 +128,7 @@ class Context:
         single = db.states[0] if len(db.states) == 1 else None
         unknown = tuple(r for r in db.revisions if not graph.known(r))
         pending = tuple(graph.pending(db.revisions)) if not unknown and code.graph else ()
-        run = db.last_run
+        run = _caught_up(db.last_run, graph, db, pending) if pending else db.last_run
         alive = run is not None and run.status == "running" and _alive(run, db, now)
         return cls(
             code=code,
@@ -149,6 +149,25 @@ class Context:
         """The stored version against the code's: -1, 0 or 1 (both are valid by then)."""
         assert self.stored is not None
         return compare(self.stored, self.code.version) or 0
+
+
+def _caught_up(
+    run: Run | None, graph: RevisionGraph, db: DatabaseFacts, pending: tuple[Revision, ...]
+) -> Run | None:
+    """An open upgrade run at the step the database shows. The journal writes its
+    progress at most every half second (engine/steps.py); the version table commits with
+    every revision. Step k runs once k - 1 of the run's revisions are committed, and it is
+    the next one pending (the first by the graph's order, where branches leave a choice).
+    A run of part of the pending revisions (`upgrade --online`) is left as it says."""
+    if run is None or run.status != "running" or run.kind not in ("install", "upgrade"):
+        return run
+    if run.phase or not run.step or run.from_revisions is None:
+        return run
+    before = graph.ancestry(split_revisions(run.from_revisions))
+    done = len(graph.ancestry(db.revisions) - before)
+    if done < run.step or done >= run.steps:
+        return run  # the journal is as far (or the run is finishing: it says so itself)
+    return replace(run, step=done + 1, revision=pending[0].id, message=pending[0].message)
 
 
 def _alive(run: Run, db: DatabaseFacts, now: dt.datetime) -> bool:
