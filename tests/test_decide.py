@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import MIGRATIONS, run_cli
+from tests.helpers import MIGRATIONS, code_with, extra_revision, run_cli
 from upgrader.core.diagnosis import CodeFacts, State, decide, load_code_facts
 from upgrader.core.facts import DatabaseFacts
 from upgrader.core.records import Maintenance, StateRow
@@ -168,3 +169,35 @@ def test_the_fix_names_the_web_installer_only_while_it_is_there() -> None:
     assert "its directory /srv/i is not there; copy the release's install/" in gone.fix
     none = decide(code, facts_, now=NOW, installer_present=False)
     assert "no installer directory is configured" in none.fix
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('    op.drop_table("upgrader_runs")', {"upgrader_runs"}),
+        (  # inside a block and a nested function, by keyword
+            "    def inner():\n"
+            '        with op.batch_alter_table("upgrader_state") as batch:\n'
+            '            batch.drop_column("note")\n'
+            '        op.drop_index("ix", table_name="upgrader_steps")\n'
+            "    inner()",
+            {"upgrader_state", "upgrader_steps"},
+        ),
+        ('    """Leaves upgrader_runs alone."""\n    op.drop_table("books")', set()),
+        ('    # op.drop_table("upgrader_runs")\n    op.drop_table("books")', set()),
+    ],
+)
+def test_a_revision_that_would_change_upgraders_tables_is_found(
+    tmp_path: Path, body: str, expected: set[str]
+) -> None:
+    """Read from the literals of the upgrade() Alembic loaded, then from its source."""
+    code = code_with(tmp_path, "code", extra=extra_revision(body))
+    flags = {"database_url": "sqlite://", "migrations": str(code), "code_version": "2.1.0"}
+    graph = load_code_facts(resolve(flags, environ={})).graph
+    assert graph is not None
+    revision = graph.revisions["0004_extra"]
+    assert revision.code is not None
+    ours = frozenset({"upgrader_runs", "upgrader_state", "upgrader_steps"})
+    assert revision.changes(ours) == expected
+    without_code = dataclasses.replace(revision, code=None)  # from the file's text alone
+    assert without_code.changes(ours) == expected

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ast
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 from alembic.config import Config
@@ -31,6 +32,8 @@ class Revision:
     requires: tuple[str, ...] = ()  # parents and `depends_on`: applied before it
     branches: frozenset[str] = frozenset()  # branch labels (Alembic hands them down)
     phase: str = "blocking"  # what the file declares: online | post-deploy (PHASES)
+    # its upgrade() as Alembic loaded it: the literals it holds, without reading the file
+    code: CodeType | None = field(default=None, compare=False, repr=False)
 
     @property
     def drops(self) -> frozenset[str]:
@@ -40,10 +43,18 @@ class Revision:
 
     def changes(self, tables: frozenset[str]) -> frozenset[str]:
         """Which of `tables` its upgrade() drops, renames or alters. The file is parsed only
-        when its text names one of them: parsing every pending revision cost 0.1 ms each."""
-        if self.dropped is None and not _names_any(self.path, tables):
+        when its upgrade() holds one of the names as a literal (`drops` finds nothing else):
+        parsing every pending revision cost 0.1 ms each, reading each file 15 µs."""
+        if self.dropped is None and not self._may_name(tables):
             return frozenset()
         return self.drops & tables
+
+    def _may_name(self, tables: frozenset[str]) -> bool:
+        """Whether its upgrade() may name one of `tables`: from the code Alembic loaded
+        (sourceless revisions too), else from the file's text."""
+        if self.code is not None:
+            return not tables.isdisjoint(_literals(self.code))
+        return _file_names_any(self.path, tables)
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,7 @@ def load_graph(migrations: Path, ini: Path | None = None) -> RevisionGraph:
             requires,
             frozenset(s.branch_labels or ()),
             _phase(s),
+            getattr(getattr(getattr(s, "module", None), "upgrade", None), "__code__", None),
         )
     heads = tuple(sorted(script.get_heads()))
     splits = tuple(find_splits(revisions, heads))
@@ -162,8 +174,19 @@ def _dependencies(script: Any) -> tuple[str, ...]:
     return (deps,) if isinstance(deps, str) else tuple(deps)
 
 
+def _literals(code: CodeType | None) -> Iterator[str]:
+    """The strings a function's code holds, its nested functions' included."""
+    for const in code.co_consts if code else ():
+        if isinstance(const, str):
+            yield const
+        elif isinstance(const, CodeType):
+            yield from _literals(const)
+        elif isinstance(const, tuple | frozenset):  # keyword names, constant tuples
+            yield from (c for c in const if isinstance(c, str))
+
+
 @functools.lru_cache(maxsize=4096)
-def _names_any(path: str | None, tables: frozenset[str]) -> bool:
+def _file_names_any(path: str | None, tables: frozenset[str]) -> bool:
     try:
         with open(path or "", encoding="utf-8", errors="replace") as handle:
             source = handle.read()
