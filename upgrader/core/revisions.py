@@ -50,8 +50,8 @@ class Revision:
         return self.drops & tables
 
     def _may_name(self, tables: frozenset[str]) -> bool:
-        """Whether its upgrade() may name one of `tables`: from the code Alembic loaded
-        (sourceless revisions too), else from the file's text."""
+        """Whether its upgrade() may name one of `tables`: from the code Alembic loaded,
+        else from the file's text."""
         if self.code is not None:
             return not tables.isdisjoint(_literals(self.code))
         return _file_names_any(self.path, tables)
