@@ -368,3 +368,42 @@ def test_a_postgresql_backup_runs_the_tools_the_wrapper_would(
     programs = [next(a for a in argv if "pg_" in a) for argv in ran]
     assert programs == [newest, newest, str(Path(newest).with_name("pg_restore"))], ran
     assert ran[0][1:3] == ["--version", f"--host={make_url(postgresql_url).host}"], ran[0]
+
+
+def test_step_rows_are_written_as_given(db_url: str) -> None:
+    """Several steps' rows at once (PostgreSQL: one COPY), with text COPY would have to
+    escape; a row the table refuses raises SQLAlchemy's error and writes none of them."""
+    import datetime as dt
+
+    from sqlalchemy.exc import IntegrityError
+
+    from upgrader.core import journal
+    from upgrader.core.tables import define_tables, ensure_tables
+
+    engine = create_engine(db_url)
+    tables = define_tables()
+    ensure_tables(engine, tables)
+    started = dt.datetime(2026, 12, 3, 10, 0, 1)
+    odd = "tab\\there, a backslash \\N and a quote ' \"\nnew line, ü"
+    messages = {1: "step 1", 2: odd, 3: "step 3"}
+    rows = [
+        journal.step_row(1, k, f"r{k:02d}", messages[k], "succeeded", started, k / 8)
+        for k in (1, 2, 3)
+    ]
+    try:
+        with engine.begin() as conn:
+            journal.record_steps(conn, tables, rows)
+        written = journal.steps_of(engine, tables, 1)
+        assert [(r["position"], r["revision"], r["message"], r["duration"]) for r in written] == [
+            (1, "r01", "step 1", 0.125),
+            (2, "r02", odd, 0.25),
+            (3, "r03", "step 3", 0.375),
+        ]
+        assert {r["started_at"] for r in written} == {started}
+        assert [r["finished_at"] for r in written] == [r["finished_at"] for r in rows]
+        refused = [{**rows[0], "run_id": 2}, {**rows[1], "run_id": 2, "revision": None}]
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            journal.record_steps(conn, tables, refused)
+        assert journal.steps_of(engine, tables, 2) == []
+    finally:
+        engine.dispose()

@@ -14,7 +14,8 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, bindparam, inspect, select, text, true
+from sqlalchemy import Connection, Dialect, Engine, Table, bindparam, inspect, select, text, true
+from sqlalchemy.exc import DBAPIError
 
 from upgrader.core.prepared import Prepared, prepare
 from upgrader.core.records import identity, join_revisions
@@ -248,10 +249,32 @@ def step_row(
 
 
 def record_steps(conn: Connection, tables: Tables, rows: list[dict[str, Any]]) -> None:
-    """Finished steps' rows (step_row), in the caller's transaction: on SQLite once per
-    revision, inside the migration's, so prepared once (core/prepared.py)."""
-    if rows:
+    """Finished steps' rows (step_row), in the caller's transaction, prepared once
+    (core/prepared.py). Through psycopg several rows go in one COPY: its executemany
+    spent 10 µs a row, 56 million instructions of a 500-revision run (issue 21)."""
+    if len(rows) > 1 and conn.dialect.driver == "psycopg":
+        _copy(conn, tables.steps, rows)
+    elif rows:
         _steps_insert(tables, conn.dialect, tuple(rows[0])).run(conn, rows)
+
+
+def _copy(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """`rows` into `table` with PostgreSQL's COPY, in the connection's transaction; its
+    errors raised as SQLAlchemy's, as `execute` raises them."""
+    columns = tuple(rows[0])
+    quote = conn.dialect.identifier_preparer
+    sql = (
+        f"COPY {quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)}) "
+        "FROM STDIN"
+    )
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(tuple(row[c] for c in columns))
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
 
 
 @functools.lru_cache(maxsize=8)  # a dialect per engine: each run's env.py may make one
