@@ -147,6 +147,11 @@ def test_a_long_step_after_quick_ones_is_named_while_it_runs(db_url: str, tmp_pa
         assert running["state"] == "upgrade_running", running
         run = running["run"]
         assert (run["step"], run["steps"], run["message"]) == (21, 21, "revision v0022"), run
+        shown = run_cli(*config(db_url, chain, "2.0.0"), "history", "--json").output
+        last = json.loads(shown)[0]
+        assert (last["status"], last["step"], last["revision"]) == ("running", 21, "v0022")
+        listed = run_cli(*config(db_url, chain, "2.0.0"), "history").output
+        assert "step 21/21" in listed, listed
     finally:
         output = process.communicate(timeout=60)[0]
     assert process.returncode == 0, output

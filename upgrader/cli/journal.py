@@ -9,7 +9,7 @@ import click
 from upgrader.cli.context import CliContext, confirm, pass_cli, require_database
 from upgrader.core import records, storage
 from upgrader.core.database import guard_engine
-from upgrader.core.diagnosis import Diagnosis, diagnose, run_status, run_time
+from upgrader.core.diagnosis import Diagnosis, as_read, diagnose, run_status, run_time
 from upgrader.core.tables import define_tables
 from upgrader.core.times import local
 from upgrader.engine.repair import unlock as unlock_run
@@ -46,7 +46,7 @@ def history(obj: CliContext, limit: int, as_json: bool) -> int:
 
 def render(runs: list[records.Run], d: Diagnosis) -> list[str]:
     lines = []
-    for r in runs:
+    for r in (as_read(run, d) for run in runs):
         who = f"{r.trigger} {r.actor or '?'}@{r.host}" + (f" from {r.client}" if r.client else "")
         if r.kind in storage.SETTINGS_KINDS:  # a change of settings: what, and who
             lines.append(f"#{r.id:<4} {local(r.started_at)}  {r.kind} {r.note or ''}  ({who})")

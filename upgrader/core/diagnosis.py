@@ -267,6 +267,12 @@ def run_status(run: Run, d: Diagnosis) -> str:
     return "running" if alive else "interrupted"
 
 
+def as_read(run: Run, d: Diagnosis) -> Run:
+    """A journal entry as the diagnosis reads it: the last run's step caught up with the
+    version table, which commits with every revision (the journal every half second)."""
+    return d.run if d.run is not None and d.run.id == run.id else run
+
+
 def run_time(run: Run, status: str, now: dt.datetime) -> str:
     """How long a run took, in words that mean something: a run that was cut off ran until
     its last sign of life (its heartbeat), not until whoever closed its entry."""

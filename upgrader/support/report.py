@@ -34,7 +34,14 @@ from upgrader.core.database import (
     redact,
     safe_url,
 )
-from upgrader.core.diagnosis import Diagnosis, diagnose, load_code_facts, run_status, run_time
+from upgrader.core.diagnosis import (
+    Diagnosis,
+    as_read,
+    diagnose,
+    load_code_facts,
+    run_status,
+    run_time,
+)
 from upgrader.core.tables import Tables, define_tables
 from upgrader.core.versions import parse_version
 from upgrader.engine.backup import credential_leftovers, preflight
@@ -387,7 +394,7 @@ def journal(conn: Any, settings: Settings, d: Diagnosis, limit: int) -> list[dic
     runs = storage.recent_runs(conn, tables, limit)
     steps = step_times(conn, tables, [r.id for r in runs if r.steps])
     entries = []
-    for run in runs:
+    for run in (as_read(r, d) for r in runs):
         data = run.to_dict()
         status = run_status(run, d)
         data.update(
