@@ -236,7 +236,8 @@ def kill_inside(url: str, migrations: Path, process: subprocess.Popen[str], revi
         time.sleep(0.05)
     else:
         raise AssertionError(f"the run never reached {revision}")
-    time.sleep(0.8)  # past the revision's first half, asleep before its second
+    time.sleep(1.3)  # past the revision's first half, asleep before its second (status names it
+    # as it starts, where the journal row came up to half a second later)
     process.send_signal(signal.SIGKILL)
     process.wait()
 
