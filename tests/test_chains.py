@@ -134,7 +134,7 @@ def test_a_long_step_after_quick_ones_is_named_while_it_runs(db_url: str, tmp_pa
     while a revision holds the write lock): `status` still names the step that runs, from
     the version table (committed with each revision) or the heartbeat's write."""
     chain = trivial_chain(tmp_path / "quick", 21)
-    write_revision(chain / "versions", "v0022", "v0021", "import time\ntime.sleep(3)\n")
+    write_revision(chain / "versions", "v0022", "v0021", "import time\ntime.sleep(6)\n")
     env = {"UPGRADER_RELEASES": "1.0.0=v0001"}
     base = run_cli(
         *config(db_url, chain, "2.0.0"), "install", "--release", "1.0.0", "--yes", env=env
