@@ -405,6 +405,12 @@ def test_a_dead_runs_statement_is_named_and_ended(server_db_url: str, tmp_path: 
         time.sleep(1)  # its ALTER is waiting for the lock now
         process.send_signal(signal.SIGKILL)
         process.wait()
+        # the server frees the dead client's upgrade lock once its session notices the
+        # closed connection: on a loaded machine a moment after the kill
+        deadline = time.monotonic() + 10
+        while status(url, full, "2.0.0")["state"] == "upgrade_running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         before = alter_running(url)
         after = status(url, full, "2.0.0")
         assert after["state"] == "upgrade_interrupted"
