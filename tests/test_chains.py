@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from tests.chains import (
     RECOVERY,
@@ -356,6 +356,43 @@ def test_ctrl_c_is_journalled_as_interrupted(db_url: str, tmp_path: Path) -> Non
     assert after["state"] == "upgrade_interrupted", after
     follow(after["fix"], tmp_path)
     assert_intact(db_url)
+
+
+LONG_STATEMENT = {
+    "postgresql": "SELECT pg_sleep(4)",
+    "mysql": "SELECT SLEEP(4)",
+    "sqlite": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+    "WHERE i < 12000000) SELECT max(i) FROM n",
+}
+
+
+def test_a_stop_inside_a_database_call_is_a_stop(db_url: str, tmp_path: Path) -> None:
+    """SIGTERM while the migration waits for the server's answer is a stop, not a failed
+    migration: psycopg, told as on Ctrl-C, cancels the statement (any other exception left
+    it "another command is already in progress"); PyMySQL is left mid-answer, and its
+    cleanup's InterfaceError must not hide the stop."""
+    chain = trivial_chain(tmp_path / "quick", 3)
+    statement = LONG_STATEMENT[make_url(db_url).get_backend_name()]
+    write_revision(chain / "versions", "v0004", "v0003", f'op.execute("{statement}")\n')
+    env = {"UPGRADER_RELEASES": "1.0.0=v0001"}
+    base = run_cli(
+        *config(db_url, chain, "2.0.0"), "install", "--release", "1.0.0", "--yes", env=env
+    )
+    assert base.exit_code == 0, base.output
+    process = spawn(db_url, chain, tmp_path, "none", "--no-backup", UPGRADER_RELEASES="1.0.0=v0001")
+    wait_until_at(db_url, chain, process, "v0004")
+    time.sleep(1)  # inside the statement
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 130, output
+    assert "failed" not in output, output
+    assert rows(db_url, "SELECT status FROM upgrader_runs ORDER BY id DESC")[0] == ("interrupted",)
+    kept = "rolled back" if db_url.startswith("postgresql") else "succeeded"
+    assert rows(db_url, LAST_RUN_STEPS) == [("v0002", kept), ("v0003", kept)]
+    after = status(db_url, chain, "2.0.0")
+    assert after["state"] == "upgrade_interrupted", after
+    rerun = run_cli(*config(db_url, chain, "2.0.0"), "upgrade", "--yes", "--no-backup", env=env)
+    assert rerun.exit_code == 0, rerun.output
 
 
 @contextlib.contextmanager

@@ -144,7 +144,7 @@ def _journalled(site: Installation, engine: Engine, run_id: int) -> Iterator[Non
         journal.finish_run(engine, tables, run_id, "failed", error=str(exc))
         raise
     except (Stopped, KeyboardInterrupt) as exc:
-        stopped = exc if isinstance(exc, Stopped) else Stopped("Ctrl-C (SIGINT)")
+        stopped = _as_stop(exc)
         log.error("run #%d stopped by %s", run_id, stopped)
         journal.finish_run(engine, tables, run_id, "interrupted", note=f"stopped by {stopped}")
         if stopped is exc:
@@ -218,14 +218,14 @@ def _apply(
         beat.tick = steps.tick  # the progress, written from the heartbeat's thread
     try:
         run_upgrade(cfg, plan.target, steps, site.app(), script)
-    except Stopped:
-        steps.stopped()
-        raise
-    except KeyboardInterrupt as exc:
-        steps.stopped()
-        raise Stopped("Ctrl-C (SIGINT)") from exc
     except BaseException as exc:
-        raise MigrationFailed(steps.failed(exc)) from exc
+        stop = _stop_behind(exc)
+        if stop is None:
+            raise MigrationFailed(steps.failed(exc)) from exc
+        steps.stopped()
+        if stop is exc:
+            raise
+        raise Stopped(str(stop)) from exc  # a new one: `stop` may be in exc's context
     finally:
         if beat is not None:
             beat.tick = None
@@ -233,6 +233,31 @@ def _apply(
     steps.flush()  # the last steps' rows, on a server
     _check_reached(site, engine, plan.target, steps)
     return steps.done
+
+
+class _Signalled(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C is: psycopg cancels the statement that runs on a
+    KeyboardInterrupt, where any other exception leaves its connection mid-answer."""
+
+
+def _as_stop(exc: Stopped | KeyboardInterrupt) -> Stopped:
+    if isinstance(exc, Stopped):
+        return exc
+    return Stopped(str(exc) if isinstance(exc, _Signalled) else "Ctrl-C (SIGINT)")
+
+
+def _stop_behind(exc: BaseException) -> Stopped | None:
+    """The stop (SIGTERM, Ctrl-C) behind an error, if any. A signal inside a database call
+    can leave the driver mid-answer, and what the cleanup then raises (PyMySQL's
+    `InterfaceError(0, '')`) hides the stop it came from."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, Stopped | KeyboardInterrupt):
+            return _as_stop(cause)
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _check_reached(site: Installation, engine: Engine, target: Target, steps: StepJournal) -> None:
@@ -274,19 +299,19 @@ def _said(site: Installation, d: Diagnosis, plan: Plan, to_version: str, complet
 
 @contextlib.contextmanager
 def _stopped_by_signals() -> Iterator[None]:
-    """While a run is open, SIGTERM (a service stop, `kill`) raises Stopped like Ctrl-C, so
+    """While a run is open, SIGTERM (a service stop, `kill`) stops it as Ctrl-C does, so
     the journal says "interrupted" before the process ends. Only the main thread can."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, frame: Any) -> None:
-        raise Stopped(signal.Signals(signum).name)
+        raise _Signalled(signal.Signals(signum).name)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
     except KeyboardInterrupt as exc:
-        raise Stopped("Ctrl-C (SIGINT)") from exc
+        raise _as_stop(exc) from exc
     finally:
         signal.signal(signal.SIGTERM, previous)
