@@ -161,11 +161,8 @@ def _caught_up(
     A run of part of the pending revisions (`upgrade --online`) is left as it says."""
     if run is None or run.status != "running" or run.kind not in ("install", "upgrade"):
         return run
-    if run.phase or not run.step or run.from_revisions is None:
-        return run
-    before = graph.ancestry(split_revisions(run.from_revisions))
-    done = len(graph.ancestry(db.revisions) - before)
-    if done < run.step or done >= run.steps:
+    done = None if run.phase else _holds(run, graph, db)
+    if done is None or done < run.step or done >= run.steps:
         return run  # the journal is as far (or the run is finishing: it says so itself)
     return replace(run, step=done + 1, revision=pending[0].id, message=pending[0].message)
 
@@ -479,11 +476,17 @@ def _committed(run: Run, graph: RevisionGraph, db: DatabaseFacts) -> int | None:
     """How many of a cut-off run's steps the database holds, when fewer than the journal
     says it finished: a transaction that held several steps was rolled back with them
     (PostgreSQL, where env.py runs the whole pass in one)."""
+    holds = _holds(run, graph, db)
+    return holds if holds is not None and holds < run.step - 1 else None  # step k was running
+
+
+def _holds(run: Run, graph: RevisionGraph, db: DatabaseFacts) -> int | None:
+    """How many of the run's revisions the database holds; None for a run that had not
+    begun migrating, or whose journal entry does not say where it began."""
     if not run.step or run.from_revisions is None:
         return None
     before = graph.ancestry(split_revisions(run.from_revisions))
-    holds = len(graph.ancestry(db.revisions) - before)
-    return holds if holds < run.step - 1 else None  # step k is the one that was running
+    return len(graph.ancestry(db.revisions) - before)
 
 
 def _stopped_early(run: Run | None) -> Run | None:
