@@ -224,6 +224,7 @@ def _end_live_run(site: Installation, engine: Engine, d: Diagnosis) -> list[str]
         conn.commit()
     if not ended:
         return []
+    _wait_released(engine, ended)
     who = f" (pid {run.pid} on {run.host})" if run else ""
     return [
         f"its database session(s) {', '.join(ended)} were ended: its process{who} can "
@@ -245,6 +246,16 @@ def _end_session(engine: Engine, session: str | None) -> str:
             conn.execute(text(f"KILL {int(session)}"))
         conn.commit()
     return f", and its database session {session} was ended"
+
+
+def _wait_released(engine: Engine, sessions: list[str], seconds: float = 10.0) -> None:
+    """Wait until the ended sessions no longer hold the upgrade lock: the server frees
+    it only once the session's process has exited, a moment after it was told to."""
+    deadline = time.monotonic() + seconds
+    with engine.connect() as conn:
+        while lockfile.server_lock_holder(conn) in sessions and time.monotonic() < deadline:
+            conn.rollback()
+            time.sleep(0.05)
 
 
 def _wait_gone(pid: int, seconds: float = 5.0) -> None:
