@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,77 @@ def test_a_full_disk_during_the_backup_changes_nothing(
     status = status_of(url, tmp_path)
     assert status["state"] == "upgrade_pending"  # not "failed": nothing was changed
     assert any("changed nothing" in d for d in status["details"]), status["details"]
+
+
+def verified_within(seconds: float, path: Path, verify: Any) -> str | BaseException:
+    """backup._verified's checksum, or what it raised; the test fails, rather than hang,
+    if it does not end."""
+    answer: list[str | BaseException] = []
+
+    def run() -> None:
+        try:
+            answer.append(backup_module._verified(path, verify, []))
+        except BaseException as exc:  # handed to the test's thread
+            answer.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert answer, "the check still waits for a hashing that never started"
+    return answer[0]
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 3 * 4096 + 7])
+def test_the_checksum_is_the_files_sha256(
+    size: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checksum hashes the mapped file a window at a time: every window counts once,
+    an empty file (which cannot be mapped) too; the check runs beside it."""
+    monkeypatch.setattr(backup_module, "HASHED_AT_ONCE", 4096)
+    path = tmp_path / "dump"
+    path.write_bytes(os.urandom(size))
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert backup_module.sha256(path) == expected
+    seen: list[str] = []
+    assert verified_within(10, path, lambda p, t: seen.append(p.name)) == expected
+    assert seen == ["dump"]
+
+
+def test_a_checksum_that_cannot_start_does_not_hold_up_the_check(tmp_path: Path) -> None:
+    """The check waits for the hashing to start: a file the hashing cannot open ends the
+    wait with the error, rather than hang the backup."""
+    raised = verified_within(10, tmp_path / "gone", lambda p, t: None)
+    assert isinstance(raised, FileNotFoundError)
+
+
+def test_a_wal_database_is_backed_up_with_what_its_log_holds(tmp_path: Path) -> None:
+    """The copy has no journal of its own, and reads the source mapped: a database in WAL
+    mode whose last commits are still only in its -wal file is copied whole, and the copy
+    passes its check."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    install(url, "1.0.0")
+    writer = sqlite3.connect(tmp_path / "app.db")
+    try:
+        assert writer.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        writer.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        writer.executemany("INSERT INTO notes (body) VALUES (?)", [("x" * 500,)] * 2000)
+        writer.commit()
+        assert (tmp_path / "app.db-wal").stat().st_size > 500 * 2000  # not checkpointed
+        engine = create_engine(url)
+        made = backup_module.create_backup(engine, tmp_path / "backups")
+        engine.dispose()
+    finally:
+        writer.close()
+    copy = sqlite3.connect(made.path)
+    try:
+        assert copy.execute("SELECT count(*) FROM notes").fetchone()[0] == 2000
+        assert copy.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    finally:
+        copy.close()
+    assert "notes" in made.tables
+    assert made.sha256 == hashlib.sha256(Path(made.path).read_bytes()).hexdigest()
+    assert not list((tmp_path / "backups").glob("*journal*"))
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -272,20 +273,46 @@ def create_backup(
 
 
 def _verified(path: Path, verify: Callable[[Path, list[str]], None], tables: list[str]) -> str:
-    """Verify the dump and checksum it at once: the checksum is read in a thread while the
-    check reads the same file (both from the page cache, hashlib and the tools release the
-    GIL), so the two cost the wall time of the longer, not of both."""
+    """Verify the dump and checksum it at once: the checksum is computed in a thread while
+    the check reads the same file (both from the page cache), so the two cost the wall
+    time of the longer, not of both. The check starts once the hashing has: hashlib lets
+    go of the GIL while it hashes, but a check that searches the mapped file in Python
+    (MariaDB's) holds it, and a thread still starting would wait for it (4.8 against
+    2.8 ms for a 3.5 MB dump)."""
+    hashing = threading.Event()
+
+    def checksum() -> str:
+        try:
+            return sha256(path, hashing.set)
+        finally:
+            hashing.set()
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        digest = pool.submit(sha256, path)
+        digest = pool.submit(checksum)
+        hashing.wait()
         verify(path, tables)
         return digest.result()
 
 
-def sha256(path: Path) -> str:
+HASHED_AT_ONCE = 1 << 26
+"""How much of a mapped file one hashlib call hashes (64 MiB, about 30 ms): a signal's
+handler runs between two calls."""
+
+
+def sha256(path: Path, started: Callable[[], object] = lambda: None) -> str:
+    """The file's checksum, hashed from the mapped file: no copy into Python's buffers
+    (1.9 against 2.5 ms for a 3.5 MB dump). `started` is called as the hashing starts."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+        if os.fstat(handle.fileno()).st_size == 0:
+            return digest.hexdigest()
+        with (
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
+            memoryview(data) as view,
+        ):
+            started()
+            for start in range(0, len(view), HASHED_AT_ONCE):
+                digest.update(view[start : start + HASHED_AT_ONCE])
     return digest.hexdigest()
 
 
@@ -297,14 +324,21 @@ def _sqlite_backup(source: Path, target: Path) -> None:
     src = sqlite3.connect(source.resolve().as_uri() + "?mode=ro", uri=True)
     dst = sqlite3.connect(target)
     try:
+        # The source is read mapped, as the check reads the copy (a pread per page saved);
+        # the copy has no rollback journal: nobody reads it until it is verified and
+        # renamed, and it is still synced (1 fdatasync instead of 6). Each saves about a
+        # sixth of the copy.
+        src.execute(f"PRAGMA mmap_size = {MAPPED}")
+        dst.execute("PRAGMA journal_mode = OFF")
         src.backup(dst)  # pages=-1: one read transaction, a consistent snapshot
     finally:
         dst.close()
         src.close()
 
 
-MAPPED_CHECK = 1 << 30
-"""How much of a SQLite backup its check reads mapped (1 GiB; the rest with read())."""
+MAPPED = 1 << 30
+"""How much of a SQLite database its backup reads mapped, and of the copy its check (1 GiB;
+the rest with read())."""
 
 
 def _verify_sqlite(path: Path, tables: list[str]) -> None:
@@ -314,7 +348,7 @@ def _verify_sqlite(path: Path, tables: list[str]) -> None:
         # the backup API can get wrong; integrity_check also re-derives every index entry
         # from its table, which would only find damage the source already had. Reading the
         # file mapped saves a read() per page (a tenth of the check).
-        conn.execute(f"PRAGMA mmap_size = {MAPPED_CHECK}")
+        conn.execute(f"PRAGMA mmap_size = {MAPPED}")
         result = conn.execute("PRAGMA quick_check").fetchone()[0]
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
