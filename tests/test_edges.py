@@ -19,7 +19,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, inspect, make_url, text
 
 from tests.conftest import SERVER_URLS, fresh_server_database
 from tests.helpers import (
@@ -33,8 +33,9 @@ from tests.helpers import (
     status_of,
 )
 from upgrader.core import database
+from upgrader.core.tables import tables_in
 from upgrader.engine import backup as backup_module
-from upgrader.engine import pgtools
+from upgrader.engine import checksum, pgtools
 
 
 def test_the_factory_is_called_once_per_process(
@@ -121,14 +122,48 @@ def test_a_full_disk_during_the_backup_changes_nothing(
     assert any("changed nothing" in d for d in status["details"]), status["details"]
 
 
-def verified_within(seconds: float, path: Path, verify: Any) -> str | BaseException:
-    """backup._verified's checksum, or what it raised; the test fails, rather than hang,
+def test_the_tables_listed_are_the_ones_the_inspector_lists(db_url: str) -> None:
+    """Every diagnosis lists the database's tables with its own query on PostgreSQL: it
+    must list what SQLAlchemy's inspector lists (no view, no temporary table, no table of
+    a schema off the search path; partitioned tables and their partitions)."""
+    engine = create_engine(db_url)
+    backend = engine.dialect.name
+    statements = [
+        "CREATE TABLE plain_one (id INTEGER PRIMARY KEY)",
+        "CREATE VIEW a_view AS SELECT id FROM plain_one",
+        "CREATE TEMPORARY TABLE a_temp (id INTEGER)",
+    ]
+    if backend == "postgresql":
+        statements += [
+            "CREATE TABLE parted (id INTEGER, at DATE) PARTITION BY RANGE (at)",
+            "CREATE TABLE parted_2026 PARTITION OF parted "
+            "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+            "CREATE SCHEMA elsewhere",
+            "CREATE TABLE elsewhere.hidden (id INTEGER)",
+            'CREATE TABLE "Mixed Case" (id INTEGER)',
+        ]
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+            listed = tables_in(conn)
+            assert listed == sorted(inspect(conn).get_table_names())
+            assert "plain_one" in listed
+            assert not {"a_view", "a_temp", "hidden"} & set(listed)
+            if backend == "postgresql":
+                assert {"parted", "parted_2026", "Mixed Case"} <= set(listed)
+    finally:
+        engine.dispose()
+
+
+def verified_within(seconds: float, path: Path, check: Any) -> str | BaseException:
+    """checked_and_hashed's checksum, or what it raised; the test fails, rather than hang,
     if it does not end."""
     answer: list[str | BaseException] = []
 
     def run() -> None:
         try:
-            answer.append(backup_module._verified(path, verify, []))
+            answer.append(checksum.checked_and_hashed(path, check))
         except BaseException as exc:  # handed to the test's thread
             answer.append(exc)
 
@@ -145,20 +180,20 @@ def test_the_checksum_is_the_files_sha256(
 ) -> None:
     """The checksum hashes the mapped file a window at a time: every window counts once,
     an empty file (which cannot be mapped) too; the check runs beside it."""
-    monkeypatch.setattr(backup_module, "HASHED_AT_ONCE", 4096)
+    monkeypatch.setattr(checksum, "HASHED_AT_ONCE", 4096)
     path = tmp_path / "dump"
     path.write_bytes(os.urandom(size))
     expected = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert backup_module.sha256(path) == expected
+    assert checksum.sha256(path) == expected
     seen: list[str] = []
-    assert verified_within(10, path, lambda p, t: seen.append(p.name)) == expected
+    assert verified_within(10, path, lambda: seen.append(path.name)) == expected
     assert seen == ["dump"]
 
 
 def test_a_checksum_that_cannot_start_does_not_hold_up_the_check(tmp_path: Path) -> None:
     """The check waits for the hashing to start: a file the hashing cannot open ends the
     wait with the error, rather than hang the backup."""
-    raised = verified_within(10, tmp_path / "gone", lambda p, t: None)
+    raised = verified_within(10, tmp_path / "gone", lambda: None)
     assert isinstance(raised, FileNotFoundError)
 
 

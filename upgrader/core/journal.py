@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from upgrader.core.prepared import Prepared, prepare
 from upgrader.core.records import identity, join_revisions
-from upgrader.core.tables import Tables
+from upgrader.core.tables import Tables, tables_in
 from upgrader.core.times import utcnow
 
 
@@ -313,7 +313,7 @@ def save(engine: Engine, tables: Tables) -> Saved | None:
     """Every row of the journal, to outlive a restore: the journal is the history of the
     database, not part of its content. None when the database has no journal yet."""
     with engine.connect() as conn:
-        names = set(inspect(conn).get_table_names())
+        names = set(tables_in(conn))
         if tables.runs.name not in names:
             return None
         saved: Saved = {}

@@ -5,9 +5,10 @@ the state row that adoption and upgrades share.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import Connection, Select, inspect, select, text
 
 from upgrader.core.facts import DatabaseFacts
 from upgrader.core.records import (
@@ -18,7 +19,7 @@ from upgrader.core.records import (
     split_revisions,
     typed,
 )
-from upgrader.core.tables import Tables, columns, quote
+from upgrader.core.tables import Tables, columns, quote, tables_in
 from upgrader.core.times import utcnow
 
 
@@ -26,15 +27,14 @@ def read_facts(
     conn: Connection, tables: Tables, version_table: str = "alembic_version"
 ) -> DatabaseFacts:
     """Read alembic_version, the state rows and the last run. A few cheap queries."""
-    names = tuple(sorted(inspect(conn).get_table_names()))
+    names = tuple(tables_in(conn))
     problems: list[str] = []
     revisions = read_revisions(conn, version_table) if version_table in names else ()
     states: list[StateRow] = []
     if tables.state.name in names:
         # only the columns the table has: an older upgrader made it (see recent_runs)
-        have = columns(conn, tables.state.name)
-        present = [c for c in tables.state.c if c.name in have]
-        for row in conn.execute(select(*present).order_by(tables.state.c.id)).mappings():
+        query = _states_query(tables, columns(conn, tables.state.name))
+        for row in conn.execute(query).mappings():
             states.append(_state_row(typed(tables.state, row, problems), problems))
     runs: list[Run] = []
     if tables.runs.name in names:
@@ -117,13 +117,29 @@ def recent_runs(
     the columns added since (`ensure_tables`)."""
     if not checked and not inspect(conn).has_table(tables.runs.name):
         return []
-    present = [c for c in tables.runs.c if c.name in columns(conn, tables.runs.name)]
-    query = select(*present).order_by(tables.runs.c.id.desc()).limit(limit)
-    if runs_only:
-        query = query.where(tables.runs.c.kind.not_in(SETTINGS_KINDS))
+    query = _runs_query(tables, columns(conn, tables.runs.name), limit, runs_only)
     rows = conn.execute(query).mappings()
     found = problems if problems is not None else []
     return [Run(**typed(tables.runs, r, found)) for r in rows]
+
+
+# The reads' statements, built once per set of columns: building a select costs more CPU
+# than SQLAlchemy then spends on running it from its compiled cache.
+
+
+@functools.lru_cache(maxsize=32)
+def _states_query(tables: Tables, have: frozenset[str]) -> Select[Any]:
+    present = [c for c in tables.state.c if c.name in have]
+    return select(*present).order_by(tables.state.c.id)
+
+
+@functools.lru_cache(maxsize=32)
+def _runs_query(tables: Tables, have: frozenset[str], limit: int, runs_only: bool) -> Select[Any]:
+    present = [c for c in tables.runs.c if c.name in have]
+    query = select(*present).order_by(tables.runs.c.id.desc()).limit(limit)
+    if runs_only:
+        query = query.where(tables.runs.c.kind.not_in(SETTINGS_KINDS))
+    return query
 
 
 def write_single_state(

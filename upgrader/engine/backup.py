@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import mmap
 import os
@@ -34,9 +33,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +43,7 @@ from sqlalchemy import URL, Engine, inspect, text
 from upgrader.core import processes
 from upgrader.core.database import redact
 from upgrader.engine import pgtools
+from upgrader.engine.checksum import checked_and_hashed, sha256
 from upgrader.engine.exits import EngineError
 
 DUMP_TIMEOUT = 6 * 3600
@@ -240,13 +238,13 @@ def create_backup(
     try:
         if backend == "sqlite":
             _sqlite_backup(Path(url.database or ""), partial)
-            digest = _verified(partial, _verify_sqlite, tables)
+            digest = checked_and_hashed(partial, lambda: _verify_sqlite(partial, tables))
         elif backend == "postgresql":
             _pg_dump(url, partial)
-            digest = _verified(partial, _verify_pg, tables)
+            digest = checked_and_hashed(partial, lambda: _verify_pg(partial, tables))
         else:
             _mysql_dump(url, partial)
-            digest = _verified(partial, _verify_mysql, tables)
+            digest = checked_and_hashed(partial, lambda: _verify_mysql(partial, tables))
         partial.chmod(0o600)
         os.replace(partial, final)
     except (OSError, sqlite3.Error) as exc:  # a full disk, above all
@@ -270,50 +268,6 @@ def create_backup(
     with os.fdopen(fd, "w") as handle:
         handle.write(json.dumps(asdict(backup), indent=2))
     return backup
-
-
-def _verified(path: Path, verify: Callable[[Path, list[str]], None], tables: list[str]) -> str:
-    """Verify the dump and checksum it at once: the checksum is computed in a thread while
-    the check reads the same file (both from the page cache), so the two cost the wall
-    time of the longer, not of both. The check starts once the hashing has: hashlib lets
-    go of the GIL while it hashes, but a check that searches the mapped file in Python
-    (MariaDB's) holds it, and a thread still starting would wait for it (4.8 against
-    2.8 ms for a 3.5 MB dump)."""
-    hashing = threading.Event()
-
-    def checksum() -> str:
-        try:
-            return sha256(path, hashing.set)
-        finally:
-            hashing.set()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        digest = pool.submit(checksum)
-        hashing.wait()
-        verify(path, tables)
-        return digest.result()
-
-
-HASHED_AT_ONCE = 1 << 26
-"""How much of a mapped file one hashlib call hashes (64 MiB, about 30 ms): a signal's
-handler runs between two calls."""
-
-
-def sha256(path: Path, started: Callable[[], object] = lambda: None) -> str:
-    """The file's checksum, hashed from the mapped file: no copy into Python's buffers
-    (1.9 against 2.5 ms for a 3.5 MB dump). `started` is called as the hashing starts."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        if os.fstat(handle.fileno()).st_size == 0:
-            return digest.hexdigest()
-        with (
-            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
-            memoryview(data) as view,
-        ):
-            started()
-            for start in range(0, len(view), HASHED_AT_ONCE):
-                digest.update(view[start : start + HASHED_AT_ONCE])
-    return digest.hexdigest()
 
 
 def _safe(text_: str) -> str:
