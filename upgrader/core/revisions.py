@@ -53,8 +53,13 @@ class Revision:
         """Whether its upgrade() may name one of `tables`: from the code Alembic loaded,
         else from the file's text."""
         if self.code is not None:
-            return not tables.isdisjoint(_literals(self.code))
+            return not tables.isdisjoint(self._strings)
         return _file_names_any(self.path, tables)
+
+    @functools.cached_property
+    def _strings(self) -> frozenset[str]:
+        """Its upgrade()'s literals, gathered once: every diagnosis of a long chain asks."""
+        return frozenset(_literals(self.code))
 
 
 @dataclass(frozen=True)
