@@ -5,6 +5,7 @@ leaves what real ones leave, each followed by the fix `status` prints, pasted as
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, make_url, select, text
 
 from tests.chains import (
     RECOVERY,
@@ -28,6 +29,8 @@ from tests.chains import (
     write_revision,
 )
 from tests.helpers import progress_lines, run_cli
+from upgrader.core.journal import steps_of
+from upgrader.core.tables import define_tables
 
 
 def config(url: str, migrations: Path, version: str) -> list[str]:
@@ -157,6 +160,61 @@ def test_a_long_step_after_quick_ones_is_named_while_it_runs(db_url: str, tmp_pa
     assert process.returncode == 0, output
     assert status(db_url, chain, "2.0.0")["state"] == "ok"
     assert len(rows(db_url, LAST_RUN_STEPS)) == 21
+
+
+@pytest.mark.parametrize("one_transaction", [False, True], ids=["as_alembic_writes_it", "held"])
+def test_each_step_row_says_when_its_step_ran(
+    db_url: str, tmp_path: Path, one_transaction: bool
+) -> None:
+    """A step's row is made from the moments the run noted as Alembic asked for each next
+    revision: its start is the end of the step before, its times agree with its duration,
+    and each row is written once, whether the env.py lets Alembic commit revision by
+    revision or holds the whole pass in one transaction of its own. (A step that takes
+    longer than the half second between writes makes a write in the middle of the run: on
+    SQLite on the migration's own connection, inside its transaction or in one of its own.)
+    """
+    chain = trivial_chain(tmp_path / "timed", 6)
+    versions = chain / "versions"
+    write_revision(versions, "v0007", "v0006", "import time\ntime.sleep(0.8)\n")
+    write_revision(versions, "v0008", "v0007", 'op.execute("UPDATE seed SET id = id")\n')
+    write_revision(versions, "v0009", "v0008", 'op.execute("UPDATE seed SET id = id")\n')
+    if one_transaction:
+        env_py = (chain / "env.py").read_text()
+        held = env_py.replace(
+            "with connectable.connect() as connection:",
+            "with connectable.connect() as connection, connection.begin():",
+        )
+        assert held != env_py
+        (chain / "env.py").write_text(held)
+    env = {"UPGRADER_RELEASES": "1.0.0=v0001"}
+    base = run_cli(
+        *config(db_url, chain, "2.0.0"), "install", "--release", "1.0.0", "--yes", env=env
+    )
+    assert base.exit_code == 0, base.output
+    upgraded = run_cli(*config(db_url, chain, "2.0.0"), "upgrade", "--yes", "--no-backup", env=env)
+    assert upgraded.exit_code == 0, upgraded.output
+    shown = [line for line in progress_lines(upgraded.output) if line.startswith("[")]
+    assert shown == [f"[{k}/8]" for k in range(1, 9)], upgraded.output
+    engine = create_engine(db_url)
+    try:
+        tables = define_tables()
+        with engine.connect() as conn:
+            last = select(tables.runs).order_by(tables.runs.c.id.desc()).limit(1)
+            run = dict(conn.execute(last).mappings().one())
+        steps = steps_of(engine, tables, run["id"])
+    finally:
+        engine.dispose()
+    assert [(s["position"], s["revision"], s["status"]) for s in steps] == [
+        (k - 1, f"v{k:04d}", "succeeded") for k in range(2, 10)
+    ]
+    assert run["started_at"] <= steps[0]["started_at"]
+    assert steps[-1]["finished_at"] <= run["finished_at"]
+    for before, after in itertools.pairwise(steps):
+        assert after["started_at"] == before["finished_at"], (before, after)
+    for step in steps:  # the times are stored to the second, the duration to the millisecond
+        took = (step["finished_at"] - step["started_at"]).total_seconds()
+        assert abs(took - step["duration"]) < 1, step
+    assert steps[5]["revision"] == "v0007" and steps[5]["duration"] >= 0.8, steps[5]
 
 
 def test_sqlite_long_upgrade_with_a_short_lease(tmp_path: Path) -> None:

@@ -234,8 +234,10 @@ def step_row(
     status: str,
     started_at: dt.datetime,
     duration: float,
+    finished_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """One row of `steps`: a step once it ended (succeeded or failed), with its duration."""
+    """One row of `steps`: a step once it ended (succeeded or failed, now unless
+    `finished_at` says when), with its duration."""
     return {
         "run_id": run_id,
         "position": position,
@@ -243,7 +245,7 @@ def step_row(
         "message": message,
         "status": status,
         "started_at": started_at,
-        "finished_at": utcnow(),
+        "finished_at": finished_at or utcnow(),
         "duration": round(duration, 3),
     }
 

@@ -2,14 +2,14 @@
 
 One Alembic pass per upgrade, as `alembic upgrade heads` makes it, through the
 application's env.py (which may be one nobody here wrote, such as
-Flask-Migrate's). upgrader sees each revision as Alembic applies it through
-`on_version_apply`, added to whatever env.py passes to `context.configure()`:
-the environment is Alembic's own `EnvironmentContext` with `configure()`
-extended, so it works with any env.py, even one that builds its configure
-arguments itself. That callback is what lets the journal say "step k of n", and
-the database's own version table is what a rerun resumes from. Alembic takes
-its revisions one at a time from the plan upgrader gives it, each once the one
-before has left its transaction: that is when upgrader learns a step committed.
+Flask-Migrate's). The environment is Alembic's own `EnvironmentContext` with
+`configure()` extended, so it works with any env.py, even one that builds its
+configure arguments itself. upgrader gives Alembic the plan itself, as a generator:
+Alembic takes its revisions from it one at a time, each once the one before has run
+and left its transaction. That is when upgrader learns a step ended, and what lets
+the journal say "step k of n"; the database's own version table is what a rerun
+resumes from. (Alembic's `on_version_apply` would tell the same from inside the
+step's transaction, at the price of an object built for every revision.)
 
 The env.py only has to honour `sqlalchemy.url`, or find its database itself
 (Flask-Migrate's does, inside the application context we provide).
@@ -70,28 +70,20 @@ class Hooks(Protocol):
 
     def planned(self, revisions: list[str], connection: Connection | None) -> None: ...
 
-    def applied(self, revision: str, connection: Connection | None) -> None: ...
-
-    def settled(self, connection: Connection | None) -> None: ...
+    def settled(self, revision: str, connection: Connection | None) -> None: ...
 
 
 def _environment(
     cfg: Config, script: ScriptDirectory, fn: Any, target: Target, hooks: Hooks
 ) -> Any:
-    """Alembic's own environment, whose `configure()` adds upgrader's callback to whatever
-    the env.py passes. (Alembic installs the instance's attributes as the `alembic.context`
-    module's, so an instance attribute, not a subclass, is what env.py calls.)"""
+    """Alembic's own environment, whose `configure()` tells the hooks which connection
+    the env.py gave it. (Alembic installs the instance's attributes as the
+    `alembic.context` module's, so an instance attribute, not a subclass, is what env.py
+    calls.)"""
     environment = EnvironmentContext(cfg, script, fn=fn, destination_rev=target)
     configure = environment.configure
 
-    def applied(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
-        if step.is_upgrade and not step.is_stamp:
-            hooks.applied(step.up_revision_id, ctx.connection)
-
     def configure_with_hook(*args: Any, **kwargs: Any) -> None:
-        theirs = kwargs.get("on_version_apply") or ()
-        callbacks = [theirs] if callable(theirs) else list(theirs)
-        kwargs["on_version_apply"] = [*callbacks, applied]
         quiet_alembic()  # after the env.py's fileConfig(): progress is upgrader's to print
         configure(*args, **kwargs)
         hooks.configured(environment.get_context().connection)
@@ -140,11 +132,11 @@ def run_upgrade(
 def _one_at_a_time(steps: list[Any], context: Any, hooks: Hooks) -> Iterator[Any]:
     """Alembic's steps as it takes them (`for step in fn(heads, context)`, each run inside
     `begin_transaction(_per_migration=True)`): when it asks for the next one, the step
-    before has left that transaction. Telling the hooks then costs nothing per statement,
-    where connection events would tax each of the migrations' own."""
+    before has run and left that transaction. Telling the hooks then costs nothing per
+    statement, where connection events would tax each of the migrations' own."""
     for step in steps:
         yield step
-        hooks.settled(context.connection)
+        hooks.settled(step.revision.revision, context.connection)
 
 
 def stamp_revisions(cfg: Config, revisions: list[str], purge: bool, app: Any = None) -> None:

@@ -1,11 +1,12 @@
 """The step journal of a run: step k of n written as Alembic applies each revision, a step
 called done only once the database has committed it, and what a failure leaves.
 
-On SQLite the journal is written on the migration's own connection, inside its
-transaction (another connection could not write while the migration holds the write
-lock), at most every CHECK_EVERY seconds: written with each revision, the run's row
-added its table's page to every commit, 2,000 writes beside Alembic's 7,000 on a chain of
-500 quick revisions (issue 21). On a server the heartbeat's thread writes the
+On SQLite the journal is written on the migration's own connection, between two
+revisions (another connection could not write while the migration holds the write lock),
+inside the migration's transaction when the env.py holds the whole pass in one, at most
+every CHECK_EVERY seconds: written with each revision, the run's row added its table's
+page to every commit, 2,000 writes beside Alembic's 7,000 on a chain of 500 quick
+revisions (issue 21). On a server the heartbeat's thread writes the
 progress and the finished steps' rows on upgrader's own connection, at most every
 Heartbeat.TICK seconds, and checks the upgrade lock at the same pace: a chain of quick
 revisions costs the migration no round trip per revision.
@@ -20,6 +21,7 @@ table, not the rows, is what a rerun resumes from).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import threading
 import time
@@ -29,7 +31,6 @@ from sqlalchemy import Connection, Engine
 
 from upgrader.core import journal
 from upgrader.core.database import describe_error, redact
-from upgrader.core.times import utcnow
 from upgrader.engine.exits import MigrationFailed
 from upgrader.engine.locks import LockLost, UpgradeLock
 from upgrader.engine.site import Installation
@@ -39,7 +40,11 @@ log = logging.getLogger("upgrader")
 
 class StepJournal:
     """The migration hooks (migrate.Hooks): step k of n journalled as Alembic applies each
-    revision, where the module's docstring says."""
+    revision, where the module's docstring says.
+
+    One hook per revision (`settled`) notes when the step ended, tells its commit and
+    announces the next step; the steps' rows are made from those notes when they are
+    written, in batches."""
 
     CHECK_EVERY = 0.5
 
@@ -56,25 +61,29 @@ class StepJournal:
         self.tables = site.tables
         self.sqlite = engine.url.get_backend_name() == "sqlite"
         self.lease = None if self.sqlite else site.settings.lease_seconds
-        self.plan = plan
-        self.done: list[str] = []
-        self.rows: list[dict[str, Any]] = []  # finished steps not written yet
-        # SQLite: rows written inside the migration's transaction, until it commits
-        self.in_flight: list[dict[str, Any]] = []
-        # applied by Alembic, not known to be committed yet: (position, revision, duration, row)
-        self.pending: list[tuple[int, str, float, dict[str, Any]]] = []
-        self.dirty = False
+        self._set_plan(plan)
+        self.done: list[str] = []  # the revisions applied, in order
+        self.ends: list[float] = []  # when each of them ended (time.monotonic())
+        self.committed = 0  # how many of them the database has committed
+        self.written = 0  # how many have their row written (SQLite: maybe uncommitted)
+        self.durable = 0  # how many rows are committed
+        self.shown = (0, 0)  # (applied, committed) as the journal last said
         self.env_ran = False  # the application's env.py reached context.configure()
-        self.mutex = threading.Lock()  # the migration's thread and the heartbeat's
-        self.started = self.checked = self.rows_written = time.monotonic()
-        self.started_at = utcnow()
+        self.mutex = threading.Lock()  # around writes: the migration's thread, the heartbeat's
+        # The run's clock: a step's times are read off it when its row is written.
+        self.began = self.started = self.checked = time.monotonic()
+        self.began_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         # The first step is journalled before Alembic holds any lock, so even on SQLite
         # others see "step 1 of n" while it runs; later steps commit with the one before.
         with engine.begin() as conn:
             if len(plan) != steps:
                 self._set_steps(conn)
-            self._at_step(conn)
-        self._announce()
+            self._write(conn)
+        self._announce(0)
+
+    def _set_plan(self, plan: list[str]) -> None:
+        self.plan = plan
+        self.messages = {revision: self._message(revision) for revision in plan}
 
     def _set_steps(self, conn: Connection) -> None:
         journal.update_in(conn, self.tables, self.run_id, steps=len(self.plan))
@@ -84,24 +93,50 @@ class StepJournal:
         node = graph.revisions.get(revision) if graph else None
         return node.message if node else ""
 
-    def _at_step(self, conn: Connection) -> None:
-        """Write the finished steps' rows and where the run is now (holding the mutex)."""
-        journal.record_steps(conn, self.tables, self.rows)
-        self.rows, self.rows_written = [], time.monotonic()
-        self.dirty = False
-        position = len(self.done)
-        if position < len(self.plan):  # the one running now
-            revision, position = self.plan[position], position + 1
+    def _clock(self, moment: float) -> dt.datetime:
+        """A moment of the run's clock as upgrader stores times (core/times.py utcnow)."""
+        since = dt.timedelta(seconds=moment - self.began)
+        return (self.began_at + since).replace(microsecond=0)
+
+    def _rows(self, first: int, upto: int) -> list[dict[str, Any]]:
+        """The rows of steps first+1 to upto, as they succeeded."""
+        rows = []
+        for k in range(first, upto):
+            started = self.ends[k - 1] if k else self.began
+            ended, revision = self.ends[k], self.done[k]
+            message = self.messages.get(revision)
+            rows.append(
+                journal.step_row(
+                    self.run_id,
+                    k + 1,
+                    revision,
+                    self._message(revision) if message is None else message,
+                    "succeeded",
+                    self._clock(started),
+                    ended - started,
+                    self._clock(ended),
+                )
+            )
+        return rows
+
+    def _write(self, conn: Connection) -> None:
+        """Write the rows not written yet and where the run is now (holding the mutex, or
+        before the run starts): on a server the committed steps' rows, on SQLite (inside
+        the migration's transaction) the applied ones'."""
+        applied, committed = len(self.ends), self.committed
+        upto = applied if self.sqlite else committed
+        journal.record_steps(conn, self.tables, self._rows(self.written, upto))
+        self.written, self.shown = max(self.written, upto), (applied, committed)
+        if applied < len(self.plan):  # the one running now
+            revision, position = self.plan[applied], applied + 1
         elif self.done:  # all done: the last one
-            revision = self.done[-1]
+            revision, position = self.done[-1], applied
         else:
             return
-        journal.at_step(
-            conn, self.tables, self.run_id, position, revision, self._message(revision), self.lease
-        )
+        message = self.messages.get(revision, "")
+        journal.at_step(conn, self.tables, self.run_id, position, revision, message, self.lease)
 
-    def _announce(self) -> None:
-        position = len(self.done)
+    def _announce(self, position: int) -> None:
         if position < len(self.plan):
             revision = self.plan[position]
             self.site.progress(
@@ -110,7 +145,7 @@ class StepJournal:
                     "position": position + 1,
                     "total": len(self.plan),
                     "revision": revision,
-                    "message": self._message(revision),
+                    "message": self.messages.get(revision, ""),
                 },
             )
 
@@ -143,66 +178,55 @@ class StepJournal:
         if revisions == self.plan:
             return
         with self.mutex:
-            self.plan = revisions
+            self._set_plan(revisions)
         self.flush(connection)
 
-    def applied(self, revision: str, connection: Connection | None) -> None:
-        """Alembic has run `revision` and moved its version table, inside the migration's
-        transaction: done once that commits (`settled`), which may be right after this
-        (one transaction per revision) or with the last one (one for the whole run)."""
-        duration = time.monotonic() - self.started
-        position = len(self.done) + 1
-        message = self._message(revision)
-        row = journal.step_row(
-            self.run_id, position, revision, message, "succeeded", self.started_at, duration
-        )
-        with self.mutex:
-            self.done.append(revision)
-            if self.sqlite:  # written inside the migration's transaction: it commits with it
-                self.rows.append(row)
-            self.pending.append((position, revision, duration, row))
-            self.dirty = True
-        log.info("run #%d: step %d of %d, %s, applied in %.2fs", self.run_id, position,
-                 len(self.plan), revision, duration)  # fmt: skip
-        if time.monotonic() - self.checked >= self.CHECK_EVERY:  # SQLite: our own flock, no-op
-            try:
-                self.lock.check()
-            except LockLost as exc:
-                raise MigrationFailed(f"stopped after {revision}: {exc}") from exc
-            self.checked = time.monotonic()
-        if self.sqlite and time.monotonic() - self.rows_written >= self.CHECK_EVERY:
-            self.flush(connection)  # at the heartbeat's pace, as on a server
-
-    def settled(self, connection: Connection | None) -> None:
-        """Alembic asks for its next revision: the one before has left Alembic's
-        transaction for it. Unless the connection is still in a transaction (the env.py
-        runs the whole pass in one), what was applied is committed. Then the next step
-        starts."""
+    def settled(self, revision: str, connection: Connection | None) -> None:
+        """Alembic asks for its next revision: `revision` has run and left Alembic's
+        transaction for it, so it is committed unless the connection is still in a
+        transaction (the env.py runs the whole pass in one). Then the next step starts."""
+        now = time.monotonic()
+        self.done.append(revision)
+        self.ends.append(now)
+        started, self.started = self.started, now
+        log.info("run #%d: step %d of %d, %s, applied in %.2fs", self.run_id, len(self.done),
+                 len(self.plan), revision, now - started)  # fmt: skip
         if connection is None or not connection.in_transaction():
             self._committed()
-        self.started, self.started_at = time.monotonic(), utcnow()
-        self._announce()
+        if now - self.checked >= self.CHECK_EVERY:
+            self._check(revision, connection)
+        self._announce(len(self.done))
+
+    def _check(self, revision: str, connection: Connection | None) -> None:
+        """At most every CHECK_EVERY seconds: the upgrade lock is still ours (on SQLite our
+        own flock: a no-op), and on SQLite the journal is written, as a server's heartbeat
+        writes it."""
+        try:
+            self.lock.check()
+        except LockLost as exc:
+            raise MigrationFailed(f"stopped after {revision}: {exc}") from exc
+        self.checked = time.monotonic()
+        if self.sqlite:
+            self.flush(connection)
 
     def _committed(self) -> None:
-        """What was applied is committed: say so, and (on a server) hand its rows to the
-        heartbeat."""
-        with self.mutex:
-            committed, self.pending, self.in_flight = self.pending, [], []
-            if not self.sqlite and committed:  # for the heartbeat's next tick
-                self.rows.extend(row for *_, row in committed)
-                self.dirty = True
-        if not committed:
+        """What was applied is committed: say so (on a server the heartbeat's next tick
+        writes its rows; on SQLite the rows written inside the transaction committed)."""
+        first, last = self.committed, len(self.ends)
+        if first == last:
             return
-        first, last = committed[0], committed[-1]
-        log.info("run #%d: step(s) %d to %d committed", self.run_id, first[0], last[0])
+        self.committed = last
+        if self.sqlite:
+            self.durable = self.written
+        log.info("run #%d: step(s) %d to %d committed", self.run_id, first + 1, last)
         self.site.progress(
             "step_done",
             {
-                "position": last[0],
-                "first": first[0],
+                "position": last,
+                "first": first + 1,
                 "total": len(self.plan),
-                "revision": last[1],
-                "duration": last[2],
+                "revision": self.done[-1],
+                "duration": self.ends[-1] - (self.ends[-2] if last > 1 else self.began),
             },
         )
 
@@ -212,20 +236,23 @@ class StepJournal:
 
     def tick(self) -> None:
         """From the heartbeat's thread: write what changed since the last tick."""
-        if self.dirty:
+        if self.shown != (len(self.ends), self.committed):
             self.flush()
 
     def flush(self, connection: Connection | None = None) -> None:
-        """Write the journal: inside the migration's transaction on SQLite (`connection`),
-        else in a transaction of upgrader's own."""
+        """Write the journal: on SQLite on the migration's connection (inside its
+        transaction if it is in one), else in a transaction of upgrader's own."""
         with self.mutex:
+            if self.sqlite and connection is not None and connection.in_transaction():
+                self._write(connection)  # commits with the migration (_committed)
+                return
             if self.sqlite and connection is not None:
-                written = self.rows
-                self._at_step(connection)
-                self.in_flight.extend(written)
+                with connection.begin():
+                    self._write(connection)
             else:
                 with self.engine.begin() as conn:
-                    self._at_step(conn)
+                    self._write(conn)
+            self.durable = self.written
 
     def failed(self, exc: BaseException) -> str:
         """Journal the failed step (the migration's transaction is gone: on our own
@@ -237,10 +264,16 @@ class StepJournal:
         if revision:
             message = self._message(revision)
             values.update(revision=revision, message=message)
-            duration = time.monotonic() - self.started
+            started = self.ends[-1] if self.ends else self.began
             ended.append(
                 journal.step_row(
-                    self.run_id, position, revision, message, "failed", self.started_at, duration
+                    self.run_id,
+                    position,
+                    revision,
+                    message,
+                    "failed",
+                    self._clock(started),
+                    time.monotonic() - started,
                 )
             )
         self._write_ended(ended, values)
@@ -251,14 +284,15 @@ class StepJournal:
         self._write_ended([], {})
 
     def _write_ended(self, ended: list[dict[str, Any]], values: dict[str, Any]) -> None:
-        """The rows not written yet, and those the migration's transaction took with it
-        (undo_steps then marks the steps whose revisions the database lacks)."""
+        """The rows not known committed: not written yet, or taken with the migration's
+        transaction (undo_steps then marks the steps whose revisions the database lacks)."""
         engine = self.engine
         with contextlib.suppress(Exception), engine.begin() as conn:
             with self.mutex:
-                unsettled = self.in_flight if self.sqlite else [row for *_, row in self.pending]
-                journal.record_steps(conn, self.tables, [*self.rows, *unsettled, *ended])
-                self.rows, self.pending, self.in_flight = [], [], []
+                applied = len(self.ends)
+                rows = self._rows(self.durable, applied)
+                journal.record_steps(conn, self.tables, [*rows, *ended])
+                self.written = self.durable = applied
             if values:
                 journal.update_in(conn, self.tables, self.run_id, **values)
         with contextlib.suppress(Exception):
