@@ -19,6 +19,7 @@ A version is a git revision: it is checked out into a temporary worktree, and it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +138,21 @@ def worktree(revision: str, place: Path) -> Path:
     return tree
 
 
+@contextlib.contextmanager
+def worktrees(revisions: list[str], place: Path) -> Iterator[list[Path]]:
+    """Each revision checked out under `place`, removed again afterwards."""
+    trees: list[Path] = []
+    try:
+        for revision in revisions:
+            trees.append(worktree(revision, place))
+        yield trees
+    finally:
+        for tree in trees:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False
+            )
+
+
 def measure(tree: Path, n: int) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
     done = subprocess.run(
@@ -177,8 +194,7 @@ def main() -> None:
     if not args.base:
         parser.error("name the revision to compare against")
     place = Path(tempfile.mkdtemp(prefix="before-after-trees-"))
-    trees = [worktree(args.base, place), worktree(args.head, place)]
-    try:
+    with worktrees([args.base, args.head], place) as trees:
         results: list[list[dict[str, float]]] = [[], []]
         for i in range(args.rounds):
             order = (0, 1) if i % 2 == 0 else (1, 0)
@@ -190,11 +206,6 @@ def main() -> None:
             a = [r[metric] for r in results[0]]
             b = [r[metric] for r in results[1]]
             print(report(metric, a, b))
-    finally:
-        for tree in trees:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False
-            )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
-from benchmarks.before_after import worktree  # noqa: E402
+from benchmarks.before_after import worktrees  # noqa: E402
 from benchmarks.chain_overhead import environ, install_base  # noqa: E402
 from benchmarks.pairs import Cost, as_installed, cost, ratios  # noqa: E402
 from benchmarks.upgrade_overhead import fresh_database  # noqa: E402
@@ -74,19 +73,13 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql,mysql")
     args = parser.parse_args()
     place = Path(tempfile.mkdtemp(prefix="chain-before-after-"))
-    trees = [worktree(args.base, place), worktree(args.head, place)]
-    try:
+    with worktrees([args.base, args.head], place) as trees:
         chain = trivial_chain(place / "chain", args.revisions)
         as_installed({}, chain, *(tree / "upgrader" for tree in trees))
         print(f"A = {args.base}, B = {args.head}; {args.revisions} trivial revisions, B/A")
         for backend in args.backends.split(","):
             line = compare(trees, backend, chain, args.rounds, place)
             print(f"{backend:<11} {line}", flush=True)
-    finally:
-        for tree in trees:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False
-            )
 
 
 if __name__ == "__main__":
