@@ -103,7 +103,7 @@ def plain(url: str, chain: Path, workdir: Path, env: dict[str, str], backup: boo
 
     def both() -> None:
         if backup:
-            raw_backup(url, workdir / "raw.backup")()
+            raw_backup(url, workdir / f"raw-{make_url(url).get_backend_name()}.backup")()
         cost(alembic(url, chain, workdir), env)
 
     return measured(both)

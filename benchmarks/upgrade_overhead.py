@@ -183,7 +183,8 @@ def bench_backup(backend: str, rows: int, repeat: int, workdir: Path) -> list[tu
     with fresh_database(backend, workdir) as url:
         prepare(url, rows)
         engine = create_engine(url)
-        raw = raw_backup(url, workdir / "raw.backup")
+        # a file per backend: sqlite3 .backup refuses to overwrite another tool's dump
+        raw = raw_backup(url, workdir / f"raw-{backend}.backup")
         labels = itertools.count()
 
         def ours() -> Cost:
