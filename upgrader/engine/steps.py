@@ -74,7 +74,7 @@ class StepJournal:
         self.began = self.started = self.checked = time.monotonic()
         self.began_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         # The first step is journalled before Alembic holds any lock, so even on SQLite
-        # others see "step 1 of n" while it runs; later steps commit with the one before.
+        # others see "step 1 of n" while it runs; later ones at the pace the module says.
         with engine.begin() as conn:
             if len(plan) != steps:
                 self._set_steps(conn)
@@ -121,8 +121,8 @@ class StepJournal:
 
     def _write(self, conn: Connection) -> None:
         """Write the rows not written yet and where the run is now (holding the mutex, or
-        before the run starts): on a server the committed steps' rows, on SQLite (inside
-        the migration's transaction) the applied ones'."""
+        before the run starts): on a server the committed steps' rows, on SQLite (on the
+        migration's connection) the applied ones'."""
         applied, committed = len(self.ends), self.committed
         upto = applied if self.sqlite else committed
         journal.record_steps(conn, self.tables, self._rows(self.written, upto))
