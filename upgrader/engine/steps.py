@@ -71,7 +71,7 @@ class StepJournal:
         self.env_ran = False  # the application's env.py reached context.configure()
         self.mutex = threading.Lock()  # around writes: the migration's thread, the heartbeat's
         # The run's clock: a step's times are read off it when its row is written.
-        self.began = self.started = self.checked = time.monotonic()
+        self.began = self.checked = time.monotonic()
         self.began_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         # The first step is journalled before Alembic holds any lock, so even on SQLite
         # others see "step 1 of n" while it runs; later ones at the pace the module says.
@@ -98,11 +98,15 @@ class StepJournal:
         since = dt.timedelta(seconds=moment - self.began)
         return (self.began_at + since).replace(microsecond=0)
 
+    def _start(self, k: int) -> float:
+        """When step k+1 started: when the one before it ended, or the run's clock began."""
+        return self.ends[k - 1] if k else self.began
+
     def _rows(self, first: int, upto: int) -> list[dict[str, Any]]:
         """The rows of steps first+1 to upto, as they succeeded."""
         rows = []
         for k in range(first, upto):
-            started = self.ends[k - 1] if k else self.began
+            started = self._start(k)
             ended, revision = self.ends[k], self.done[k]
             message = self.messages.get(revision)
             rows.append(
@@ -188,7 +192,7 @@ class StepJournal:
         now = time.monotonic()
         self.done.append(revision)
         self.ends.append(now)
-        started, self.started = self.started, now
+        started = self._start(len(self.ends) - 1)  # the step that just ended
         log.info("run #%d: step %d of %d, %s, applied in %.2fs", self.run_id, len(self.done),
                  len(self.plan), revision, now - started)  # fmt: skip
         if connection is None or not connection.in_transaction():
@@ -226,7 +230,7 @@ class StepJournal:
                 "first": first + 1,
                 "total": len(self.plan),
                 "revision": self.done[-1],
-                "duration": self.ends[-1] - (self.ends[-2] if last > 1 else self.began),
+                "duration": self.ends[-1] - self._start(last - 1),
             },
         )
 
@@ -264,7 +268,7 @@ class StepJournal:
         if revision:
             message = self._message(revision)
             values.update(revision=revision, message=message)
-            started = self.ends[-1] if self.ends else self.began
+            started = self._start(len(self.ends))
             ended.append(
                 journal.step_row(
                     self.run_id,
