@@ -576,6 +576,17 @@ def test_a_revision_declares_its_phase_in_its_file(tmp_path: Path) -> None:
     ]
 
 
+def stop(process: subprocess.Popen[str]) -> None:
+    """SIGSTOP, then wait until the kernel shows the process stopped: the signal is
+    delivered asynchronously, and a check made at once may still see it running."""
+    process.send_signal(signal.SIGSTOP)
+    stat = Path(f"/proc/{process.pid}/stat")
+    deadline = time.monotonic() + 10
+    while stat.read_text().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+        assert time.monotonic() < deadline, stat.read_text()
+        time.sleep(0.01)
+
+
 def _commands(fix: str) -> list[str]:
     return re.findall(r"`([^`]+)`", fix)
 
@@ -591,7 +602,7 @@ def test_a_stopped_upgrade_is_named_and_its_printed_fix_works(
     full = seeded(db_url, tmp_path)
     process = spawn(db_url, full, tmp_path, "r03", CHAIN_SLEEP="3", UPGRADER_LEASE_SECONDS="2")
     wait_until_at(db_url, full, process, "r03")
-    process.send_signal(signal.SIGSTOP)
+    stop(process)
     try:
         time.sleep(3)  # past its lease
         stopped = status(db_url, full, "2.0.0")
@@ -624,7 +635,7 @@ def test_unlock_force_ends_a_stopped_run_and_says_so(db_url: str, tmp_path: Path
     full = seeded(db_url, tmp_path)
     process = spawn(db_url, full, tmp_path, "r03")
     wait_until_at(db_url, full, process, "r03")
-    process.send_signal(signal.SIGSTOP)
+    stop(process)
     try:
         forced = run_cli(*config(db_url, full, "2.0.0"), "unlock", "--force", "--yes")
         assert forced.exit_code == 0, forced.output
