@@ -283,3 +283,31 @@ class FlaskRunner:
 
     def invoke(self, args: list[str]) -> Any:
         return self.runner.invoke(self.group, args=args)
+
+
+def dump_running(parent: int) -> bool:
+    """Whether a dump tool runs as a child of `parent` (setpriv execs into it)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            stat_line = (proc / "stat").read_text()
+        except OSError:
+            continue
+        name = stat_line[stat_line.index("(") + 1 : stat_line.rindex(")")]
+        ppid = int(stat_line[stat_line.rindex(")") + 2 :].split()[1])
+        if ppid == parent and name in ("pg_dump", "mariadb-dump", "mysqldump"):
+            return True
+    return False
+
+
+def programs_started(monkeypatch: Any) -> list[list[str]]:
+    """The command line of every program started from now on (subprocess.run and the
+    rest of the module start theirs through Popen)."""
+    started: list[list[str]] = []
+
+    class Recording(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, args: Any, *rest: Any, **kw: Any) -> None:
+            started.append([str(a) for a in args])
+            super().__init__(args, *rest, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", Recording)
+    return started

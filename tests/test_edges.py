@@ -20,15 +20,18 @@ from typing import Any
 import pymysql
 import pytest
 from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from tests.conftest import SERVER_URLS, fresh_server_database
 from tests.helpers import (
     CURRENT,
     MIGRATIONS,
     cli_args,
+    dump_running,
     execute,
     install,
     journal_of,
+    programs_started,
     run_cli,
     status_of,
 )
@@ -98,6 +101,56 @@ def test_restore_uses_exactly_the_file_it_verified(tmp_path: Path) -> None:
     restored = run_cli(*args, "restore", str(moved), "--yes", env=env)
     assert restored.exit_code == 0, restored.output
     assert status_of(url, tmp_path)["database_revisions"] == ["0001_initial"]
+
+
+def test_a_failure_while_the_dump_runs_kills_the_tool_and_leaves_nothing(
+    server_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tables a backup must hold are listed while the dump tool runs. If the listing
+    fails (the database gone), the tool is killed at once, not waited for, and no partial
+    file is left. The dump waits behind a table lock, released only after 30 s."""
+    install(server_db_url, CURRENT)
+    holder = create_engine(server_db_url)
+    blocker = holder.connect()
+    blocker.begin()
+    if server_db_url.startswith("postgresql"):
+        blocker.execute(text("LOCK TABLE books IN ACCESS EXCLUSIVE MODE"))
+    else:
+        blocker.execute(text("LOCK TABLES books WRITE"))
+    released = threading.Event()
+
+    def release() -> None:
+        if not server_db_url.startswith("postgresql"):
+            blocker.execute(text("UNLOCK TABLES"))
+        blocker.rollback()
+        released.set()
+
+    def gone(engine: Any) -> Any:
+        deadline = time.monotonic() + 30
+        while not dump_running(os.getpid()):
+            assert time.monotonic() < deadline, "the dump tool never started"
+            time.sleep(0.01)
+        raise OperationalError("SHOW FULL TABLES", {}, Exception("the server has gone away"))
+
+    monkeypatch.setattr(backup_module, "inspect", gone)
+    timer = threading.Timer(30, release)
+    timer.start()
+    engine = create_engine(server_db_url)
+    backups = tmp_path / "backups"
+    backups.mkdir(mode=0o700)
+    try:
+        with pytest.raises(OperationalError):
+            backup_module.create_backup(engine, backups, checked=True)
+        assert not released.is_set()  # it was killed, not waited for
+        assert not dump_running(os.getpid())
+        assert list(backups.iterdir()) == []
+    finally:
+        timer.cancel()
+        if not released.is_set():
+            release()
+        blocker.close()
+        holder.dispose()
+        engine.dispose()
 
 
 def test_a_full_disk_during_the_backup_changes_nothing(
@@ -458,14 +511,7 @@ def test_a_postgresql_backup_runs_the_tools_the_wrapper_would(
         pytest.skip("PATH's pg_dump is not Debian's pg_wrapper")
     newest = pgtools.newest("pg_dump")
     assert newest is not None
-    ran: list[list[str]] = []
-    real_run = subprocess.run
-
-    def run(argv: list[str], *args: Any, **kw: Any) -> Any:
-        ran.append(list(argv))
-        return real_run(argv, *args, **kw)
-
-    monkeypatch.setattr(backup_module.subprocess, "run", run)
+    ran = programs_started(monkeypatch)
     install(postgresql_url, CURRENT)
     engine = create_engine(postgresql_url)
     try:

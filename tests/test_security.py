@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from werkzeug.test import Client
@@ -21,8 +20,10 @@ from tests.helpers import (
     MIGRATIONS,
     SAMPLE,
     cli_args,
+    dump_running,
     free_port,
     install,
+    programs_started,
     run_cli,
     wait_for_port,
 )
@@ -161,14 +162,7 @@ def test_backups_are_private_and_credentials_leave_no_trace(
     dead = secrets / "999999-left-by-a-killed-run"  # no such process
     dead.mkdir(exist_ok=True)
     (dead / "client.cnf").write_text("password=left over")
-    seen: list[list[str]] = []
-    real_run = subprocess.run
-
-    def spy(argv: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append(list(argv))
-        return real_run(argv, *args, **kwargs)
-
-    monkeypatch.setattr(backup_module.subprocess, "run", spy)
+    seen = programs_started(monkeypatch)
     backups = tmp_path / "backups"
     doctor = run_cli(*cli_args(db_url), "doctor", env={"UPGRADER_BACKUP_DIR": str(backups)})
     assert f"LEFT BEHIND      {dead}" in doctor.output  # doctor reads, and says so
@@ -345,20 +339,6 @@ def _files_holding(secret: str, root: Path) -> list[Path]:
     return found
 
 
-def _dump_running(parent: int) -> bool:
-    """Whether a dump tool runs as a child of `parent` (setpriv execs into it)."""
-    for proc in Path("/proc").iterdir():
-        try:
-            stat_line = (proc / "stat").read_text()
-        except OSError:
-            continue
-        name = stat_line[stat_line.index("(") + 1 : stat_line.rindex(")")]
-        ppid = int(stat_line[stat_line.rindex(")") + 2 :].split()[1])
-        if ppid == parent and name in ("pg_dump", "mariadb-dump", "mysqldump"):
-            return True
-    return False
-
-
 @pytest.mark.slow
 def test_a_backup_killed_mid_dump_leaves_no_password_anywhere(
     server_db_url: str, tmp_path: Path
@@ -394,7 +374,7 @@ def test_a_backup_killed_mid_dump_leaves_no_password_anywhere(
     )
     try:
         deadline = time.monotonic() + 30
-        while not _dump_running(process.pid):
+        while not dump_running(process.pid):
             assert time.monotonic() < deadline, "the dump tool never started"
             time.sleep(0.05)
         time.sleep(0.5)

@@ -33,7 +33,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -223,7 +223,11 @@ def create_backup(
         raise BackupError("; ".join(problems))
     url = engine.url
     backend = url.get_backend_name()
-    tables = sorted(inspect(engine).get_table_names())
+    tables: list[str] = []
+
+    def list_tables() -> None:
+        tables.extend(sorted(inspect(engine).get_table_names()))
+
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     ext = {"sqlite": "sqlite", "postgresql": "pgdump"}.get(backend, "sql")
     for stale in backup_dir.glob("*.partial*"):  # a killed backup's; we hold the upgrade lock
@@ -236,14 +240,17 @@ def create_backup(
         final = backup_dir / f"{name}-{n}.{ext}"
     partial = final.with_name(final.name + ".partial")
     try:
+        # The tables it must hold are listed while the dump tool starts and runs, when this
+        # process would only wait (the listing: 0.5-0.8 ms on MariaDB, timed apart).
         if backend == "sqlite":
+            list_tables()
             _sqlite_backup(Path(url.database or ""), partial)
             digest = checked_and_hashed(partial, lambda: _verify_sqlite(partial, tables))
         elif backend == "postgresql":
-            _pg_dump(url, partial)
+            _pg_dump(url, partial, meanwhile=list_tables)
             digest = checked_and_hashed(partial, lambda: _verify_pg(partial, tables))
         else:
-            _mysql_dump(url, partial)
+            _mysql_dump(url, partial, meanwhile=list_tables)
             digest = checked_and_hashed(partial, lambda: _verify_mysql(partial, tables))
         partial.chmod(0o600)
         os.replace(partial, final)
@@ -344,23 +351,41 @@ def _pg_program(name: str, args: list[str]) -> str:
     return pgtools.program(name, host_given=any(a.startswith("--host=") for a in args))
 
 
-def _run(argv: list[str], env: dict[str, str], url: URL, what: str, **kw: Any) -> str:
+def _run(
+    argv: list[str],
+    env: dict[str, str],
+    url: URL,
+    what: str,
+    meanwhile: Callable[[], object] = lambda: None,
+    **kw: Any,
+) -> str:
+    """The tool's output, as subprocess.run would give it, with `meanwhile()` called while
+    the tool runs. If anything fails, the tool is killed and waited for."""
     guard = shutil.which("setpriv")
     if guard:  # the tool dies with us, rather than dump on after a kill -9
         argv = [guard, "--pdeathsig", "SIGKILL", "--", *argv]
+    pipe = subprocess.PIPE
     try:
-        done = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=DUMP_TIMEOUT, check=False, **kw
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        tool = subprocess.Popen(argv, env=env, stdout=pipe, stderr=pipe, text=True, **kw)
+    except OSError as exc:
         raise BackupError(f"{what} could not run: {redact(str(exc), url)}") from exc
-    if done.returncode != 0:
-        message = " ".join((done.stderr or done.stdout).split())[:2000]
-        raise BackupError(f"{what} failed (exit {done.returncode}): {redact(message, url)}")
-    return str(done.stdout)
+    with tool:
+        try:
+            meanwhile()
+            out, err = tool.communicate(timeout=DUMP_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            tool.kill()
+            raise BackupError(f"{what} did not finish in {DUMP_TIMEOUT // 3600} hours") from exc
+        except BaseException:
+            tool.kill()
+            raise
+    if tool.returncode != 0:
+        message = " ".join((err or out).split())[:2000]
+        raise BackupError(f"{what} failed (exit {tool.returncode}): {redact(message, url)}")
+    return str(out)
 
 
-def _pg_dump(url: URL, target: Path) -> None:
+def _pg_dump(url: URL, target: Path, meanwhile: Callable[[], object]) -> None:
     args, env = _pg_env(url)
     _run(
         [
@@ -375,6 +400,7 @@ def _pg_dump(url: URL, target: Path) -> None:
         env,
         url,
         "pg_dump",
+        meanwhile,
     )
 
 
@@ -425,7 +451,7 @@ def _mysql_options(url: URL) -> Iterator[tuple[str, int]]:
             os.close(write)
 
 
-def _mysql_dump(url: URL, target: Path) -> None:
+def _mysql_dump(url: URL, target: Path, meanwhile: Callable[[], object]) -> None:
     tool = _mysql_tool("dump")
     assert tool is not None
     with _mysql_options(url) as (options, fd):
@@ -444,6 +470,7 @@ def _mysql_dump(url: URL, target: Path) -> None:
             dict(os.environ),
             url,
             os.path.basename(tool),
+            meanwhile,
             pass_fds=(fd,),
         )
 
