@@ -38,7 +38,7 @@ from tests.helpers import (
 from upgrader.core import database
 from upgrader.core.tables import tables_in
 from upgrader.engine import backup as backup_module
-from upgrader.engine import checksum, pgtools
+from upgrader.engine import backuptools, checksum, pgtools
 
 
 def test_the_factory_is_called_once_per_process(
@@ -151,6 +151,17 @@ def test_a_failure_while_the_dump_runs_kills_the_tool_and_leaves_nothing(
         blocker.close()
         holder.dispose()
         engine.dispose()
+
+
+def test_a_tools_message_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
+    """A failed tool's message in another encoding (a Latin-1 server message) is reported,
+    what cannot be decoded replaced, the password redacted: not a UnicodeDecodeError."""
+    url = make_url("mysql+pymysql://root:s3cret@127.0.0.1/test")
+    says = "printf 'Zugriff f\\374r root:s3cret verweigert\\n' >&2; exit 3"
+    with pytest.raises(backuptools.BackupError) as failed:
+        backuptools.run(["sh", "-c", says], dict(os.environ), url, "mariadb")
+    assert str(failed.value).startswith("mariadb failed (exit 3): Zugriff f\ufffdr root:"), failed
+    assert "s3cret" not in str(failed.value)
 
 
 def test_a_full_disk_during_the_backup_changes_nothing(

@@ -11,9 +11,9 @@ Passwords reach the tools through their environment (PGPASSWORD) or a pipe
 (MariaDB's --defaults-extra-file=/dev/fd/N), never through the command line nor a
 file: a killed run leaves no credential behind. (Older releases wrote a 0600 file;
 every command removes any such file a killed run left.)
-The tools die with upgrader (PR_SET_PDEATHSIG, through util-linux's `setpriv`); on
-Debian and Ubuntu the PostgreSQL ones run without their Perl wrapper where it would run
-the newest version anyway (engine/pgtools.py).
+The tools die with upgrader (engine/backuptools.py); on Debian and Ubuntu the PostgreSQL
+ones run without their Perl wrapper where it would run the newest version anyway
+(engine/pgtools.py).
 A backup is written under a temporary name and renamed when verified, so a
 half-written file never looks like a backup; backups are 0600 in a 0700
 directory, since they hold everything the application stores. Beside each,
@@ -33,7 +33,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,16 +43,11 @@ from sqlalchemy import URL, Engine, inspect, text
 from upgrader.core import processes
 from upgrader.core.database import redact
 from upgrader.engine import pgtools
+from upgrader.engine.backuptools import BackupError, run, running
 from upgrader.engine.checksum import checked_and_hashed, sha256
-from upgrader.engine.exits import EngineError
 
-DUMP_TIMEOUT = 6 * 3600
 LOCK_WAIT = "60s"
 """pg_dump waits this long for a table lock: a statement of a killed run may hold one."""
-
-
-class BackupError(EngineError):
-    """A backup or restore could not be made or verified; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -223,11 +218,6 @@ def create_backup(
         raise BackupError("; ".join(problems))
     url = engine.url
     backend = url.get_backend_name()
-    tables: list[str] = []
-
-    def list_tables() -> None:
-        tables.extend(sorted(inspect(engine).get_table_names()))
-
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     ext = {"sqlite": "sqlite", "postgresql": "pgdump"}.get(backend, "sql")
     for stale in backup_dir.glob("*.partial*"):  # a killed backup's; we hold the upgrade lock
@@ -240,17 +230,19 @@ def create_backup(
         final = backup_dir / f"{name}-{n}.{ext}"
     partial = final.with_name(final.name + ".partial")
     try:
-        # The tables it must hold are listed while the dump tool starts and runs, when this
-        # process would only wait (the listing: 0.5-0.8 ms on MariaDB, timed apart).
+        # The tables the backup must hold are listed while the dump tool starts and runs,
+        # when this process would only wait (the listing: 0.5-0.8 ms on MariaDB).
         if backend == "sqlite":
-            list_tables()
+            tables = _table_names(engine)
             _sqlite_backup(Path(url.database or ""), partial)
             digest = checked_and_hashed(partial, lambda: _verify_sqlite(partial, tables))
         elif backend == "postgresql":
-            _pg_dump(url, partial, meanwhile=list_tables)
+            with _pg_dump(url, partial):
+                tables = _table_names(engine)
             digest = checked_and_hashed(partial, lambda: _verify_pg(partial, tables))
         else:
-            _mysql_dump(url, partial, meanwhile=list_tables)
+            with _mysql_dump(url, partial):
+                tables = _table_names(engine)
             digest = checked_and_hashed(partial, lambda: _verify_mysql(partial, tables))
         partial.chmod(0o600)
         os.replace(partial, final)
@@ -275,6 +267,10 @@ def create_backup(
     with os.fdopen(fd, "w") as handle:
         handle.write(json.dumps(asdict(backup), indent=2))
     return backup
+
+
+def _table_names(engine: Engine) -> list[str]:
+    return sorted(inspect(engine).get_table_names())
 
 
 def _safe(text_: str) -> str:
@@ -351,43 +347,10 @@ def _pg_program(name: str, args: list[str]) -> str:
     return pgtools.program(name, host_given=any(a.startswith("--host=") for a in args))
 
 
-def _run(
-    argv: list[str],
-    env: dict[str, str],
-    url: URL,
-    what: str,
-    meanwhile: Callable[[], object] = lambda: None,
-    **kw: Any,
-) -> str:
-    """The tool's output, as subprocess.run would give it, with `meanwhile()` called while
-    the tool runs. If anything fails, the tool is killed and waited for."""
-    guard = shutil.which("setpriv")
-    if guard:  # the tool dies with us, rather than dump on after a kill -9
-        argv = [guard, "--pdeathsig", "SIGKILL", "--", *argv]
-    pipe = subprocess.PIPE
-    try:
-        tool = subprocess.Popen(argv, env=env, stdout=pipe, stderr=pipe, text=True, **kw)
-    except OSError as exc:
-        raise BackupError(f"{what} could not run: {redact(str(exc), url)}") from exc
-    with tool:
-        try:
-            meanwhile()
-            out, err = tool.communicate(timeout=DUMP_TIMEOUT)
-        except subprocess.TimeoutExpired as exc:
-            tool.kill()
-            raise BackupError(f"{what} did not finish in {DUMP_TIMEOUT // 3600} hours") from exc
-        except BaseException:
-            tool.kill()
-            raise
-    if tool.returncode != 0:
-        message = " ".join((err or out).split())[:2000]
-        raise BackupError(f"{what} failed (exit {tool.returncode}): {redact(message, url)}")
-    return str(out)
-
-
-def _pg_dump(url: URL, target: Path, meanwhile: Callable[[], object]) -> None:
+def _pg_dump(url: URL, target: Path) -> contextlib.AbstractContextManager[object]:
+    """pg_dump, running while the block does."""
     args, env = _pg_env(url)
-    _run(
+    return running(
         [
             _pg_program("pg_dump", args),
             "--format=custom",
@@ -400,14 +363,13 @@ def _pg_dump(url: URL, target: Path, meanwhile: Callable[[], object]) -> None:
         env,
         url,
         "pg_dump",
-        meanwhile,
     )
 
 
 def _verify_pg(path: Path, tables: list[str]) -> None:
     """pg_restore reads any archive of a pg_dump as new as itself: on Debian the newest
     installed (the one the dump ran, when a host was given) is run without its wrapper."""
-    toc = _run(
+    toc = run(
         [pgtools.program("pg_restore", host_given=True), "--list", str(path)],
         dict(os.environ),
         URL.create("postgresql"),
@@ -451,28 +413,25 @@ def _mysql_options(url: URL) -> Iterator[tuple[str, int]]:
             os.close(write)
 
 
-def _mysql_dump(url: URL, target: Path, meanwhile: Callable[[], object]) -> None:
+@contextlib.contextmanager
+def _mysql_dump(url: URL, target: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """mariadb-dump (or mysqldump), running while the block does."""
     tool = _mysql_tool("dump")
     assert tool is not None
     with _mysql_options(url) as (options, fd):
-        _run(
-            [
-                tool,
-                f"--defaults-extra-file={options}",
-                "--single-transaction",
-                "--routines",
-                "--triggers",
-                "--events",
-                "--hex-blob",
-                f"--result-file={target}",
-                url.database or "",
-            ],
-            dict(os.environ),
-            url,
-            os.path.basename(tool),
-            meanwhile,
-            pass_fds=(fd,),
-        )
+        argv = [
+            tool,
+            f"--defaults-extra-file={options}",
+            "--single-transaction",
+            "--routines",
+            "--triggers",
+            "--events",
+            "--hex-blob",
+            f"--result-file={target}",
+            url.database or "",
+        ]
+        with running(argv, dict(os.environ), url, os.path.basename(tool), pass_fds=(fd,)) as dump:
+            yield dump
 
 
 def _verify_mysql(path: Path, tables: list[str]) -> None:
@@ -556,7 +515,7 @@ def restore_backup(engine: Engine, path: Path) -> Backup:
             for table in extra:
                 conn.execute(text(f"DROP TABLE IF EXISTS {_q(conn, table)} CASCADE"))
         args, env = _pg_env(url)
-        _run(
+        run(
             [
                 _pg_program("pg_restore", args),
                 "--clean",
@@ -583,7 +542,7 @@ def restore_backup(engine: Engine, path: Path) -> Backup:
         if tool is None:
             raise BackupError("the mariadb (or mysql) client is not installed")
         with _mysql_options(url) as (options, fd), open(path, "rb") as dump:
-            _run(
+            run(
                 [tool, f"--defaults-extra-file={options}", url.database or ""],
                 dict(os.environ),
                 url,

@@ -19,7 +19,8 @@ from upgrader.core.diagnosis import Diagnosis
 from upgrader.core.gather import lingering_statement
 from upgrader.core.states import State
 from upgrader.core.tables import ensure_tables
-from upgrader.engine.backup import Backup, BackupError, create_backup, preflight, restore_backup
+from upgrader.engine.backup import Backup, create_backup, preflight, restore_backup
+from upgrader.engine.backuptools import BackupError
 from upgrader.engine.exits import (
     EXIT_UNAVAILABLE,
     EngineError,

@@ -29,7 +29,8 @@ from upgrader.core import journal, records, storage
 from upgrader.core.diagnosis import Diagnosis
 from upgrader.core.revisions import Revision
 from upgrader.core.tables import ensure_tables
-from upgrader.engine.backup import Backup, BackupError, create_backup
+from upgrader.engine.backup import Backup, create_backup
+from upgrader.engine.backuptools import BackupError
 from upgrader.engine.exits import MigrationFailed, PreflightFailed, Stopped
 from upgrader.engine.heartbeat import Heartbeat
 from upgrader.engine.locks import UpgradeLock
