@@ -8,7 +8,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +312,35 @@ def programs_started(monkeypatch: Any) -> list[list[str]]:
 
     monkeypatch.setattr(subprocess, "Popen", Recording)
     return started
+
+
+@contextlib.contextmanager
+def books_locked(url: str) -> Iterator[Callable[[], None]]:
+    """The sample's `books` table locked by another session, so that a dump waits behind
+    it. Yields a release that may be called early, from any thread."""
+    engine = create_engine(url)
+    blocker = engine.connect()
+    blocker.begin()
+    mariadb = not url.startswith("postgresql")
+    blocker.execute(
+        text("LOCK TABLES books WRITE" if mariadb else "LOCK TABLE books IN ACCESS EXCLUSIVE MODE")
+    )
+    once = threading.Lock()
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        with once:
+            if released:
+                return
+            released = True
+            if mariadb:
+                blocker.execute(text("UNLOCK TABLES"))
+            blocker.rollback()
+
+    try:
+        yield release
+    finally:
+        release()
+        blocker.close()
+        engine.dispose()

@@ -26,6 +26,7 @@ from tests.conftest import SERVER_URLS, fresh_server_database
 from tests.helpers import (
     CURRENT,
     MIGRATIONS,
+    books_locked,
     cli_args,
     dump_running,
     execute,
@@ -110,20 +111,7 @@ def test_a_failure_while_the_dump_runs_kills_the_tool_and_leaves_nothing(
     fails (the database gone), the tool is killed at once, not waited for, and no partial
     file is left. The dump waits behind a table lock, released only after 30 s."""
     install(server_db_url, CURRENT)
-    holder = create_engine(server_db_url)
-    blocker = holder.connect()
-    blocker.begin()
-    if server_db_url.startswith("postgresql"):
-        blocker.execute(text("LOCK TABLE books IN ACCESS EXCLUSIVE MODE"))
-    else:
-        blocker.execute(text("LOCK TABLES books WRITE"))
     released = threading.Event()
-
-    def release() -> None:
-        if not server_db_url.startswith("postgresql"):
-            blocker.execute(text("UNLOCK TABLES"))
-        blocker.rollback()
-        released.set()
 
     def gone(engine: Any) -> Any:
         deadline = time.monotonic() + 30
@@ -133,24 +121,26 @@ def test_a_failure_while_the_dump_runs_kills_the_tool_and_leaves_nothing(
         raise OperationalError("SHOW FULL TABLES", {}, Exception("the server has gone away"))
 
     monkeypatch.setattr(backup_module, "inspect", gone)
-    timer = threading.Timer(30, release)
-    timer.start()
     engine = create_engine(server_db_url)
     backups = tmp_path / "backups"
     backups.mkdir(mode=0o700)
-    try:
-        with pytest.raises(OperationalError):
-            backup_module.create_backup(engine, backups, checked=True)
-        assert not released.is_set()  # it was killed, not waited for
-        assert not dump_running(os.getpid())
-        assert list(backups.iterdir()) == []
-    finally:
-        timer.cancel()
-        if not released.is_set():
+    with books_locked(server_db_url) as release:
+
+        def late() -> None:
             release()
-        blocker.close()
-        holder.dispose()
-        engine.dispose()
+            released.set()
+
+        timer = threading.Timer(30, late)
+        timer.start()
+        try:
+            with pytest.raises(OperationalError):
+                backup_module.create_backup(engine, backups, checked=True)
+            assert not released.is_set()  # it was killed, not waited for
+            assert not dump_running(os.getpid())
+            assert list(backups.iterdir()) == []
+        finally:
+            timer.cancel()
+            engine.dispose()
 
 
 def test_a_tools_message_that_is_not_utf8_is_reported(tmp_path: Path) -> None:

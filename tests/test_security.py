@@ -19,6 +19,7 @@ from werkzeug.test import Client
 from tests.helpers import (
     MIGRATIONS,
     SAMPLE,
+    books_locked,
     cli_args,
     dump_running,
     free_port,
@@ -347,17 +348,8 @@ def test_a_backup_killed_mid_dump_leaves_no_password_anywhere(
     the password, during the dump or after; the next command finds nothing to clean."""
     import tempfile
 
-    from sqlalchemy import create_engine, text
-
     install(server_db_url, CURRENT)
     url = _with_password(server_db_url)
-    holder = create_engine(server_db_url)
-    blocker = holder.connect()
-    blocker.begin()
-    if url.startswith("postgresql"):
-        blocker.execute(text("LOCK TABLE books IN ACCESS EXCLUSIVE MODE"))
-    else:
-        blocker.execute(text("LOCK TABLES books WRITE"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
     env.update(
         UPGRADER_DATABASE_URL=url,
@@ -366,13 +358,13 @@ def test_a_backup_killed_mid_dump_leaves_no_password_anywhere(
         UPGRADER_BACKUP_DIR=str(tmp_path / "backups"),
         UPGRADER_INSTALLER_DIR=str(tmp_path / "none"),
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "upgrader", "backup"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with books_locked(server_db_url):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "upgrader", "backup"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while not dump_running(process.pid):
             assert time.monotonic() < deadline, "the dump tool never started"
@@ -382,12 +374,6 @@ def test_a_backup_killed_mid_dump_leaves_no_password_anywhere(
         assert _files_holding(PASSWORD, temporary) == []  # not even while it runs
         process.kill()
         process.wait(timeout=10)
-    finally:
-        if not url.startswith("postgresql"):
-            blocker.execute(text("UNLOCK TABLES"))
-        blocker.rollback()
-        blocker.close()
-        holder.dispose()
     assert _files_holding(PASSWORD, temporary) == []
     assert _files_holding(PASSWORD, tmp_path) == []
     doctor = subprocess.run(
