@@ -43,7 +43,7 @@ from sqlalchemy import URL, Engine, inspect, text
 from upgrader.core import processes
 from upgrader.core.database import redact
 from upgrader.engine import pgtools
-from upgrader.engine.backuptools import BackupError, run, running
+from upgrader.engine.backuptools import BackupError, Tool, run, running
 from upgrader.engine.checksum import checked_and_hashed, sha256
 
 LOCK_WAIT = "60s"
@@ -414,7 +414,7 @@ def _mysql_options(url: URL) -> Iterator[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def _mysql_dump(url: URL, target: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _mysql_dump(url: URL, target: Path) -> Iterator[Tool]:
     """mariadb-dump (or mysqldump), running while the block does."""
     tool = _mysql_tool("dump")
     assert tool is not None
