@@ -347,7 +347,7 @@ def _pg_program(name: str, args: list[str]) -> str:
     return pgtools.program(name, host_given=any(a.startswith("--host=") for a in args))
 
 
-def _pg_dump(url: URL, target: Path) -> contextlib.AbstractContextManager[object]:
+def _pg_dump(url: URL, target: Path) -> contextlib.AbstractContextManager[Tool]:
     """pg_dump, running while the block does."""
     args, env = _pg_env(url)
     return running(
