@@ -61,7 +61,7 @@ class StepJournal:
         self.tables = site.tables
         self.sqlite = engine.url.get_backend_name() == "sqlite"
         self.lease = None if self.sqlite else site.settings.lease_seconds
-        self._set_plan(plan)
+        self.plan = plan
         self.done: list[str] = []  # the revisions applied, in order
         self.ends: list[float] = []  # when each of them ended (time.monotonic())
         self.committed = 0  # how many of them the database has committed
@@ -70,7 +70,9 @@ class StepJournal:
         self.shown = (0, 0)  # (applied, committed) as the journal last said
         self.env_ran = False  # the application's env.py reached context.configure()
         self.mutex = threading.Lock()  # around writes: the migration's thread, the heartbeat's
-        # The run's clock: a step's times are read off it when its row is written.
+        # The run's clock: a step's times are read off it when its row is written. Its
+        # start is kept to the microsecond (times.utcnow() drops them); _clock drops them
+        # from each time it gives.
         self.began = self.checked = time.monotonic()
         self.began_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         # The first step is journalled before Alembic holds any lock, so even on SQLite
@@ -80,10 +82,6 @@ class StepJournal:
                 self._set_steps(conn)
             self._write(conn)
         self._announce(0)
-
-    def _set_plan(self, plan: list[str]) -> None:
-        self.plan = plan
-        self.messages = {revision: self._message(revision) for revision in plan}
 
     def _set_steps(self, conn: Connection) -> None:
         journal.update_in(conn, self.tables, self.run_id, steps=len(self.plan))
@@ -108,13 +106,12 @@ class StepJournal:
         for k in range(first, upto):
             started = self._start(k)
             ended, revision = self.ends[k], self.done[k]
-            message = self.messages.get(revision)
             rows.append(
                 journal.step_row(
                     self.run_id,
                     k + 1,
                     revision,
-                    self._message(revision) if message is None else message,
+                    self._message(revision),
                     "succeeded",
                     self._clock(started),
                     ended - started,
@@ -137,7 +134,7 @@ class StepJournal:
             revision, position = self.done[-1], applied
         else:
             return
-        message = self.messages.get(revision, "")
+        message = self._message(revision)
         journal.at_step(conn, self.tables, self.run_id, position, revision, message, self.lease)
 
     def _announce(self, position: int) -> None:
@@ -149,7 +146,7 @@ class StepJournal:
                     "position": position + 1,
                     "total": len(self.plan),
                     "revision": revision,
-                    "message": self.messages.get(revision, ""),
+                    "message": self._message(revision),
                 },
             )
 
@@ -182,7 +179,7 @@ class StepJournal:
         if revisions == self.plan:
             return
         with self.mutex:
-            self._set_plan(revisions)
+            self.plan = revisions
         self.flush(connection)
 
     def settled(self, revision: str, connection: Connection | None) -> None:
