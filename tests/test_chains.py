@@ -29,6 +29,7 @@ from tests.chains import (
     write_revision,
 )
 from tests.helpers import progress_lines, run_cli
+from upgrader.core import processes
 from upgrader.core.journal import steps_of
 from upgrader.core.tables import define_tables
 
@@ -580,10 +581,9 @@ def stop(process: subprocess.Popen[str]) -> None:
     """SIGSTOP, then wait until the kernel shows the process stopped: the signal is
     delivered asynchronously, and a check made at once may still see it running."""
     process.send_signal(signal.SIGSTOP)
-    stat = Path(f"/proc/{process.pid}/stat")
     deadline = time.monotonic() + 10
-    while stat.read_text().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
-        assert time.monotonic() < deadline, stat.read_text()
+    while processes.state_of(process.pid) != processes.STOPPED:
+        assert time.monotonic() < deadline, processes.state_of(process.pid)
         time.sleep(0.01)
 
 
