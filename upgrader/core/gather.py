@@ -18,7 +18,7 @@ from upgrader.core.database import (
 )
 from upgrader.core.deadline import NoAnswer, within
 from upgrader.core.facts import DatabaseFacts
-from upgrader.core.tables import define_tables, forget_columns
+from upgrader.core.tables import define_tables, forget_layout
 from upgrader.settings import Settings
 
 
@@ -55,16 +55,16 @@ def _read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
             return DatabaseFacts(reachable=False, error=_where(engine) + describe_error(exc, url))
         try:
             with conn:
-                facts = storage.read_facts(conn, tables, settings.version_table)
+                facts = storage.read_facts(conn, tables, settings.version_table, remember=True)
                 facts = _with_run_facts(conn, facts, held)
                 if _ended_meanwhile(facts):
                     conn.rollback()  # a fresh snapshot (MariaDB reads repeatably by default)
-                    again = storage.read_facts(conn, tables, settings.version_table)
+                    again = storage.read_facts(conn, tables, settings.version_table, remember=True)
                     facts = _with_run_facts(conn, again, held)
                 return facts
         except (SQLAlchemyError, ValueError, TypeError, KeyError) as exc:
             reason = describe_error(exc, url)
-            forget_columns(engine)  # a restore may have changed upgrader's tables
+            forget_layout(engine)  # a restore may have changed the tables
             if held and "database is locked" in reason:
                 # SQLite: a long migration holds the write lock, and its process is alive.
                 who = lockfile.holder(url.database)
@@ -72,7 +72,7 @@ def _read_database(engine: Engine, settings: Settings) -> DatabaseFacts:
                 return DatabaseFacts(
                     busy=reason, lock_held=True, dialect="sqlite", holder=who, process=state
                 )
-            if attempt == 1 and (_column_error(reason) or _stale(exc)):
+            if attempt == 1 and (_layout_error(reason) or _stale(exc)):
                 continue
             break
     # Connected, then failed: the server went away or the database itself is unreadable
@@ -91,11 +91,13 @@ def _stale(exc: Exception) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
-def _column_error(reason: str) -> bool:
+def _layout_error(reason: str) -> bool:
+    """A table or column this process remembered is not there (any longer)."""
     lowered = reason.lower()
-    return "column" in lowered and any(
-        word in lowered for word in ("no such column", "unknown column", "does not exist")
-    )
+    return any(
+        words in lowered
+        for words in ("no such table", "no such column", "unknown column", "does not exist")
+    ) or ("table" in lowered and "doesn't exist" in lowered)
 
 
 def _ended_meanwhile(facts: DatabaseFacts) -> bool:

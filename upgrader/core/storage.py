@@ -6,6 +6,7 @@ the state row that adoption and upgrades share.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, Select, inspect, select, text
@@ -19,15 +20,49 @@ from upgrader.core.records import (
     split_revisions,
     typed,
 )
-from upgrader.core.tables import Tables, columns, quote, tables_in
+from upgrader.core.tables import (
+    Tables,
+    columns,
+    listed_tables,
+    quote,
+    remembered_tables,
+    tables_in,
+)
 from upgrader.core.times import utcnow
 
 
 def read_facts(
-    conn: Connection, tables: Tables, version_table: str = "alembic_version"
+    conn: Connection,
+    tables: Tables,
+    version_table: str = "alembic_version",
+    *,
+    remember: bool = False,
 ) -> DatabaseFacts:
-    """Read alembic_version, the state rows and the last run. A few cheap queries."""
-    names = tuple(tables_in(conn))
+    """Read alembic_version, the state rows and the last run. A few cheap queries.
+
+    With `remember` (the guard's refreshes), the list of tables is the one this process
+    found last time, while it held the three tables read here: listing them cost a refresh
+    a sixth of its CPU. A table gone since makes a read fail, and the caller forgets the
+    list and reads again (core/gather.py). Only "not installed" and a cut-off upgrade read
+    the list, so where the facts say neither can be, it is not listed again."""
+    if not remember:
+        return _read_facts(conn, tables, version_table, tuple(tables_in(conn)))
+    known = remembered_tables(conn)
+    if known is None or not {version_table, tables.state.name, tables.runs.name} <= set(known):
+        return _read_facts(conn, tables, version_table, listed_tables(conn))
+    facts = _read_facts(conn, tables, version_table, known)
+    return facts if _settled(facts) else replace(facts, tables=listed_tables(conn))
+
+
+def _settled(facts: DatabaseFacts) -> bool:
+    """Installed, and the last run ended well: no decision reads the list of tables."""
+    run = facts.last_run
+    return bool(facts.revisions and facts.states) and (run is None or run.status == "succeeded")
+
+
+def _read_facts(
+    conn: Connection, tables: Tables, version_table: str, names: tuple[str, ...]
+) -> DatabaseFacts:
     problems: list[str] = []
     revisions = read_revisions(conn, version_table) if version_table in names else ()
     states: list[StateRow] = []

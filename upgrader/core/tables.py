@@ -163,25 +163,43 @@ def ensure_tables(engine: Engine, tables: Tables) -> None:
                     conn.execute(
                         text(f"ALTER TABLE {quote(conn, table.name)} ADD COLUMN {name} {kind}")
                     )
-    forget_columns(engine)
+    forget_layout(engine)
 
 
-def forget_columns(engine: Engine) -> None:
-    """Look the columns up again (after a restore, or when a read failed)."""
-    url = engine.url.render_as_string(hide_password=True)
+def forget_layout(engine: Engine) -> None:
+    """Look the tables and their columns up again (after a restore, or when a read
+    failed)."""
+    url = _key(engine)
     for key in [k for k in _COLUMNS if k[0] == url]:
         del _COLUMNS[key]
+    _TABLES.pop(url, None)
 
 
 _COLUMNS: dict[tuple[str, str], frozenset[str]] = {}
+_TABLES: dict[str, tuple[str, ...]] = {}
+
+
+def _key(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
 
 
 def columns(conn: Connection, table: str) -> frozenset[str]:
     """The columns of a table that exists, looked up once per process and database."""
-    key = (conn.engine.url.render_as_string(hide_password=True), table)
+    key = (_key(conn.engine), table)
     if key not in _COLUMNS:
         _COLUMNS[key] = _read_columns(conn, table)
     return _COLUMNS[key]
+
+
+def listed_tables(conn: Connection) -> tuple[str, ...]:
+    """`tables_in`, and kept for `remembered_tables`."""
+    names = _TABLES[_key(conn.engine)] = tuple(tables_in(conn))
+    return names
+
+
+def remembered_tables(conn: Connection) -> tuple[str, ...] | None:
+    """The tables `listed_tables` last found in this database, or None."""
+    return _TABLES.get(_key(conn.engine))
 
 
 def _read_columns(conn: Connection, table: str) -> frozenset[str]:
