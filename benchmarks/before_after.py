@@ -1,19 +1,22 @@
 """The request guard of two versions of upgrader, side by side: did a change cost anything?
 
-Each round runs one process per version, alternately (A, B, B, A, A, B…), each on a SQLite
-database of its own, measuring in that process:
+Each round runs one process per version, alternately (A, B, B, A, A, B…), each on databases
+of its own (SQLite, or with `--backend` PostgreSQL or MariaDB through TEST_POSTGRESQL_URL /
+TEST_MYSQL_URL), measuring in that process:
 
 - steady state: seconds for `--requests` requests of Flask's hello world through
   `UpgraderMiddleware` (the site open, the diagnosis fresh: what every request pays);
 - blocked: CPU per request answered "Down for Maintenance (Err2)" from the cached
   diagnosis (what every request pays during an upgrade);
-- refresh: CPU of one diagnosis refresh (what a process pays once per TTL).
+- refresh: CPU of one diagnosis refresh (what a process pays once per TTL);
+- beat: the same, on the beat that also writes the process's node row.
 
 Then the per-pair ratios (B / A: below 1 means B is faster), their median and spread.
 A version is a git revision: it is checked out into a temporary worktree, and its own
 `upgrader` and `tests.helpers` are imported from there.
 
     .venv/bin/python benchmarks/before_after.py BASE [HEAD] [--rounds 15] [--requests 20000]
+        [--backend sqlite|postgresql|mysql]
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-METRICS = ("steady_s", "blocked_us", "refresh_ms")
+METRICS = ("steady_s", "blocked_us", "refresh_ms", "beat_ms")
+SERVERS = {
+    "postgresql": ("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    "mysql": ("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+}
 
 
 # ---------------------------------------------------------------- in the child process
@@ -76,9 +83,10 @@ def requests(app: Any, n: int) -> float:
         gc.enable()
 
 
-def child(tree: Path, n: int) -> dict[str, float]:
+def child(tree: Path, n: int, backend: str) -> dict[str, float]:
     sys.path.insert(0, str(tree))
     import upgrader  # heavy: the tree's own
+    from tests.conftest import fresh_server_database  # heavy: the tree's own
     from tests.helpers import MIGRATIONS, install  # heavy: the tree's own
     from upgrader.sample.releases import CURRENT, RELEASES  # heavy: the tree's own
     from upgrader.settings import resolve  # heavy: the tree's own
@@ -86,9 +94,12 @@ def child(tree: Path, n: int) -> dict[str, float]:
 
     assert Path(upgrader.__file__).is_relative_to(tree), upgrader.__file__
     work = Path(tempfile.mkdtemp(prefix="before-after-"))
+    databases = contextlib.ExitStack()
 
     def guard(release: str, ttl: float) -> Any:
         url = f"sqlite:///{work / f'{release}.db'}"
+        if backend != "sqlite":
+            url = databases.enter_context(contextlib.contextmanager(fresh_server_database)(backend))
         install(url, release)
         settings = resolve(
             {
@@ -102,28 +113,40 @@ def child(tree: Path, n: int) -> dict[str, float]:
             },
             environ={},
         )
-        return UpgraderMiddleware(hello().wsgi_app, settings)
+        made = UpgraderMiddleware(hello().wsgi_app, settings)
+        databases.callback(made.cache.close)  # before its database is dropped
+        return made
 
-    open_site = guard(CURRENT, 2.0)  # the default TTL: refreshes as a process makes them
-    requests(open_site, 500)
-    steady = requests(open_site, n)
-    pending = guard("1.0.0", 3600.0)
-    requests(pending, 50)
-    assert pending.cache.get().state.value == "upgrade_pending"
-    cpu = time.process_time()
-    requests(pending, n // 4)
-    blocked = (time.process_time() - cpu) / (n // 4)
-    refreshes = []
-    for _ in range(20):
-        pending.cache.invalidate()
+    with databases:
+        open_site = guard(CURRENT, 2.0)  # the default TTL: refreshes as a process makes them
+        requests(open_site, 500)
+        steady = requests(open_site, n)
+        pending = guard("1.0.0", 3600.0)
+        requests(pending, 50)
+        assert pending.cache.get().state.value == "upgrade_pending"
         cpu = time.process_time()
-        pending.cache.get()
-        refreshes.append(time.process_time() - cpu)
+        requests(pending, n // 4)
+        blocked = (time.process_time() - cpu) / (n // 4)
+        refresh = refreshes(pending.cache, 20)
+        pending.cache.registration.every = 0.0  # the node row on every refresh
+        beat = refreshes(pending.cache, 20)
     return {
         "steady_s": steady,
         "blocked_us": blocked * 1e6,
-        "refresh_ms": statistics.median(refreshes) * 1e3,
+        "refresh_ms": refresh * 1e3,
+        "beat_ms": beat * 1e3,
     }
+
+
+def refreshes(cache: Any, n: int) -> float:
+    """The median CPU of `n` refreshes."""
+    cpu = []
+    for _ in range(n):
+        cache.invalidate()
+        started = time.process_time()
+        cache.get()
+        cpu.append(time.process_time() - started)
+    return statistics.median(cpu)
 
 
 # --------------------------------------------------------------------- in the parent
@@ -153,10 +176,20 @@ def worktrees(revisions: list[str], place: Path) -> Iterator[list[Path]]:
             )
 
 
-def measure(tree: Path, n: int) -> dict[str, float]:
+def measure(tree: Path, n: int, backend: str) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADER_")}
+    env.update({name: os.environ.get(name, url) for name, url in SERVERS.values()})
     done = subprocess.run(
-        [sys.executable, __file__, "--child", str(tree), "--requests", str(n)],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            str(tree),
+            "--requests",
+            str(n),
+            "--backend",
+            backend,
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -186,10 +219,11 @@ def main() -> None:
     parser.add_argument("head", nargs="?", default="HEAD", help="B (default: HEAD)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--backend", default="sqlite", choices=("sqlite", *SERVERS))
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child.resolve(), args.requests)))
+        print(json.dumps(child(args.child.resolve(), args.requests, args.backend)))
         return
     if not args.base:
         parser.error("name the revision to compare against")
@@ -199,9 +233,12 @@ def main() -> None:
         for i in range(args.rounds):
             order = (0, 1) if i % 2 == 0 else (1, 0)
             for side in order:
-                results[side].append(measure(trees[side], args.requests))
+                results[side].append(measure(trees[side], args.requests, args.backend))
             print(f"round {i + 1}/{args.rounds}", file=sys.stderr)
-        print(f"A = {args.base}, B = {args.head}; {args.requests} requests per steady round")
+        print(
+            f"A = {args.base}, B = {args.head}, on {args.backend}; "
+            f"{args.requests} requests per steady round"
+        )
         for metric in METRICS:
             a = [r[metric] for r in results[0]]
             b = [r[metric] for r in results[1]]

@@ -14,12 +14,16 @@
 3. Blocked-request CPU: a request answered "Down for Maintenance (Err2)" from the cached
    diagnosis, in CPU time. Goal: <= 10 µs.
 4. Database queries per request in steady state (counted with SQLAlchemy's events): 0.
+5. Where a refresh's CPU goes (with the node row): the CPU from each statement, commit,
+   rollback or return to the pool to the next, in the median refresh, beside a bare round
+   trip through the driver (`SELECT 1` on its own cursor). No goal: it shows what a
+   refresh is made of on each database, and what no change to upgrader can take away.
 
 Each measurement uses a database of its own (SQLite in a temporary directory;
 PostgreSQL and MariaDB through TEST_POSTGRESQL_URL / TEST_MYSQL_URL for the refresh).
 
     .venv/bin/python benchmarks/guard_overhead.py [--rounds 15] [--requests 20000]
-        [--backends sqlite,postgresql,mysql] [--parts 1,2,3]
+        [--backends sqlite,postgresql,mysql] [--parts 1,2,3,5]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -42,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
-from sqlalchemy import event  # noqa: E402
+from sqlalchemy import create_engine, event  # noqa: E402
 
 from benchmarks.pairs import interleaved, spread  # noqa: E402
 from tests.conftest import fresh_server_database  # noqa: E402
@@ -232,6 +237,8 @@ def main() -> None:
             with database("sqlite", tmp, release="1.0.0") as url:
                 print("3. Blocked request (Err2, page from memory)   goal <= 10 µs")
                 print(f"   {blocked_cpu(url, args.requests)}")
+        if "5" in parts:
+            breakdown(tmp, args)
 
 
 def steady(tmp: Path, args: argparse.Namespace) -> None:
@@ -287,6 +294,105 @@ def refresh(tmp: Path, args: argparse.Namespace) -> None:
             reading = refresher(rollout, float("inf"), migrations=str(post_deploy_code(tmp)))
             assert reading.state == "post_deploy_pending", reading.state  # type: ignore[attr-defined]
             print(f"   {'':<11} {refresh_pairs(before, reading, args.rounds)}  post-deploy")
+
+
+def breakdown(tmp: Path, args: argparse.Namespace) -> None:
+    """Part 5: a refresh with its node row, step by step, on each database."""
+    print("5. Where a refresh's CPU goes, with the node row: from each step to the next")
+    for backend in args.backends.split(","):
+        with database(backend, tmp) as url:
+            total, steps = refresh_steps(url, args.rounds * 10)
+            bare = round_trip(url, args.rounds)
+            print(
+                f"   {backend:<11} {total * 1000:.2f} ms in all (median of {args.rounds * 10});"
+                f" a bare round trip {bare * 1000:.3f} ms"
+            )
+            for label, seconds, seen in steps:
+                print(f"   {'':<11} {seconds * 1000:6.3f} ms  {label}{seen}")
+
+
+def refresh_steps(url: str, n: int) -> tuple[float, list[tuple[str, float, str]]]:
+    """The median refresh's CPU, and each step's: SQLAlchemy's events mark where each
+    statement, commit, rollback, checkout and return to the pool begins (in whichever
+    thread), a listener where the diagnosis is made, and a wrapper where the node row's
+    beat begins. After the read's return to the pool comes the thread's hand-back, the
+    decision and its explanation. A label seen again in one refresh is numbered: the node
+    row's connection."""
+    cache = UpgraderMiddleware(flask_hello(), settings_for(url)).cache
+    cache.registration.every = 0.0
+    cache.get()
+    marks: list[tuple[str, float]] = []
+
+    def mark(label: str) -> Callable[..., None]:
+        return lambda *a: marks.append((label or _label(a[2]), time.process_time()))
+
+    event.listen(cache.engine, "before_cursor_execute", mark(""))
+    event.listen(cache.engine, "commit", mark("COMMIT"))
+    event.listen(cache.engine, "rollback", mark("ROLLBACK"))
+    event.listen(cache.engine.pool, "checkout", mark("checkout, to the first statement"))
+    event.listen(cache.engine.pool, "reset", mark("return to the pool, and on"))
+    cache.listeners.append(mark("the diagnosis's listeners"))
+    beat = cache.registration.beat
+
+    def marked_beat(*a: Any, **k: Any) -> None:
+        marks.append(("node row: the beat", time.process_time()))
+        beat(*a, **k)
+
+    cache.registration.beat = marked_beat  # type: ignore[method-assign]
+    totals: list[float] = []
+    costs: dict[str, list[float]] = {}
+    for _ in range(n):
+        marks.clear()
+        cache.invalidate()
+        started = time.process_time()
+        cache.get()
+        ended = time.process_time()
+        totals.append(ended - started)
+        for label, seconds in _steps(marks, started, ended).items():
+            costs.setdefault(label, []).append(seconds)
+    steps = [
+        (label, statistics.median(v), "" if len(v) == n else f"  (in {len(v)} of {n})")
+        for label, v in costs.items()
+    ]
+    return statistics.median(totals), steps
+
+
+def _steps(marks: list[tuple[str, float]], started: float, ended: float) -> dict[str, float]:
+    """Each mark's CPU until the next one (the last one's until the refresh ended)."""
+    here: dict[str, float] = {"before the first step": marks[0][1] - started}
+    for (label, at), (_, after) in zip(marks, [*marks[1:], ("", ended)], strict=True):
+        name, k = label, 2
+        while name in here:
+            name, k = f"{label} ({k})", k + 1
+        here[name] = after - at
+    return here
+
+
+def _label(statement: str) -> str:
+    """A statement's verb and first table: enough to tell a refresh's statements apart."""
+    found = re.search(r"\b(?:FROM|INTO|TABLES FROM)\s+([`\"\w.]+)", statement)
+    return f"{statement.split()[0]} {found.group(1) if found else '...'}"
+
+
+def round_trip(url: str, rounds: int) -> float:
+    """The CPU of `SELECT 1` on the driver's own cursor, nothing of SQLAlchemy's around it."""
+    engine = create_engine(url)
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+
+        def hundred() -> float:
+            started = time.process_time()
+            for _ in range(100):
+                cursor.execute("SELECT 1")
+                cursor.fetchall()
+            return (time.process_time() - started) / 100
+
+        hundred()
+        return statistics.median(hundred() for _ in range(rounds))
+    finally:
+        raw.close()
+        engine.dispose()
 
 
 if __name__ == "__main__":
