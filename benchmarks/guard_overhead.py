@@ -15,9 +15,9 @@
    diagnosis, in CPU time. Goal: <= 10 µs.
 4. Database queries per request in steady state (counted with SQLAlchemy's events): 0.
 5. Where a refresh's CPU goes (with the node row): the CPU from each statement, commit,
-   rollback or return to the pool to the next, in the median refresh, beside a bare round
-   trip through the driver (`SELECT 1` on its own cursor). No goal: it shows what a
-   refresh is made of on each database, and what no change to upgrader can take away.
+   rollback or return to the pool to the next, the median of each over the refreshes,
+   beside a bare round trip through the driver (`SELECT 1` on its own cursor). No goal: it
+   shows what a refresh is made of on each database.
 
 Each measurement uses a database of its own (SQLite in a temporary directory;
 PostgreSQL and MariaDB through TEST_POSTGRESQL_URL / TEST_MYSQL_URL for the refresh).
@@ -312,7 +312,7 @@ def breakdown(tmp: Path, args: argparse.Namespace) -> None:
 
 
 def refresh_steps(url: str, n: int) -> tuple[float, list[tuple[str, float, str]]]:
-    """The median refresh's CPU, and each step's: SQLAlchemy's events mark where each
+    """A refresh's CPU, and each step's (medians): SQLAlchemy's events mark where each
     statement, commit, rollback, checkout and return to the pool begins (in whichever
     thread), a listener where the diagnosis is made, and a wrapper where the node row's
     beat begins. After the read's return to the pool comes the thread's hand-back, the
@@ -350,6 +350,7 @@ def refresh_steps(url: str, n: int) -> tuple[float, list[tuple[str, float, str]]
         totals.append(ended - started)
         for label, seconds in _steps(marks, started, ended).items():
             costs.setdefault(label, []).append(seconds)
+    cache.close()
     steps = [
         (label, statistics.median(v), "" if len(v) == n else f"  (in {len(v)} of {n})")
         for label, v in costs.items()
@@ -370,7 +371,7 @@ def _steps(marks: list[tuple[str, float]], started: float, ended: float) -> dict
 
 def _label(statement: str) -> str:
     """A statement's verb and first table: enough to tell a refresh's statements apart."""
-    found = re.search(r"\b(?:FROM|INTO|TABLES FROM)\s+([`\"\w.]+)", statement)
+    found = re.search(r"\b(?:FROM|INTO)\s+([`\"\w.]+)", statement)
     return f"{statement.split()[0]} {found.group(1) if found else '...'}"
 
 
