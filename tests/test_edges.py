@@ -113,14 +113,14 @@ def test_a_failure_while_the_dump_runs_kills_the_tool_and_leaves_nothing(
     install(server_db_url, CURRENT)
     released = threading.Event()
 
-    def gone(engine: Any) -> Any:
+    def gone(conn: Any) -> Any:
         deadline = time.monotonic() + 30
         while not dump_running(os.getpid()):
             assert time.monotonic() < deadline, "the dump tool never started"
             time.sleep(0.01)
         raise OperationalError("SHOW FULL TABLES", {}, Exception("the server has gone away"))
 
-    monkeypatch.setattr(backup_module, "inspect", gone)
+    monkeypatch.setattr(backup_module, "tables_in", gone)
     engine = create_engine(server_db_url)
     backups = tmp_path / "backups"
     backups.mkdir(mode=0o700)

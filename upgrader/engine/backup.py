@@ -38,10 +38,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Engine, inspect, text
+from sqlalchemy import URL, Engine, text
 
 from upgrader.core import processes
 from upgrader.core.database import redact
+from upgrader.core.tables import tables_in
 from upgrader.engine import pgtools
 from upgrader.engine.backuptools import BackupError, Tool, run, running
 from upgrader.engine.checksum import checked_and_hashed, sha256
@@ -270,7 +271,9 @@ def create_backup(
 
 
 def _table_names(engine: Engine) -> list[str]:
-    return sorted(inspect(engine).get_table_names())
+    """The database's tables, as every other part of upgrader lists them."""
+    with engine.connect() as conn:
+        return tables_in(conn)
 
 
 def _safe(text_: str) -> str:
@@ -509,7 +512,7 @@ def restore_backup(engine: Engine, path: Path) -> Backup:
             src.close()
         return backup
     engine.dispose()  # our own pooled connections would hold locks on what we drop
-    extra = sorted(set(inspect(engine).get_table_names()) - set(backup.tables))
+    extra = sorted(set(_table_names(engine)) - set(backup.tables))
     if backend == "postgresql":
         with engine.begin() as conn:
             for table in extra:
